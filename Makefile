@@ -1,0 +1,51 @@
+# image-cache-daemon: build, local cluster, tests. `make help` lists targets.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := build
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REGISTRY ?= 127.0.0.1:5000
+IMAGE ?= $(REGISTRY)/image-cache-daemon:$(VERSION)
+KUBECONFIG ?= $(or $(ICD_CLUSTER_DIR),/var/lib/icd-cluster)/admin.kubeconfig
+export KUBECONFIG
+
+PKG := github.com/dcherman/image-cache-daemon
+LDFLAGS := -s -w -X $(PKG)/pkg/version.Version=$(VERSION)
+GOBUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
+
+.PHONY: help build image cluster-up cluster-down demo test test-unit test-e2e e2e vet
+
+help: ## list targets
+	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build the three binaries into bin/
+	$(GOBUILD) -o bin/image-cache-daemon ./cmd/daemon
+	$(GOBUILD) -o bin/warden ./cmd/warden
+	$(GOBUILD) -o bin/kubectl-imagecache ./cmd/kubectl-imagecache
+
+image: build ## build the project image from bin/ and push it to the local registry
+	go run ./hack/images project --registry $(REGISTRY) --bin bin --tag $(VERSION)
+
+cluster-up: ## bring up the local cluster (root; first run builds Kubernetes, ~10 min)
+	hack/cluster/up.sh
+
+cluster-down: ## stop the local cluster and remove its state
+	hack/cluster/down.sh
+
+demo: cluster-up ## the main job end to end on the local cluster
+	hack/demo.sh
+
+vet:
+	go vet ./...
+	go vet -tags e2e ./test/e2e/...
+
+test-unit: vet ## unit tests, race detector on
+	go test -race -count=1 ./...
+
+e2e: ## e2e tests against a running local cluster (make cluster-up first)
+	go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/...
+
+test-e2e: ## bring the cluster up, run the e2e tests, bring it down
+	hack/cluster/up.sh
+	status=0; $(MAKE) e2e IMAGE=$(IMAGE) || status=$$?; hack/cluster/down.sh; exit $$status
+
+test: test-unit test-e2e ## every test: unit, then e2e on a fresh local cluster

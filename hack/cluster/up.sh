@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# Brings up a one-node Kubernetes cluster on this machine: etcd, the control
+# plane, containerd, kubelet, kube-proxy and an image registry on
+# 127.0.0.1:5000. Everything listens on loopback or on the CNI bridge.
+# Idempotent: when the cluster is already up it only says so.
+# Needs root, Linux and Go. See README.md.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[[ $(id -u) -eq 0 ]] || die "the local cluster needs root (containerd, kubelet, iptables)"
+
+components=(registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
+all_alive() {
+  local c
+  for c in "${components[@]}"; do proc_alive "$c" || return 1; done
+}
+
+BIN=$(kube_bin_dir)
+KUBECTL=("$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN")
+
+if all_alive && "${KUBECTL[@]}" get --raw /readyz >/dev/null 2>&1; then
+  log "already up"
+  echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
+  exit 0
+fi
+if [[ -d $STATE || -d $RUN ]]; then
+  log "found the remains of an earlier cluster: bringing it down first"
+  "$ICD_ROOT/hack/cluster/down.sh"
+fi
+
+"$ICD_ROOT/hack/cluster/deps.sh"
+mkdir -p "$STATE" "$RUN" "$PKI" "$PIDS" "$LOGS"
+# If anything below fails, leave nothing half-started behind.
+trap 'rc=$?; if [[ $rc -ne 0 ]]; then log "up failed (exit $rc); logs are in $LOGS; cleaning up"; tail -n 20 "$LOGS"/*.log >&2 || true; "$ICD_ROOT/hack/cluster/down.sh" --keep-logs; fi' EXIT
+
+# ---------------------------------------------------------------- certificates
+log "creating certificates in $PKI"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+  -subj "/CN=icd-cluster-ca" -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null
+
+# cert NAME CN ORG EXTKEYUSAGE [SAN]: a key and certificate signed by the CA.
+cert() {
+  local name=$1 cn=$2 org=$3 eku=$4 san=${5:-} subj ext
+  subj="/CN=$cn"; [[ -n $org ]] && subj+="/O=$org"
+  ext="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=$eku"
+  [[ -n $san ]] && ext+="\nsubjectAltName=$san"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "$subj" \
+    -keyout "$PKI/$name.key" -out "$PKI/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -extfile <(printf "$ext") -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr"
+}
+cert apiserver kube-apiserver "" serverAuth \
+  "IP:$NODE_IP,IP:$API_SERVICE_IP,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters clientAuth
+cert kubelet-serving "system:node:$NODE_NAME" system:nodes serverAuth "IP:$NODE_IP,DNS:$NODE_NAME"
+cert admin icd-admin system:masters clientAuth
+cert controller-manager system:kube-controller-manager "" clientAuth
+cert scheduler system:kube-scheduler "" clientAuth
+cert kubelet "system:node:$NODE_NAME" system:nodes clientAuth
+cert kube-proxy system:kube-proxy "" clientAuth
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$PKI/sa.key" 2>/dev/null
+openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+
+# kubeconfig NAME: a kubeconfig for the identity in pki/NAME.{crt,key}.
+kubeconfig() {
+  cat >"$STATE/$1.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: icd
+  cluster:
+    server: $API_SERVER
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $PKI/$1.crt
+    client-key: $PKI/$1.key
+contexts:
+- name: icd
+  context: {cluster: icd, user: $1}
+current-context: icd
+EOF
+}
+for k in admin controller-manager scheduler kubelet kube-proxy; do kubeconfig "$k"; done
+
+# ---------------------------------------------------------------- network
+# The bridge exists before the API server starts so that its advertise
+# address is on this machine; the CNI bridge plugin adopts it.
+sysctl -n net.ipv4.ip_forward >"$STATE/ip_forward.saved"
+if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+  ip link add "$BRIDGE" type bridge
+fi
+ip addr replace "$NODE_IP/16" dev "$BRIDGE"
+ip link set "$BRIDGE" up
+mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"
+cat >"$STATE/cni/net.d/10-icd.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "icd",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$STATE/cni/ipam",
+        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}},
+    {"type": "loopback"}
+  ]
+}
+EOF
+
+# ---------------------------------------------------------------- registry
+mkdir -p "$STATE/registry"
+cat >"$STATE/registry.yaml" <<EOF
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $STATE/registry}
+  delete: {enabled: true}
+http:
+  addr: $REGISTRY
+  secret: $(openssl rand -hex 16)
+EOF
+log "starting registry on $REGISTRY"
+proc_start registry docker-registry serve "$STATE/registry.yaml"
+wait_for registry 30 curl -fsS "http://$REGISTRY/v2/" || die "registry did not answer on $REGISTRY"
+log "pushing the pause image and the alpine stand-in"
+(cd "$ICD_ROOT" && go run ./hack/images pause --registry "$REGISTRY" >/dev/null)
+(cd "$ICD_ROOT" && go run ./hack/images alpine --registry "$REGISTRY" >/dev/null)
+
+# ---------------------------------------------------------------- containerd
+mkdir -p "$STATE/containerd/certs.d/$REGISTRY" "$STATE/containerd/certs.d/docker.io" "$RUN/containerd"
+cat >"$STATE/containerd/certs.d/$REGISTRY/hosts.toml" <<EOF
+server = "http://$REGISTRY"
+
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve", "push"]
+EOF
+# This machine reaches no public registry: docker.io images come from the
+# local registry (where the harness pushes library/alpine), as a mirror would.
+cat >"$STATE/containerd/certs.d/docker.io/hosts.toml" <<EOF
+server = "https://registry-1.docker.io"
+
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
+EOF
+cat >"$STATE/containerd/config.toml" <<EOF
+version = 2
+root = "$STATE/containerd/root"
+state = "$RUN/containerd/state"
+
+[grpc]
+  address = "$CONTAINERD_SOCK"
+
+[ttrpc]
+  address = "$CONTAINERD_SOCK.ttrpc"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  restrict_oom_score_adj = true
+  enable_unprivileged_ports = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$STATE/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$STATE/containerd/certs.d"
+EOF
+log "starting containerd"
+proc_start containerd containerd --config "$STATE/containerd/config.toml"
+CRICTL=("$BIN/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK" --timeout 10s)
+# The kubelet exits at once if the CRI plugin is not serving yet.
+wait_for containerd 60 "${CRICTL[@]}" info || die "containerd's CRI did not answer"
+
+# ---------------------------------------------------------------- etcd
+log "starting etcd"
+proc_start etcd "$BIN/etcd" --name icd --data-dir "$STATE/etcd" \
+  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  --initial-cluster icd=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
+  --log-level warn
+wait_for etcd 60 curl -fsS http://127.0.0.1:2381/health || die "etcd is not healthy"
+
+# ---------------------------------------------------------------- control plane
+log "starting kube-apiserver on $API_SERVER"
+proc_start kube-apiserver "$BIN/kube-apiserver" \
+  --etcd-servers http://127.0.0.1:2379 \
+  --bind-address "$NODE_IP" --advertise-address "$NODE_IP" --secure-port "$API_PORT" \
+  --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+  --client-ca-file "$PKI/ca.crt" \
+  --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority "$PKI/ca.crt" \
+  --kubelet-preferred-address-types InternalIP \
+  --service-account-issuer https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+  --service-cluster-ip-range "$SERVICE_CIDR" \
+  --authorization-mode Node,RBAC \
+  --enable-admission-plugins NodeRestriction \
+  --allow-privileged=true \
+  --profiling=false
+wait_for kube-apiserver 90 "${KUBECTL[@]}" get --raw /readyz || die "kube-apiserver is not ready"
+
+log "starting kube-controller-manager and kube-scheduler"
+proc_start kube-controller-manager "$BIN/kube-controller-manager" \
+  --kubeconfig "$STATE/controller-manager.kubeconfig" \
+  --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
+  --authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
+  --bind-address 127.0.0.1 \
+  --root-ca-file "$PKI/ca.crt" \
+  --service-account-private-key-file "$PKI/sa.key" \
+  --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+  --use-service-account-credentials \
+  --controllers '*,-nodeipam' \
+  --profiling=false
+proc_start kube-scheduler "$BIN/kube-scheduler" \
+  --kubeconfig "$STATE/scheduler.kubeconfig" \
+  --authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
+  --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
+  --bind-address 127.0.0.1 \
+  --profiling=false
+
+# ---------------------------------------------------------------- node
+mkdir -p "$STATE/kubelet"
+cat >"$STATE/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $NODE_IP
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+tlsCertFile: $PKI/kubelet-serving.crt
+tlsPrivateKeyFile: $PKI/kubelet-serving.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: Webhook}
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
+imageServiceEndpoint: unix://$CONTAINERD_SOCK
+podLogsDir: $STATE/pod-logs
+# The machine's disk may be nearly full on a busy CI box; only evict when it
+# really is, so that tests are not disturbed by evictions.
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1%
+  imagefs.available: 1%
+  nodefs.inodesFree: 1%
+EOF
+log "starting kubelet as node $NODE_NAME"
+proc_start kubelet "$BIN/kubelet" \
+  --config "$STATE/kubelet.yaml" \
+  --kubeconfig "$STATE/kubelet.kubeconfig" \
+  --root-dir "$STATE/kubelet" \
+  --cert-dir "$STATE/kubelet/pki" \
+  --hostname-override "$NODE_NAME" \
+  --node-ip "$NODE_IP"
+
+cat >"$STATE/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: $STATE/kube-proxy.kubeconfig
+mode: iptables
+hostnameOverride: $NODE_NAME
+clusterCIDR: $POD_CIDR
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: ["$NODE_IP/32"]
+conntrack:
+  maxPerCore: 0
+EOF
+log "starting kube-proxy"
+proc_start kube-proxy "$BIN/kube-proxy" --config "$STATE/kube-proxy.yaml"
+
+log "waiting for node $NODE_NAME to be Ready"
+wait_for node 120 "${KUBECTL[@]}" get node "$NODE_NAME" || die "node $NODE_NAME never registered"
+"${KUBECTL[@]}" wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >/dev/null ||
+  die "node $NODE_NAME is not Ready"
+wait_for serviceaccount 60 "${KUBECTL[@]}" -n default get serviceaccount default ||
+  die "the default service account was never created"
+
+for c in "${components[@]}"; do proc_alive "$c" || die "$c exited; see $LOGS/$c.log"; done
+trap - EXIT
+log "up: node $NODE_NAME Ready, registry on $REGISTRY"
+echo "export KUBECONFIG=$KUBECONFIG_ADMIN"

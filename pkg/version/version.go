@@ -1,0 +1,23 @@
+// Package version holds the build's version, stamped at link time with
+// -ldflags "-X github.com/dcherman/image-cache-daemon/pkg/version.Version=v1.2.3".
+package version
+
+import "runtime/debug"
+
+// Version is the release version of this build ("dev" when not stamped).
+var Version = "dev"
+
+// Commit is the git commit of this build, when stamped.
+var Commit = ""
+
+// String returns the version, falling back to the module version recorded by
+// `go install module@version` when the linker did not stamp one.
+func String() string {
+	if Version != "dev" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return Version
+}
