@@ -23,7 +23,8 @@ build: ## build the three binaries into bin/
 	$(GOBUILD) -o bin/kubectl-imagecache ./cmd/kubectl-imagecache
 
 image: build ## build the project image from bin/ and push it to the local registry
-	go run ./hack/images project --registry $(REGISTRY) --bin bin --tag $(VERSION)
+	go run ./hack/images project --registry $(REGISTRY) --bin bin --tag $(VERSION) > bin/image-ref
+	@cat bin/image-ref
 
 cluster-up: ## bring up the local cluster (root; first run builds Kubernetes, ~10 min)
 	hack/cluster/up.sh
@@ -31,7 +32,7 @@ cluster-up: ## bring up the local cluster (root; first run builds Kubernetes, ~1
 cluster-down: ## stop the local cluster and remove its state
 	hack/cluster/down.sh
 
-demo: cluster-up ## the main job end to end on the local cluster
+demo: cluster-up image ## the main job end to end on the local cluster: install, add alpine, status
 	hack/demo.sh
 
 vet:
@@ -41,8 +42,8 @@ vet:
 test-unit: vet ## unit tests, race detector on
 	go test -race -count=1 ./...
 
-e2e: ## e2e tests against a running local cluster (make cluster-up first)
-	go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/...
+e2e: image ## e2e tests against a running local cluster (make cluster-up first)
+	ICD_IMAGE=$$(cat bin/image-ref) ICD_E2E_ARTIFACTS=$(CURDIR)/e2e-artifacts go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/...
 
 test-e2e: ## bring the cluster up, run the e2e tests, bring it down
 	hack/cluster/up.sh

@@ -3,12 +3,17 @@
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 
-	"github.com/dcherman/image-cache-daemon/pkg/version"
+	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 )
 
 func main() {
-	fmt.Fprintf(os.Stderr, "image-cache-daemon %s\n", version.String())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := daemon.Main(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
 }

@@ -27,6 +27,14 @@ keeps cached on every node, and reports what is cached where.`,
 	cmd.SetOut(streams.Out)
 	cmd.SetErr(streams.ErrOut)
 	flags.AddFlags(cmd.PersistentFlags())
-	cmd.AddCommand(NewCmdVersion(streams))
+	cmd.AddCommand(
+		NewCmdInstall(flags, streams),
+		NewCmdUninstall(flags, streams),
+		NewCmdAdd(flags, streams),
+		NewCmdRemove(flags, streams),
+		NewCmdList(flags, streams),
+		NewCmdStatus(flags, streams),
+		NewCmdVersion(flags, streams),
+	)
 	return cmd
 }

@@ -1,0 +1,223 @@
+// Package cachestate reads the per-(node, image) cache state from prefetch
+// pods alone. It is the single place that interprets them: the daemon's
+// metrics and the plugin's status both call it.
+package cachestate
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Labels every prefetch pod carries.
+const (
+	LabelPartOf     = "app.kubernetes.io/part-of"
+	LabelComponent  = "app.kubernetes.io/component"
+	LabelNode       = "image-cache-daemon/node"
+	LabelGeneration = "image-cache-daemon/generation"
+
+	PartOf             = "image-cache-daemon"
+	ComponentPrefetch  = "prefetch"
+	WardenInitName     = "warden"
+	AnnotationNodeName = "image-cache-daemon/node-name"
+)
+
+// PrefetchLabels selects every prefetch pod.
+func PrefetchLabels() map[string]string {
+	return map[string]string{LabelPartOf: PartOf, LabelComponent: ComponentPrefetch}
+}
+
+// NodeLabels selects the prefetch pods of one node.
+func NodeLabels(node string) map[string]string {
+	l := PrefetchLabels()
+	l[LabelNode] = NodeLabelValue(node)
+	return l
+}
+
+// State is where an image stands on a node.
+type State string
+
+// The states, from the kubelet's container statuses.
+const (
+	// Cached: the container ran (the warden exited 0), so the image is on the node.
+	Cached State = "cached"
+	// Pulling: the pod is on the node and the kubelet is getting the image.
+	Pulling State = "pulling"
+	// Failed: the kubelet could not pull or start it; Reason and Message say why.
+	Failed State = "failed"
+	// Pending: the pod is not on the node yet, or its warden is not installed yet.
+	Pending State = "pending"
+)
+
+// ImageStatus is one image's state on one node.
+type ImageStatus struct {
+	Node    string    `json:"node"`
+	Image   string    `json:"image"`
+	State   State     `json:"state"`
+	Digest  string    `json:"digest,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	Message string    `json:"message,omitempty"`
+	Pod     string    `json:"pod"`
+	Since   time.Time `json:"since,omitempty"`
+}
+
+// failedReasons are the kubelet's waiting reasons after which the container
+// will not start without a change (a retry may still succeed later).
+var failedReasons = map[string]bool{
+	"ErrImagePull": true, "ImagePullBackOff": true, "InvalidImageName": true, "ErrImageNeverPull": true,
+	"RegistryUnavailable": true, "SignatureValidationFailed": true,
+	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
+	"CrashLoopBackOff": true,
+}
+
+// Node returns the node a prefetch pod is for: where it runs, else the node
+// it was made for.
+func Node(pod *corev1.Pod) string {
+	if pod.Spec.NodeName != "" {
+		return pod.Spec.NodeName
+	}
+	return pod.Annotations[AnnotationNodeName]
+}
+
+// FromPod returns one status per image container of a prefetch pod.
+func FromPod(pod *corev1.Pod) []ImageStatus {
+	statuses := make(map[string]corev1.ContainerStatus, len(pod.Status.ContainerStatuses))
+	for _, cs := range pod.Status.ContainerStatuses {
+		statuses[cs.Name] = cs
+	}
+	initFailed, initDone := initState(pod)
+	out := make([]ImageStatus, 0, len(pod.Spec.Containers))
+	for _, c := range pod.Spec.Containers {
+		st := ImageStatus{Node: Node(pod), Image: c.Image, Pod: pod.Name, State: Pending}
+		cs, seen := statuses[c.Name]
+		switch {
+		case initFailed != nil:
+			st.State, st.Reason, st.Message = Failed, initFailed.reason, initFailed.message
+		case seen && cs.State.Terminated != nil:
+			term := cs.State.Terminated
+			if term.ExitCode == 0 {
+				st.State, st.Digest, st.Since = Cached, Digest(cs.ImageID), term.FinishedAt.Time
+			} else {
+				st.State, st.Reason = Failed, term.Reason
+				st.Message = fmt.Sprintf("exited with code %d: %s", term.ExitCode, term.Message)
+			}
+		case seen && cs.State.Waiting != nil && failedReasons[cs.State.Waiting.Reason]:
+			st.State, st.Reason, st.Message = Failed, cs.State.Waiting.Reason, cs.State.Waiting.Message
+		case seen && cs.State.Running != nil:
+			// The image is there; the warden has not exited yet.
+			st.State, st.Digest = Pulling, Digest(cs.ImageID)
+		case pod.Spec.NodeName != "" && initDone:
+			st.State = Pulling
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+type failure struct{ reason, message string }
+
+// initState tells whether the warden init container failed (then no image
+// can be fetched, and the user must see why) or is done.
+func initState(pod *corev1.Pod) (*failure, bool) {
+	if len(pod.Spec.InitContainers) == 0 {
+		return nil, true
+	}
+	done := true
+	for _, cs := range pod.Status.InitContainerStatuses {
+		switch {
+		case cs.State.Waiting != nil && failedReasons[cs.State.Waiting.Reason]:
+			return &failure{cs.State.Waiting.Reason, "warden: " + cs.State.Waiting.Message}, false
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode != 0:
+			t := cs.State.Terminated
+			return &failure{t.Reason, fmt.Sprintf("warden exited with code %d: %s", t.ExitCode, t.Message)}, false
+		case cs.State.Terminated == nil:
+			done = false
+		}
+	}
+	if len(pod.Status.InitContainerStatuses) < len(pod.Spec.InitContainers) {
+		done = false
+	}
+	return nil, done
+}
+
+// Digest extracts "sha256:..." from a container status imageID, which reads
+// "docker.io/library/alpine@sha256:...", "sha256:..." or
+// "docker-pullable://...@sha256:...".
+func Digest(imageID string) string {
+	if i := strings.LastIndex(imageID, "@"); i >= 0 {
+		return imageID[i+1:]
+	}
+	if strings.HasPrefix(imageID, "sha256:") {
+		return imageID
+	}
+	return ""
+}
+
+// Finished reports whether every image of a prefetch pod is cached or
+// failed. A pod with a failed image stays Pending with its sandbox up, so the
+// pod's phase cannot tell.
+func Finished(pod *corev1.Pod) bool {
+	for _, st := range FromPod(pod) {
+		if st.State != Cached && st.State != Failed {
+			return false
+		}
+	}
+	return true
+}
+
+// Summarize returns one status per (node, image) over many prefetch pods,
+// sorted by node then image. Where several pods hold an image on one node,
+// the newest pod that is not being deleted speaks for it (a resync's fresh
+// pull is the current truth), ties broken by name.
+func Summarize(pods []*corev1.Pod) []ImageStatus {
+	sorted := append([]*corev1.Pod(nil), pods...)
+	sort.SliceStable(sorted, func(i, j int) bool { return newer(sorted[i], sorted[j]) })
+	type key struct{ node, image string }
+	seen := map[key]bool{}
+	var out []ImageStatus
+	for _, p := range sorted {
+		for _, st := range FromPod(p) {
+			k := key{st.Node, st.Image}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Node != out[j].Node {
+			return out[i].Node < out[j].Node
+		}
+		return out[i].Image < out[j].Image
+	})
+	return out
+}
+
+// newer orders pods: live before deleting, then newest first, then by name.
+func newer(a, b *corev1.Pod) bool {
+	if (a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) {
+		return a.DeletionTimestamp == nil
+	}
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return b.CreationTimestamp.Before(&a.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+// NodeLabelValue is the node label value of a node's prefetch pods: the
+// node's name, or a hash of it when the name (up to 253 characters) is too
+// long for a label value.
+func NodeLabelValue(node string) string {
+	if len(validation.IsValidLabelValue(node)) == 0 {
+		return node
+	}
+	sum := sha256.Sum256([]byte(node))
+	return "sha256-" + hex.EncodeToString(sum[:])[:40]
+}

@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/dcherman/image-cache-daemon/pkg/install"
+)
+
+// Exit codes, documented in the README: scripts rely on them.
+const (
+	// ExitError is any failure: bad input, an API error, a node that failed.
+	ExitError = 1
+	// ExitNotInstalled: image-cache-daemon is not installed where the
+	// command looked.
+	ExitNotInstalled = 3
+)
+
+// ExitError carries the process exit code for an error.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// ExitCode returns the exit code for err (0 for nil).
+func ExitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var e *exitError
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return ExitError
+}
+
+// kube is what every command that talks to the cluster shares: the
+// kubectl flags and the namespace image-cache-daemon lives in.
+type kube struct {
+	flags     *genericclioptions.ConfigFlags
+	client    kubernetes.Interface
+	namespace string
+}
+
+// complete builds the client. The namespace is -n when given, else the
+// installation's default namespace (not the kubeconfig's: the plugin manages
+// one installation, wherever the user's context points).
+func (k *kube) complete() error {
+	k.namespace = install.DefaultNamespace
+	if k.flags.Namespace != nil && *k.flags.Namespace != "" {
+		k.namespace = *k.flags.Namespace
+	}
+	if k.client == nil {
+		cfg, err := k.flags.ToRESTConfig()
+		if err != nil {
+			return fmt.Errorf("loading kubeconfig: %w", err)
+		}
+		if k.client, err = kubernetes.NewForConfig(cfg); err != nil {
+			return fmt.Errorf("creating a client: %w", err)
+		}
+	}
+	return nil
+}
+
+// notInstalled turns a NotFound of the installation into advice.
+func notInstalled(ns string, err error) error {
+	if apierrors.IsNotFound(err) {
+		return &exitError{ExitNotInstalled, fmt.Errorf("image-cache-daemon is not installed in namespace %s: run kubectl imagecache install (or pass -n NAMESPACE)", ns)}
+	}
+	return err
+}

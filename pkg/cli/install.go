@@ -1,0 +1,240 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/version"
+)
+
+// InstallOptions holds what the install command needs.
+type InstallOptions struct {
+	genericiooptions.IOStreams
+	kube
+
+	install.Options
+	Tolerations  []string
+	NodeSelector []string
+	DryRun       string
+	Output       string
+	Wait         bool
+	Timeout      time.Duration
+
+	applier *install.Applier
+}
+
+// NewCmdInstall returns the "install" command.
+func NewCmdInstall(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &InstallOptions{IOStreams: streams, kube: kube{flags: flags}, Options: install.DefaultOptions(version.String()), Timeout: 5 * time.Minute}
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Install image-cache-daemon in the cluster",
+		Long: `Install image-cache-daemon: a namespace, a service account with least-privilege
+RBAC, the DaemonSet and an empty image list, applied with server-side apply.
+Running it again updates the installation and keeps the image list.`,
+		Example: `  kubectl imagecache install --wait
+
+  # Print the manifests instead, for GitOps
+  kubectl imagecache install --dry-run=client -o yaml > image-cache-daemon.yaml
+
+  # Private images, and only nodes labelled for CI
+  kubectl imagecache install --image-pull-secret regcred --node-selector pool=ci`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Image, "image", o.Image, "The daemon image (it also holds the warden)")
+	f.StringVar((*string)(&o.ImagePullPolicy), "image-pull-policy", string(o.ImagePullPolicy), "Pull policy of the daemon image")
+	f.StringArrayVar(&o.Tolerations, "toleration", nil, "A taint the daemon and its prefetch pods tolerate, as KEY[=VALUE][:EFFECT] (repeatable; default: every taint)")
+	f.StringArrayVar(&o.NodeSelector, "node-selector", nil, "Run only on nodes with this label, KEY=VALUE (repeatable)")
+	f.StringVar(&o.PriorityClassName, "priority-class", "", "PriorityClass of the daemon and its prefetch pods")
+	f.StringArrayVar(&o.ImagePullSecrets, "image-pull-secret", nil, "A Secret in the install namespace for pulling private images (repeatable)")
+	f.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "How often every image is pulled again (a moved tag is fetched anew); 0 disables")
+	f.BoolVar(&o.WatchConfigMaps, "watch-configmaps", o.WatchConfigMaps, "Read image lists from labelled ConfigMaps")
+	f.BoolVar(&o.WatchArgoWorkflowTemplates, "watch-argo-workflow-templates", o.WatchArgoWorkflowTemplates, "Cache the images of Argo WorkflowTemplates")
+	f.BoolVar(&o.WatchArgoClusterWorkflowTemplates, "watch-argo-cluster-workflow-templates", o.WatchArgoClusterWorkflowTemplates, "Cache the images of Argo ClusterWorkflowTemplates")
+	f.BoolVar(&o.WatchArgoCronWorkflows, "watch-argo-cron-workflows", o.WatchArgoCronWorkflows, "Cache the images of Argo CronWorkflows")
+	f.StringVar(&o.DryRun, "dry-run", "none", `"client" prints what would be applied (with -o yaml or json) and changes nothing`)
+	f.StringVarP(&o.Output, "output", "o", "", "With --dry-run=client: yaml or json")
+	f.BoolVar(&o.Wait, "wait", false, "Wait until the DaemonSet is ready on every node")
+	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long --wait waits")
+	return cmd
+}
+
+// Complete reads the flags into the installation options.
+func (o *InstallOptions) Complete() error {
+	if err := o.kube.complete(); err != nil && o.DryRun != "client" {
+		return err
+	}
+	o.Namespace = o.namespace
+	if o.Namespace == "" {
+		o.Namespace = install.DefaultNamespace
+	}
+	for _, t := range o.Tolerations {
+		tol, err := parseToleration(t)
+		if err != nil {
+			return err
+		}
+		o.Options.Tolerations = append(o.Options.Tolerations, tol)
+	}
+	for _, kv := range o.NodeSelector {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--node-selector %q: want KEY=VALUE", kv)
+		}
+		if o.Options.NodeSelector == nil {
+			o.Options.NodeSelector = map[string]string{}
+		}
+		o.Options.NodeSelector[k] = v
+	}
+	if o.DryRun == "client" {
+		return nil
+	}
+	cfg, err := o.flags.ToRESTConfig()
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mapper, err := o.flags.ToRESTMapper()
+	if err != nil {
+		return err
+	}
+	o.applier = &install.Applier{Dynamic: dyn, Mapper: mapper}
+	return nil
+}
+
+// Validate checks the flags.
+func (o *InstallOptions) Validate() error {
+	switch o.DryRun {
+	case "none", "client":
+	case "server":
+		return errors.New("--dry-run=server is not supported: use --dry-run=client")
+	default:
+		return fmt.Errorf("--dry-run %q: want none or client", o.DryRun)
+	}
+	if o.Output != "" && o.Output != "yaml" && o.Output != "json" {
+		return fmt.Errorf("--output %q: want yaml or json", o.Output)
+	}
+	if o.Output != "" && o.DryRun != "client" {
+		return errors.New("-o prints manifests: use it with --dry-run=client")
+	}
+	if _, err := imageref.Normalize(o.Image); err != nil {
+		return fmt.Errorf("--image: %w", err)
+	}
+	switch o.ImagePullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("--image-pull-policy %q: want Always, IfNotPresent or Never", o.ImagePullPolicy)
+	}
+	if o.ResyncPeriod != 0 && o.ResyncPeriod < 10*time.Second {
+		return fmt.Errorf("--resync-period %s: use 0 (off) or at least 10s", o.ResyncPeriod)
+	}
+	return nil
+}
+
+// Run prints or applies the installation.
+func (o *InstallOptions) Run(ctx context.Context) error {
+	objs := install.Objects(o.Options)
+	if o.DryRun == "client" {
+		return printObjects(o.Out, objs, o.Output)
+	}
+	results, err := o.applier.Apply(ctx, objs)
+	for _, r := range results {
+		fmt.Fprintf(o.Out, "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Action)
+	}
+	if err != nil {
+		return fmt.Errorf("%w\nthe objects listed above were applied; run the command again to finish", err)
+	}
+	if !o.Wait {
+		return nil
+	}
+	fmt.Fprintf(o.Out, "waiting for daemonset/%s in namespace %s to be ready...\n", install.Name, o.Namespace)
+	err = wait.PollUntilContextTimeout(ctx, time.Second, o.Timeout, true, func(ctx context.Context) (bool, error) {
+		ds, err := o.client.AppsV1().DaemonSets(o.Namespace).Get(ctx, install.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		st := ds.Status
+		return st.ObservedGeneration >= ds.Generation && st.DesiredNumberScheduled > 0 &&
+			st.UpdatedNumberScheduled == st.DesiredNumberScheduled && st.NumberReady == st.DesiredNumberScheduled, nil
+	})
+	if err != nil {
+		return fmt.Errorf("daemonset/%s is not ready after %s: see kubectl -n %s describe daemonset %s", install.Name, o.Timeout, o.Namespace, install.Name)
+	}
+	fmt.Fprintf(o.Out, "daemonset/%s ready\n", install.Name)
+	return nil
+}
+
+// printObjects writes objects as a YAML stream or a JSON List.
+func printObjects(w interface{ Write([]byte) (int, error) }, objs []runtime.Object, format string) error {
+	if format == "json" {
+		list := map[string]any{"apiVersion": "v1", "kind": "List"}
+		var items []any
+		for _, obj := range objs {
+			u, err := install.Unstructured(obj)
+			if err != nil {
+				return err
+			}
+			items = append(items, u.Object)
+		}
+		list["items"] = items
+		b, err := json.MarshalIndent(list, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
+	}
+	b, err := install.YAML(objs)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// parseToleration reads KEY[=VALUE][:EFFECT], as kubectl taint writes taints.
+func parseToleration(s string) (corev1.Toleration, error) {
+	spec, effect, _ := strings.Cut(s, ":")
+	key, value, hasValue := strings.Cut(spec, "=")
+	t := corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists}
+	if hasValue {
+		t.Operator, t.Value = corev1.TolerationOpEqual, value
+	}
+	switch corev1.TaintEffect(effect) {
+	case "", corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+		t.Effect = corev1.TaintEffect(effect)
+	default:
+		return t, fmt.Errorf("--toleration %q: effect %q is not NoSchedule, PreferNoSchedule or NoExecute", s, effect)
+	}
+	if key == "" {
+		return t, fmt.Errorf("--toleration %q: want KEY[=VALUE][:EFFECT]", s)
+	}
+	return t, nil
+}

@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
+)
+
+// snapshot is the cache as the pods of one installation show it, read with
+// a single LIST whatever the number of nodes and images.
+type snapshot struct {
+	// Nodes run a daemon pod: the nodes images are cached on.
+	Nodes []string
+	// Images holds one status per (node, image) that a prefetch pod holds.
+	Images []cachestate.ImageStatus
+	// DaemonImage is the image the daemon pods run.
+	DaemonImage string
+}
+
+func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (*snapshot, error) {
+	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{
+		LabelSelector: cachestate.LabelPartOf + "=" + cachestate.PartOf,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the pods of namespace %s: %w", ns, err)
+	}
+	s := &snapshot{}
+	nodes := map[string]bool{}
+	var prefetch = pods.Items[:0:0]
+	for _, p := range pods.Items {
+		switch p.Labels[cachestate.LabelComponent] {
+		case cachestate.ComponentPrefetch:
+			prefetch = append(prefetch, p)
+		case "daemon":
+			if p.Spec.NodeName != "" {
+				nodes[p.Spec.NodeName] = true
+			}
+			for _, c := range p.Spec.Containers {
+				if c.Name == install.ContainerName {
+					s.DaemonImage = c.Image
+				}
+			}
+		}
+	}
+	if len(pods.Items) == 0 {
+		// No pod at all: is it installed? One more request, only here.
+		if _, err := client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{}); err != nil {
+			return nil, notInstalled(ns, err)
+		}
+	}
+	ptrs := make([]*corev1.Pod, len(prefetch))
+	for i := range prefetch {
+		ptrs[i] = &prefetch[i]
+	}
+	s.Images = cachestate.Summarize(ptrs)
+	for n := range nodes {
+		s.Nodes = append(s.Nodes, n)
+	}
+	sort.Strings(s.Nodes)
+	return s, nil
+}
+
+// imageRow is one image across all nodes.
+type imageRow struct {
+	Image   string   `json:"image"`
+	Cached  int      `json:"cached"`
+	Pulling int      `json:"pulling"`
+	Failed  int      `json:"failed"`
+	Pending int      `json:"pending"`
+	Nodes   int      `json:"nodes"`
+	Digests []string `json:"digests,omitempty"`
+}
+
+// byImage folds the per-node statuses into one row per image; want adds
+// images that no pod holds yet (pending everywhere).
+func (s *snapshot) byImage(want []string) []imageRow {
+	rows := map[string]*imageRow{}
+	row := func(img string) *imageRow {
+		if rows[img] == nil {
+			rows[img] = &imageRow{Image: img, Nodes: len(s.Nodes)}
+		}
+		return rows[img]
+	}
+	seen := map[string]map[string]bool{}
+	for _, st := range s.Images {
+		r := row(st.Image)
+		switch st.State {
+		case cachestate.Cached:
+			r.Cached++
+			if st.Digest != "" && !contains(r.Digests, st.Digest) {
+				r.Digests = append(r.Digests, st.Digest)
+			}
+		case cachestate.Pulling:
+			r.Pulling++
+		case cachestate.Failed:
+			r.Failed++
+		default:
+			r.Pending++
+		}
+		if seen[st.Image] == nil {
+			seen[st.Image] = map[string]bool{}
+		}
+		seen[st.Image][st.Node] = true
+	}
+	for _, img := range want {
+		row(img)
+	}
+	out := make([]imageRow, 0, len(rows))
+	for img, r := range rows {
+		// Nodes with a daemon but no pod for the image yet.
+		for _, n := range s.Nodes {
+			if !seen[img][n] {
+				r.Pending++
+			}
+		}
+		sort.Strings(r.Digests)
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Image < out[j].Image })
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

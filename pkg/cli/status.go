@@ -1,0 +1,228 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"sigs.k8s.io/yaml"
+
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+)
+
+// StatusOptions holds what the status command needs.
+type StatusOptions struct {
+	genericiooptions.IOStreams
+	kube
+
+	Output   string
+	Image    string
+	Node     string
+	Watch    bool
+	Interval time.Duration
+
+	image string // normalised filter
+	now   func() time.Time
+}
+
+// NewCmdStatus returns the "status" command.
+func NewCmdStatus(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &StatusOptions{IOStreams: streams, kube: kube{flags: flags}, Interval: 2 * time.Second, now: time.Now}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show which images are cached on which nodes",
+		Long: `Show the cache: by default one row per image with how many nodes have it
+cached, are pulling it or failed to; -o wide shows one row per node and image,
+with the kubelet's message for failures. Read from the prefetch pods with a
+single request, whatever the size of the cluster.`,
+		Example: `  kubectl imagecache status
+  kubectl imagecache status -o wide --node worker-3
+  kubectl imagecache status --image alpine -o json
+  kubectl imagecache status --watch`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: wide, json or yaml")
+	cmd.Flags().StringVar(&o.Image, "image", "", "Only this image")
+	cmd.Flags().StringVar(&o.Node, "node", "", "Only this node")
+	cmd.Flags().BoolVarP(&o.Watch, "watch", "w", false, "Refresh until interrupted")
+	cmd.Flags().DurationVar(&o.Interval, "interval", o.Interval, "Refresh interval for --watch")
+	return cmd
+}
+
+// Complete builds the client and normalises the image filter.
+func (o *StatusOptions) Complete() error {
+	if o.Image != "" {
+		n, err := imageref.Normalize(o.Image)
+		if err != nil {
+			return fmt.Errorf("--image: %w", err)
+		}
+		o.image = n
+	}
+	return o.kube.complete()
+}
+
+// Validate checks the flags.
+func (o *StatusOptions) Validate() error {
+	switch o.Output {
+	case "", "wide", "json", "yaml":
+	default:
+		return fmt.Errorf("--output %q: want wide, json or yaml", o.Output)
+	}
+	if o.Watch && (o.Output == "json" || o.Output == "yaml") {
+		return errors.New("--watch prints tables: use it without -o json|yaml")
+	}
+	if o.Interval < 100*time.Millisecond {
+		return fmt.Errorf("--interval %s is too short", o.Interval)
+	}
+	return nil
+}
+
+// Run prints the status once, or every Interval with --watch.
+func (o *StatusOptions) Run(ctx context.Context) error {
+	for {
+		s, err := takeSnapshot(ctx, o.client, o.namespace)
+		if err != nil {
+			return err
+		}
+		o.filter(s)
+		if err := o.print(o.Out, s); err != nil {
+			return err
+		}
+		if !o.Watch {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(o.Interval):
+			fmt.Fprintln(o.Out)
+		}
+	}
+}
+
+func (o *StatusOptions) filter(s *snapshot) {
+	if o.image == "" && o.Node == "" {
+		return
+	}
+	kept := s.Images[:0]
+	for _, st := range s.Images {
+		if (o.image == "" || st.Image == o.image) && (o.Node == "" || st.Node == o.Node) {
+			kept = append(kept, st)
+		}
+	}
+	s.Images = kept
+	if o.Node != "" {
+		s.Nodes = []string{o.Node}
+	}
+}
+
+// statusDoc is the -o json|yaml document: stable field names for scripts.
+type statusDoc struct {
+	Nodes  []string                 `json:"nodes"`
+	Images []imageRow               `json:"images"`
+	Status []cachestate.ImageStatus `json:"status"`
+}
+
+func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
+	rows := s.byImage(nil)
+	switch o.Output {
+	case "json", "yaml":
+		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images}
+		if doc.Nodes == nil {
+			doc.Nodes = []string{}
+		}
+		b, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return err
+		}
+		if o.Output == "yaml" {
+			if b, err = yaml.JSONToYAML(b); err != nil {
+				return err
+			}
+		}
+		_, err = fmt.Fprintln(w, strings.TrimRight(string(b), "\n"))
+		return err
+	case "wide":
+		var table [][]string
+		for _, st := range s.Images {
+			age := ""
+			if !st.Since.IsZero() {
+				age = duration.HumanDuration(o.now().Sub(st.Since))
+			}
+			msg := st.Message
+			if st.Reason != "" {
+				msg = st.Reason + ": " + msg
+			}
+			table = append(table, []string{st.Node, imageref.Familiar(st.Image), string(st.State), shortDigest(st.Digest), age, msg})
+		}
+		if err := printTable(w, []string{"NODE", "IMAGE", "STATE", "DIGEST", "SINCE", "MESSAGE"}, table); err != nil {
+			return err
+		}
+	default:
+		var table [][]string
+		for _, r := range rows {
+			digest := ""
+			if len(r.Digests) == 1 {
+				digest = shortDigest(r.Digests[0])
+			} else if len(r.Digests) > 1 {
+				digest = fmt.Sprintf("%d digests", len(r.Digests))
+			}
+			table = append(table, []string{imageref.Familiar(r.Image), fmt.Sprintf("%d/%d", r.Cached, r.Nodes),
+				fmt.Sprint(r.Pulling), fmt.Sprint(r.Failed), digest})
+		}
+		if err := printTable(w, []string{"IMAGE", "CACHED", "PULLING", "FAILED", "DIGEST"}, table); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintln(w, summary(s, rows))
+	return err
+}
+
+// summary is the line under the table.
+func summary(s *snapshot, rows []imageRow) string {
+	var cached, pulling, failed int
+	for _, st := range s.Images {
+		switch st.State {
+		case cachestate.Cached:
+			cached++
+		case cachestate.Failed:
+			failed++
+		default:
+			pulling++
+		}
+	}
+	return fmt.Sprintf("%s on %s: %d cached, %d pulling or pending, %d failed",
+		plural(len(rows), "image"), plural(len(s.Nodes), "node"), cached, pulling, failed)
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+func shortDigest(d string) string {
+	if len(d) > len("sha256:")+12 {
+		return d[:len("sha256:")+12]
+	}
+	return d
+}

@@ -1,0 +1,191 @@
+// Package daemon wires the image-cache-daemon: its options, the sources of
+// wanted images, the prefetch controller, metrics and health endpoints.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
+)
+
+// Options are the daemon's settings. The flags of the original daemon keep
+// their names, types and defaults (except --warden-image, see AddFlags); the
+// pod fields are filled from the downward API by the shipped manifest.
+type Options struct {
+	ConfigMapSelector string
+	Images            []string
+	NodeName          string
+	PodName           string
+	PodNamespace      string
+	PodUID            string
+	ResyncPeriod      time.Duration
+	WardenImage       string
+
+	WatchArgoClusterWorkflowTemplates bool
+	WatchArgoCronWorkflows            bool
+	WatchArgoWorkflowTemplates        bool
+	WatchConfigMaps                   bool
+
+	// Prefetch pod settings, so that prefetching reaches every node that
+	// workloads reach, private registries included.
+	PrefetchTolerations   string
+	PrefetchPriorityClass string
+	ImagePullSecrets      []string
+	BatchSize             int
+
+	MetricsAddress string
+	HealthAddress  string
+	Kubeconfig     string
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		ConfigMapSelector:                 source.DefaultConfigMapSelector,
+		ResyncPeriod:                      15 * time.Minute,
+		WatchArgoClusterWorkflowTemplates: true,
+		WatchArgoCronWorkflows:            true,
+		WatchArgoWorkflowTemplates:        true,
+		WatchConfigMaps:                   true,
+		BatchSize:                         20,
+		MetricsAddress:                    ":8080",
+		HealthAddress:                     ":8081",
+	}
+}
+
+// AddFlags registers the options on fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.ConfigMapSelector, "configmap-selector", o.ConfigMapSelector, "The selector to use when monitoring for ConfigMap sources")
+	fs.StringArrayVar(&o.Images, "image", o.Images, "Images that should be pre-fetched")
+	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "The node name to pull to")
+	fs.StringVar(&o.PodName, "pod-name", o.PodName, "The pod name")
+	fs.StringVar(&o.PodNamespace, "pod-namespace", o.PodNamespace, "The namespace this pod is running in")
+	fs.StringVar(&o.PodUID, "pod-uid", o.PodUID, "The owning pod UID")
+	fs.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "How often the daemon should re-pull images from all of the sources.  Set to 0 to disable.")
+	fs.StringVar(&o.WardenImage, "warden-image", o.WardenImage, "The image that copies a binary to pulled containers to replace the entrypoint (default: the image this daemon runs from)")
+	fs.BoolVar(&o.WatchArgoClusterWorkflowTemplates, "watch-argo-cluster-workflow-templates", o.WatchArgoClusterWorkflowTemplates, "Whether or not to watch cluster workflow templates")
+	fs.BoolVar(&o.WatchArgoCronWorkflows, "watch-argo-cron-workflows", o.WatchArgoCronWorkflows, "Whether or not to watch cron workflows")
+	fs.BoolVar(&o.WatchArgoWorkflowTemplates, "watch-argo-workflow-templates", o.WatchArgoWorkflowTemplates, "Whether or not to watch workflow templates")
+	fs.BoolVar(&o.WatchConfigMaps, "watch-configmaps", o.WatchConfigMaps, "Whether or not to watch ConfigMaps for images to pull.  Must match the --config-map-selector")
+
+	fs.StringVar(&o.PrefetchTolerations, "prefetch-tolerations", o.PrefetchTolerations, "Tolerations of the prefetch pods, as a JSON or YAML list (default: the tolerations of this daemon's own pod)")
+	fs.StringVar(&o.PrefetchPriorityClass, "prefetch-priority-class", o.PrefetchPriorityClass, "PriorityClass of the prefetch pods")
+	fs.StringArrayVar(&o.ImagePullSecrets, "image-pull-secret", o.ImagePullSecrets, "Name of a Secret in the daemon's namespace that prefetch pods use to pull (repeatable)")
+	fs.IntVar(&o.BatchSize, "batch-size", o.BatchSize, "Most images one prefetch pod pulls; fewer, larger pods mean fewer pod sandboxes per node")
+	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus metrics endpoint (/metrics); empty disables it")
+	fs.StringVar(&o.HealthAddress, "health-bind-address", o.HealthAddress, "Address of the /healthz and /readyz endpoints; empty disables them")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path to a kubeconfig, when not running in a pod")
+}
+
+// Validate checks the options; every error names the flag at fault.
+func (o *Options) Validate() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	for _, req := range []struct{ flag, value string }{
+		{"node-name", o.NodeName}, {"pod-name", o.PodName}, {"pod-namespace", o.PodNamespace},
+	} {
+		if req.value == "" {
+			bad(req.flag, "is required (the manifest sets it from the downward API)")
+		}
+	}
+	if _, err := labels.Parse(o.ConfigMapSelector); err != nil {
+		bad("configmap-selector", "%q is not a label selector: %v", o.ConfigMapSelector, err)
+	}
+	for _, img := range o.Images {
+		if _, err := imageref.Normalize(img); err != nil {
+			bad("image", "%v", err)
+		}
+	}
+	if o.WardenImage != "" {
+		if _, err := imageref.Normalize(o.WardenImage); err != nil {
+			bad("warden-image", "%v", err)
+		}
+	}
+	if o.ResyncPeriod < 0 {
+		bad("resync-period", "must be 0 (off) or positive, got %s", o.ResyncPeriod)
+	} else if o.ResyncPeriod > 0 && o.ResyncPeriod < 10*time.Second {
+		bad("resync-period", "%s is too short: every resync pulls every image again; use at least 10s (minutes in production)", o.ResyncPeriod)
+	}
+	if _, err := o.Tolerations(); err != nil {
+		bad("prefetch-tolerations", "%v", err)
+	}
+	if o.PrefetchPriorityClass != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(o.PrefetchPriorityClass) {
+			bad("prefetch-priority-class", "%q: %s", o.PrefetchPriorityClass, msg)
+		}
+	}
+	for _, s := range o.ImagePullSecrets {
+		for _, msg := range validation.IsDNS1123Subdomain(s) {
+			bad("image-pull-secret", "%q: %s", s, msg)
+		}
+	}
+	if o.BatchSize < 1 || o.BatchSize > 100 {
+		bad("batch-size", "must be between 1 and 100, got %d", o.BatchSize)
+	}
+	for _, a := range []struct{ flag, value string }{
+		{"metrics-bind-address", o.MetricsAddress}, {"health-bind-address", o.HealthAddress},
+	} {
+		if a.value == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.value); err != nil {
+			bad(a.flag, "%q is not host:port: %v", a.value, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Tolerations parses --prefetch-tolerations; nil means "inherit the daemon
+// pod's own tolerations".
+func (o *Options) Tolerations() ([]corev1.Toleration, error) {
+	if strings.TrimSpace(o.PrefetchTolerations) == "" {
+		return nil, nil
+	}
+	var ts []corev1.Toleration
+	if err := yaml.UnmarshalStrict([]byte(o.PrefetchTolerations), &ts); err != nil {
+		return nil, fmt.Errorf("not a list of tolerations: %w", err)
+	}
+	for i, t := range ts {
+		if t.Operator != "" && t.Operator != corev1.TolerationOpExists && t.Operator != corev1.TolerationOpEqual {
+			return nil, fmt.Errorf("toleration %d: operator %q is neither Exists nor Equal", i, t.Operator)
+		}
+		if t.Operator == corev1.TolerationOpExists && t.Value != "" {
+			return nil, fmt.Errorf("toleration %d: operator Exists takes no value", i)
+		}
+	}
+	return ts, nil
+}
+
+// SourceConfig is the configuration of the sources these options select;
+// the plugin's list command reads an installed daemon's arguments with it.
+func (o *Options) SourceConfig() (source.Config, error) {
+	static := make([]string, 0, len(o.Images))
+	for _, img := range o.Images {
+		n, err := imageref.Normalize(img)
+		if err != nil {
+			return source.Config{}, fmt.Errorf("--image: %w", err)
+		}
+		static = append(static, n)
+	}
+	return source.Config{
+		Static:                   static,
+		ConfigMaps:               o.WatchConfigMaps,
+		Selector:                 o.ConfigMapSelector,
+		WorkflowTemplates:        o.WatchArgoWorkflowTemplates,
+		ClusterWorkflowTemplates: o.WatchArgoClusterWorkflowTemplates,
+		CronWorkflows:            o.WatchArgoCronWorkflows,
+	}, nil
+}

@@ -1,0 +1,141 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/metrics"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/version"
+)
+
+// Run runs the daemon until ctx ends (SIGTERM), then shuts its servers down.
+// o must have passed Validate.
+func Run(ctx context.Context, o *Options) error {
+	logger := klog.FromContext(ctx)
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.UserAgent = "image-cache-daemon/" + version.String()
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating the Kubernetes client: %w", err)
+	}
+	argo, err := argoclient.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating the Argo client: %w", err)
+	}
+
+	self, err := kube.CoreV1().Pods(o.PodNamespace).Get(ctx, o.PodName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading this daemon's own pod %s/%s (--pod-namespace, --pod-name): %w", o.PodNamespace, o.PodName, err)
+	}
+	pcfg, err := o.prefetchConfig(self)
+	if err != nil {
+		return err
+	}
+	logger.Info("Starting", "version", version.String(), "node", o.NodeName, "wardenImage", pcfg.WardenImage,
+		"owner", pcfg.Owner.Kind+"/"+pcfg.Owner.Name, "resyncPeriod", o.ResyncPeriod)
+
+	m := metrics.New()
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(eventScheme(), corev1.EventSource{Component: "image-cache-daemon", Host: o.NodeName})
+	reporter := &reporter{self: self, logger: logger, recorder: recorder, metrics: m}
+
+	scfg, err := o.SourceConfig()
+	if err != nil {
+		return err
+	}
+	sources, err := source.New(scfg, source.Clients{Kube: kube, Argo: argo, Discovery: kube.Discovery()}, reporter)
+	if err != nil {
+		return err
+	}
+
+	// Only this node's prefetch pods: the cache grows with images, not with
+	// the cluster's size.
+	podSelector := labels.SelectorFromSet(cachestate.NodeLabels(o.NodeName)).String()
+	podInformer := coreinformers.NewFilteredPodInformer(kube, o.PodNamespace, 0, cache.Indexers{},
+		func(lo *metav1.ListOptions) { lo.LabelSelector = podSelector })
+	ctrl, err := NewController(kube, podInformer, sources, pcfg, o.ResyncPeriod, m)
+	if err != nil {
+		return err
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { podInformer.RunWithContext(ctx); return nil })
+	g.Go(func() error { return ctrl.Run(ctx) })
+	if o.MetricsAddress != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+		serve(ctx, g, "metrics", o.MetricsAddress, mux)
+	}
+	if o.HealthAddress != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !ctrl.Ready() {
+				http.Error(w, "waiting for caches to sync", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ok"))
+		})
+		serve(ctx, g, "health", o.HealthAddress, mux)
+	}
+	err = g.Wait()
+	logger.Info("Stopped")
+	return err
+}
+
+// serve runs an HTTP server in g and shuts it down gracefully when ctx ends.
+func serve(ctx context.Context, g *errgroup.Group, name, addr string, h http.Handler) {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	g.Go(func() error {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s server on %s: %w", name, addr, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdownCtx)
+	})
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster config (outside a pod, pass --kubeconfig): %w", err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,204 @@
+// Package prefetch builds prefetch pods and plans, from the wanted images
+// and the pods that exist, which pods to create and which to delete. It
+// makes no API calls: the daemon's controller carries the plan out.
+package prefetch
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+)
+
+// Config is what every prefetch pod of a node shares.
+type Config struct {
+	Namespace   string
+	NodeName    string
+	WardenImage string
+	// Owner is a non-controller owner (the DaemonSet): uninstalling removes
+	// the pods, a daemon restart keeps them. It must not be a controller
+	// reference: the DaemonSet controller would release pods that carry its
+	// controller reference but do not match its selector.
+	Owner             *metav1.OwnerReference
+	Tolerations       []corev1.Toleration
+	PriorityClassName string
+	ImagePullSecrets  []string
+	BatchSize         int
+}
+
+const (
+	// wardenDir is where the warden is installed in every container.
+	wardenDir = "/icd"
+	// UID and GID the prefetch containers run as: the restricted profile
+	// wants non-root, and images without a USER would run as root.
+	runAsID = 65532
+	// safeToEvict lets cluster-autoscaler drain a node despite the emptyDir
+	// and the missing controller; a prefetch pod is only a cache record.
+	safeToEvict = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+)
+
+// Pod returns the prefetch pod for images (normalised) at generation, each
+// image pulled with policy. Its name depends only on the node, the sorted
+// images and the generation, so two daemons making the same plan create the
+// same pod and one of them gets AlreadyExists.
+func (c Config) Pod(images []string, generation int, policy corev1.PullPolicy) *corev1.Pod {
+	images = sortedUnique(images)
+	labels := cachestate.NodeLabels(c.NodeName)
+	labels[cachestate.LabelGeneration] = strconv.Itoa(generation)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      c.name(images, generation),
+			Namespace: c.Namespace,
+			Labels:    labels,
+			Annotations: map[string]string{
+				safeToEvict:                   "true",
+				cachestate.AnnotationNodeName: c.NodeName,
+			},
+		},
+		Spec: corev1.PodSpec{
+			// Node affinity, as DaemonSet pods use, rather than nodeName:
+			// the scheduler still runs, so priority, preemption and
+			// resource checks apply.
+			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+				RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+					NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchFields: []corev1.NodeSelectorRequirement{{
+						Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{c.NodeName},
+					}}}},
+				},
+			}},
+			Tolerations:                   c.Tolerations,
+			PriorityClassName:             c.PriorityClassName,
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			AutomountServiceAccountToken:  ptr.To(false),
+			EnableServiceLinks:            ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr.To(true),
+				RunAsUser:      ptr.To[int64](runAsID),
+				RunAsGroup:     ptr.To[int64](runAsID),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Volumes: []corev1.Volume{{Name: "warden", VolumeSource: corev1.VolumeSource{
+				EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("16Mi"))},
+			}}},
+			InitContainers: []corev1.Container{{
+				Name:            cachestate.WardenInitName,
+				Image:           c.WardenImage,
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				Command:         []string{"/warden", "install", wardenDir},
+				VolumeMounts:    []corev1.VolumeMount{{Name: "warden", MountPath: wardenDir}},
+				SecurityContext: containerSecurity(),
+			}},
+		},
+	}
+	if c.Owner != nil {
+		owner := *c.Owner
+		owner.Controller = nil
+		pod.OwnerReferences = []metav1.OwnerReference{owner}
+	}
+	for _, s := range c.ImagePullSecrets {
+		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: s})
+	}
+	names := containerNames(images)
+	for i, img := range images {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{
+			Name:            names[i],
+			Image:           img,
+			ImagePullPolicy: policy,
+			Command:         []string{wardenDir + "/warden"},
+			VolumeMounts:    []corev1.VolumeMount{{Name: "warden", MountPath: wardenDir, ReadOnly: true}},
+			SecurityContext: containerSecurity(),
+		})
+	}
+	return pod
+}
+
+func containerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+}
+
+// name is "icd-<node, at most 36 characters>-<10 hex>": a valid DNS label.
+func (c Config) name(images []string, generation int) string {
+	h := sha256.New()
+	h.Write([]byte(c.NodeName))
+	for _, img := range images {
+		h.Write([]byte{0})
+		h.Write([]byte(img))
+	}
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.Itoa(generation)))
+	node := strings.Trim(nonLabel.ReplaceAllString(strings.ToLower(c.NodeName), "-"), "-")
+	if len(node) > 36 {
+		node = strings.Trim(node[:36], "-")
+	}
+	return "icd-" + node + "-" + hex.EncodeToString(h.Sum(nil))[:10]
+}
+
+var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// containerNames gives each image a readable container name, unique in the
+// pod: its repository's last path component, cut short, and 6 hex digits of
+// the reference's hash.
+func containerNames(images []string) []string {
+	names := make([]string, len(images))
+	for i, img := range images {
+		repo := img
+		if at := strings.Index(repo, "@"); at >= 0 {
+			repo = repo[:at]
+		}
+		if colon := strings.LastIndex(repo, ":"); colon > strings.LastIndex(repo, "/") {
+			repo = repo[:colon]
+		}
+		base := strings.Trim(nonLabel.ReplaceAllString(repo[strings.LastIndex(repo, "/")+1:], "-"), "-")
+		if len(base) > 40 {
+			base = strings.Trim(base[:40], "-")
+		}
+		if base == "" || base[0] < 'a' || base[0] > 'z' {
+			base = "image-" + base
+		}
+		sum := sha256.Sum256([]byte(img))
+		names[i] = base + "-" + hex.EncodeToString(sum[:])[:6]
+	}
+	return names
+}
+
+// Images returns the images a prefetch pod pulls.
+func Images(pod *corev1.Pod) []string {
+	out := make([]string, 0, len(pod.Spec.Containers))
+	for _, c := range pod.Spec.Containers {
+		out = append(out, c.Image)
+	}
+	return out
+}
+
+// Generation returns a prefetch pod's generation (0 if unlabelled).
+func Generation(pod *corev1.Pod) int {
+	g, _ := strconv.Atoi(pod.Labels[cachestate.LabelGeneration])
+	return g
+}
+
+func sortedUnique(in []string) []string {
+	out := append([]string(nil), in...)
+	sort.Strings(out)
+	n := 0
+	for i, s := range out {
+		if i == 0 || s != out[n-1] {
+			out[n] = s
+			n++
+		}
+	}
+	return out[:n]
+}

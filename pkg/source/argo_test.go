@@ -1,0 +1,354 @@
+package source
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Builders that keep the table below readable.
+
+func param(name string, value, def any) wfv1.Parameter {
+	p := wfv1.Parameter{Name: name}
+	if value != nil {
+		p.Value = wfv1.AnyStringPtr(value)
+	}
+	if def != nil {
+		p.Default = wfv1.AnyStringPtr(def)
+	}
+	return p
+}
+
+func args(ps ...wfv1.Parameter) wfv1.Arguments { return wfv1.Arguments{Parameters: ps} }
+func inputs(ps ...wfv1.Parameter) wfv1.Inputs  { return wfv1.Inputs{Parameters: ps} }
+
+func ctr(image string) *corev1.Container { return &corev1.Container{Image: image} }
+
+func script(image string) *wfv1.ScriptTemplate {
+	return &wfv1.ScriptTemplate{Container: corev1.Container{Image: image}, Source: "echo hi"}
+}
+
+func user(name, image string) wfv1.UserContainer {
+	return wfv1.UserContainer{Container: corev1.Container{Name: name, Image: image}}
+}
+
+func containerSet(images ...string) *wfv1.ContainerSetTemplate {
+	cs := &wfv1.ContainerSetTemplate{}
+	for i, img := range images {
+		cs.Containers = append(cs.Containers, wfv1.ContainerNode{Container: corev1.Container{Name: string(rune('a' + i)), Image: img}})
+	}
+	return cs
+}
+
+func steps(s ...wfv1.WorkflowStep) []wfv1.ParallelSteps { return []wfv1.ParallelSteps{{Steps: s}} }
+
+// hub spells a Docker Hub image the way Normalize writes it.
+func hub(s string) string {
+	if !strings.Contains(s, ":") {
+		s += ":latest"
+	}
+	return "docker.io/library/" + s
+}
+
+// skip is what a test expects of one Skipped: its template, its field and
+// words of its reason.
+type skip struct{ template, field, says string }
+
+func TestImagesFromWorkflowSpec(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		spec    *wfv1.WorkflowSpec
+		want    []string
+		skipped []skip
+	}{
+		{name: "nil spec", spec: nil},
+		{name: "empty spec", spec: &wfv1.WorkflowSpec{}},
+		{name: "steps and DAG templates hold no image", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "main", Steps: steps(wfv1.WorkflowStep{Name: "a", Template: "x"})},
+			{Name: "dag", DAG: &wfv1.DAGTemplate{Tasks: []wfv1.DAGTask{{Name: "a", Template: "x"}}}},
+			{Name: "wait", Suspend: &wfv1.SuspendTemplate{}},
+		}}},
+
+		// Every position of a template.
+		{name: "container", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{{Name: "t", Container: ctr("alpine")}}},
+			want: []string{hub("alpine")}},
+		{name: "script", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{{Name: "t", Script: script("python:3.12")}}},
+			want: []string{hub("python:3.12")}},
+		{name: "containerSet", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{{Name: "t", ContainerSet: containerSet("alpine", "ghcr.io/org/app:v1")}}},
+			want: []string{hub("alpine"), "ghcr.io/org/app:v1"}},
+		{name: "initContainers", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{{Name: "t", Container: ctr("alpine"),
+			InitContainers: []wfv1.UserContainer{user("init", "busybox:1.36")}}}},
+			want: []string{hub("alpine"), hub("busybox:1.36")}},
+		{name: "sidecars", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{{Name: "t", Container: ctr("alpine"),
+			Sidecars: []wfv1.UserContainer{user("db", "postgres:16"), user("cache", "redis:7")}}}},
+			want: []string{hub("alpine"), hub("postgres:16"), hub("redis:7")}},
+		{name: "a container without image is not an image", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{{Name: "t", Container: ctr("")}}}},
+		{name: "inline templates in steps and DAG tasks", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "main", Steps: steps(
+				wfv1.WorkflowStep{Name: "a", Inline: &wfv1.Template{Container: ctr("alpine")}},
+				wfv1.WorkflowStep{Name: "b", Inline: &wfv1.Template{Script: script("{{item}}")}})},
+			{Name: "dag", DAG: &wfv1.DAGTemplate{Tasks: []wfv1.DAGTask{{Name: "c", Inline: &wfv1.Template{
+				Inputs: inputs(param("tag", nil, "1.27")), Container: ctr("nginx:{{inputs.parameters.tag}}")}}}}},
+		}}, want: []string{hub("alpine"), hub("nginx:1.27")},
+			skipped: []skip{{"main/b", "script", "loop item"}}},
+
+		// templateDefaults.
+		{name: "templateDefaults images are wanted even if no template inherits them", spec: &wfv1.WorkflowSpec{
+			TemplateDefaults: &wfv1.Template{
+				Container:      ctr("defaults-container"),
+				Script:         script("defaults-script"),
+				ContainerSet:   containerSet("defaults-set"),
+				InitContainers: []wfv1.UserContainer{user("init", "defaults-init")},
+				Sidecars:       []wfv1.UserContainer{user("log", "defaults-sidecar")},
+			},
+			Templates: []wfv1.Template{{Name: "t", Container: ctr("alpine")}},
+		}, want: []string{hub("alpine"), hub("defaults-container"), hub("defaults-init"), hub("defaults-script"), hub("defaults-set"), hub("defaults-sidecar")}},
+		{name: "templateDefaults container resolved in each template that inherits it", spec: &wfv1.WorkflowSpec{
+			TemplateDefaults: &wfv1.Template{Container: ctr("{{inputs.parameters.image}}")},
+			Templates: []wfv1.Template{
+				{Name: "a", Inputs: inputs(param("image", nil, "alpine")), Container: ctr("")},
+				{Name: "b", Inputs: inputs(param("image", "nginx:1.27", nil)), Container: &corev1.Container{Args: []string{"x"}}},
+				{Name: "own-image", Inputs: inputs(param("image", nil, "ignored")), Container: ctr("debian")},
+				{Name: "no-default", Inputs: inputs(param("image", nil, nil)), Container: ctr("")},
+				{Name: "script-does-not-inherit-container", Inputs: inputs(param("image", nil, "ignored")), Script: script("")},
+			},
+		}, want: []string{hub("alpine"), hub("debian"), hub("nginx:1.27")},
+			skipped: []skip{{"no-default", "container (from templateDefaults)", `input parameter "image" has neither a value nor a default`}}},
+		{name: "templateDefaults image with inputs that no template inherits", spec: &wfv1.WorkflowSpec{
+			TemplateDefaults: &wfv1.Template{Container: ctr("{{inputs.parameters.image}}")},
+			Templates:        []wfv1.Template{{Name: "t", Container: ctr("alpine")}},
+		}, want: []string{hub("alpine")},
+			skipped: []skip{{"templateDefaults", "container", "resolved in each template that inherits the image, and none does"}}},
+		{name: "templateDefaults script goes to script templates only", spec: &wfv1.WorkflowSpec{
+			TemplateDefaults: &wfv1.Template{Script: script("python:{{inputs.parameters.v}}")},
+			Templates: []wfv1.Template{
+				{Name: "s", Inputs: inputs(param("v", nil, "3.12")), Script: script("")},
+				{Name: "c", Inputs: inputs(param("v", nil, "3.11")), Container: ctr("alpine")},
+			},
+		}, want: []string{hub("alpine"), hub("python:3.12")}},
+		{name: "templateDefaults sidecars merge by name into pod templates", spec: &wfv1.WorkflowSpec{
+			TemplateDefaults: &wfv1.Template{
+				Sidecars:       []wfv1.UserContainer{user("log", "fluent-bit:{{inputs.parameters.v}}"), user("proxy", "envoy:v1")},
+				InitContainers: []wfv1.UserContainer{user("init", "busybox")},
+			},
+			Templates: []wfv1.Template{
+				{Name: "c", Inputs: inputs(param("v", nil, "3")), Container: ctr("alpine"),
+					Sidecars: []wfv1.UserContainer{user("log", "")}},
+				{Name: "r", Inputs: inputs(param("v", nil, "4")), Resource: &wfv1.ResourceTemplate{Action: "create"}},
+				{Name: "steps-run-no-pod", Steps: steps(wfv1.WorkflowStep{Name: "a", Template: "c"})},
+			},
+		}, want: []string{hub("alpine"), hub("busybox"), hub("envoy:v1"), hub("fluent-bit:3"), hub("fluent-bit:4")}},
+		{name: "inherited and unresolvable is reported by the template, not twice", spec: &wfv1.WorkflowSpec{
+			TemplateDefaults: &wfv1.Template{Container: ctr("{{item}}")},
+			Templates:        []wfv1.Template{{Name: "t", Container: ctr("")}},
+		}, skipped: []skip{{"t", "container (from templateDefaults)", "loop item"}}},
+		{name: "templateDefaults resolved from workflow parameters", spec: &wfv1.WorkflowSpec{
+			Arguments:        args(param("registry", nil, "ghcr.io/org")),
+			TemplateDefaults: &wfv1.Template{Sidecars: []wfv1.UserContainer{user("log", "{{workflow.parameters.registry}}/log:v1")}},
+		}, want: []string{"ghcr.io/org/log:v1"}},
+
+		// Parameters.
+		{name: "workflow parameter: value, else default", spec: &wfv1.WorkflowSpec{
+			Arguments: args(param("img", "alpine:3.20", "ignored"), param("tag", nil, "1.27"), param("n", nil, 7)),
+			Templates: []wfv1.Template{
+				{Name: "a", Container: ctr("{{workflow.parameters.img}}")},
+				{Name: "b", Container: ctr("nginx:{{ workflow.parameters.tag }}")},
+				{Name: "c", Container: ctr("app:v{{workflow.parameters.n}}")},
+			},
+		}, want: []string{hub("alpine:3.20"), hub("app:v7"), hub("nginx:1.27")}},
+		{name: "input parameter: value, else default", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "a", Inputs: inputs(param("img", "alpine:3.20", "ignored")), Container: ctr("{{inputs.parameters.img}}")},
+			{Name: "b", Inputs: inputs(param("tag", nil, "1.27")), Script: script("nginx:{{\tinputs.parameters.tag  }}")},
+		}}, want: []string{hub("alpine:3.20"), hub("nginx:1.27")}},
+		{name: "inputs are the template's own", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "a", Inputs: inputs(param("img", nil, "alpine")), Container: ctr("{{inputs.parameters.img}}")},
+			{Name: "b", Container: ctr("{{inputs.parameters.img}}")},
+		}}, want: []string{hub("alpine")},
+			skipped: []skip{{"b", "container", `the template has no input parameter "img"`}}},
+		{name: "several placeholders, chained through an input default", spec: &wfv1.WorkflowSpec{
+			Arguments: args(param("registry", "ghcr.io/org", nil)),
+			Templates: []wfv1.Template{{Name: "t",
+				Inputs: inputs(param("repo", nil, "{{workflow.parameters.registry}}/app"), param("tag", nil, "v2")),
+				Script: script("{{inputs.parameters.repo}}:{{inputs.parameters.tag}}"),
+				Sidecars: []wfv1.UserContainer{
+					user("s", "{{workflow.parameters.registry}}/{{inputs.parameters.tag}}/side:{{inputs.parameters.tag}}")},
+			}},
+		}, want: []string{"ghcr.io/org/app:v2", "ghcr.io/org/v2/side:v2"}},
+
+		// What cannot be resolved, or is not an image.
+		{name: "unresolvable placeholders are skipped", spec: &wfv1.WorkflowSpec{
+			Arguments: args(param("novalue", nil, nil), param("a", nil, "{{workflow.parameters.b}}"), param("b", nil, "{{workflow.parameters.a}}")),
+			Templates: []wfv1.Template{
+				{Name: "loop", Container: ctr("{{item}}")},
+				{Name: "loop-field", Container: ctr("{{item.image}}")},
+				{Name: "step-output", Container: ctr("{{steps.build.outputs.result}}")},
+				{Name: "task-output", Script: script("{{tasks.build.outputs.parameters.image}}")},
+				{Name: "expression", Container: ctr("{{=inputs.parameters.x}}")},
+				{Name: "runtime", Container: ctr("app:{{workflow.name}}")},
+				{Name: "no-value", Container: ctr("{{workflow.parameters.novalue}}")},
+				{Name: "undeclared", Container: ctr("{{workflow.parameters.missing}}")},
+				{Name: "caller-passes", Inputs: inputs(param("img", nil, nil)), Container: ctr("{{inputs.parameters.img}}")},
+				{Name: "cycle", Container: ctr("{{workflow.parameters.a}}")},
+				{Name: "good", Container: ctr("alpine")},
+			},
+		}, want: []string{hub("alpine")}, skipped: []skip{
+			{"loop", "container", "{{item}} is a loop item"},
+			{"loop-field", "container", "{{item.image}} is a loop item"},
+			{"step-output", "container", "output of another step"},
+			{"task-output", "script", "output of another step"},
+			{"expression", "container", "is an expression"},
+			{"runtime", "container", "{{workflow.name}} is known only when the workflow runs"},
+			{"no-value", "container", `workflow parameter "novalue" has neither a value nor a default`},
+			{"undeclared", "container", `spec.arguments has no parameter "missing"`},
+			{"caller-passes", "container", "comes from the caller"},
+			{"cycle", "container", "refer to each other in a loop"},
+		}},
+		{name: "invalid images are skipped", spec: &wfv1.WorkflowSpec{
+			Arguments: args(param("img", "Alpine", nil), param("empty", "", nil)),
+			Templates: []wfv1.Template{
+				{Name: "literal", Container: ctr("Not/Valid:x")},
+				{Name: "resolved", Container: ctr("{{workflow.parameters.img}}")},
+				{Name: "resolved-empty", Container: ctr("{{workflow.parameters.empty}}")},
+				{Name: "unterminated", Container: ctr("alpine:{{tag")},
+				{Name: "sidecar", Container: ctr("debian"), Sidecars: []wfv1.UserContainer{user("", "bad image")}},
+			},
+		}, want: []string{hub("debian")}, skipped: []skip{
+			{"literal", "container", `it is not a valid image reference: repository names must be lowercase`},
+			{"resolved", "container", `it resolves to "Alpine", which is not a valid image reference: repository names must be lowercase`},
+			{"resolved-empty", "container", `it resolves to "", which is not a valid image reference: it is empty`},
+			{"unterminated", "container", "unresolved {{...}} template"},
+			{"sidecar", "sidecars[0]", "white space"},
+		}},
+		{name: "duplicates collapse across templates and positions", spec: &wfv1.WorkflowSpec{
+			Arguments:        args(param("img", "library/alpine", nil)),
+			TemplateDefaults: &wfv1.Template{Container: ctr("docker.io/library/alpine:latest")},
+			Templates: []wfv1.Template{
+				{Name: "a", Container: ctr("alpine"), Sidecars: []wfv1.UserContainer{user("s", "alpine:latest")}},
+				{Name: "b", Script: script("docker.io/alpine")},
+				{Name: "c", ContainerSet: containerSet("index.docker.io/library/alpine", "{{workflow.parameters.img}}")},
+				{Name: "d", Container: ctr("")},
+			},
+		}, want: []string{hub("alpine")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, skipped := ImagesFromWorkflowSpec(tc.spec)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("images = %q, want %q", got, tc.want)
+			}
+			if len(skipped) != len(tc.skipped) {
+				t.Fatalf("skipped = %v, want %d: %v", skipped, len(tc.skipped), tc.skipped)
+			}
+			for i, s := range skipped {
+				w := tc.skipped[i]
+				if s.Template != w.template || s.Field != w.field || !strings.Contains(s.Reason, w.says) {
+					t.Errorf("skipped[%d] = %+v, want template %q, field %q, reason saying %q", i, s, w.template, w.field, w.says)
+				}
+				if s.Image == "" {
+					t.Errorf("skipped[%d] = %+v does not carry the image", i, s)
+				}
+			}
+			again, skippedAgain := ImagesFromWorkflowSpec(tc.spec)
+			if !reflect.DeepEqual(again, got) || !reflect.DeepEqual(skippedAgain, skipped) {
+				t.Errorf("a second parse differs: %q %v", again, skippedAgain)
+			}
+		})
+	}
+}
+
+func TestSkippedReads(t *testing.T) {
+	s := Skipped{Template: "build", Field: "container", Image: "{{item}}", Reason: "{{item}} is a loop item"}
+	const want = `template "build" container: image "{{item}}" skipped: {{item}} is a loop item`
+	if s.String() != want || s.Error() != want {
+		t.Fatalf("String() = %q, Error() = %q, want %q", s.String(), s.Error(), want)
+	}
+}
+
+// TestArgoObjectsFromYAML reads the three Argo kinds as users write them,
+// which checks the JSON names this package relies on (templateDefaults,
+// containerSet, inline...) and CronWorkflow's embedded spec.
+func TestArgoObjectsFromYAML(t *testing.T) {
+	const workflowTemplate = `
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: build, namespace: ci}
+spec:
+  arguments:
+    parameters:
+    - name: registry
+      value: 127.0.0.1:5000
+  templateDefaults:
+    sidecars:
+    - name: log
+      image: fluent/fluent-bit:3
+    container:
+      image: "{{inputs.parameters.image}}"
+  templates:
+  - name: main
+    steps:
+    - - name: each
+        template: run
+        withItems: [a, b]
+      - name: inline
+        inline:
+          script:
+            image: python:3.12
+            source: print(1)
+  - name: run
+    inputs:
+      parameters:
+      - name: image
+        default: "{{workflow.parameters.registry}}/tools:v1"
+    container:
+      command: [run]
+  - name: set
+    containerSet:
+      containers:
+      - {name: a, image: "{{item}}"}
+      - {name: b, image: alpine}
+`
+	var wt wfv1.WorkflowTemplate
+	if err := yaml.UnmarshalStrict([]byte(workflowTemplate), &wt); err != nil {
+		t.Fatal(err)
+	}
+	images, skipped := ImagesFromWorkflowSpec(&wt.Spec)
+	want := []string{"127.0.0.1:5000/tools:v1", "docker.io/fluent/fluent-bit:3", hub("alpine"), hub("python:3.12")}
+	if !reflect.DeepEqual(images, want) {
+		t.Errorf("WorkflowTemplate images = %q, want %q", images, want)
+	}
+	if len(skipped) != 1 || skipped[0].Template != "set" || skipped[0].Field != "containerSet.containers[a]" {
+		t.Errorf("WorkflowTemplate skipped = %v, want the {{item}} of set", skipped)
+	}
+
+	const cronWorkflow = `
+apiVersion: argoproj.io/v1alpha1
+kind: CronWorkflow
+metadata: {name: nightly}
+spec:
+  schedules: ["0 2 * * *"]
+  workflowSpec:
+    entrypoint: main
+    templates:
+    - name: main
+      container: {image: "busybox:1.36"}
+`
+	var cw wfv1.CronWorkflow
+	if err := yaml.UnmarshalStrict([]byte(cronWorkflow), &cw); err != nil {
+		t.Fatal(err)
+	}
+	images, skipped = ImagesFromWorkflowSpec(&cw.Spec.WorkflowSpec)
+	if !reflect.DeepEqual(images, []string{hub("busybox:1.36")}) || len(skipped) != 0 {
+		t.Errorf("CronWorkflow: images %q, skipped %v", images, skipped)
+	}
+
+	var cwt wfv1.ClusterWorkflowTemplate
+	if err := yaml.UnmarshalStrict([]byte(strings.Replace(workflowTemplate, "kind: WorkflowTemplate", "kind: ClusterWorkflowTemplate", 1)), &cwt); err != nil {
+		t.Fatal(err)
+	}
+	if images, _ := ImagesFromWorkflowSpec(&cwt.Spec); !reflect.DeepEqual(images, want) {
+		t.Errorf("ClusterWorkflowTemplate images = %q, want %q", images, want)
+	}
+}

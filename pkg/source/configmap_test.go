@@ -1,0 +1,135 @@
+package source
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func imageConfigMap(data map[string]string, annotations map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "list", Annotations: annotations},
+		Data:       data,
+	}
+}
+
+func TestImagesFromConfigMap(t *testing.T) {
+	const (
+		alpine = "docker.io/library/alpine:latest"
+		debian = "docker.io/library/debian:latest"
+		nginx  = "docker.io/library/nginx:1.27"
+	)
+	images := func(v string) map[string]string { return map[string]string{DefaultKey: v} }
+	for _, tc := range []struct {
+		name string
+		cm   *corev1.ConfigMap
+		want []string
+		// problems: each problem must contain its string (and name the
+		// ConfigMap and key, checked for all).
+		problems []string
+	}{
+		{name: "README example", cm: imageConfigMap(images(`["alpine", "debian"]`+"\n"), nil),
+			want: []string{alpine, debian}},
+		{name: "JSON list", cm: imageConfigMap(images(`["alpine","nginx:1.27","127.0.0.1:5000/x:v1"]`), nil),
+			want: []string{"127.0.0.1:5000/x:v1", alpine, nginx}},
+		{name: "JSON list over lines", cm: imageConfigMap(images("[\n  \"alpine\",\n  \"nginx:1.27\"\n]\n"), nil),
+			want: []string{alpine, nginx}},
+		{name: "YAML block list", cm: imageConfigMap(images("- alpine\n- nginx:1.27\n- 'debian'\n"), nil),
+			want: []string{alpine, debian, nginx}},
+		{name: "YAML block list with comments", cm: imageConfigMap(images("# base images\n- alpine # small\n\n- nginx:1.27\n"), nil),
+			want: []string{alpine, nginx}},
+		{name: "YAML flow list", cm: imageConfigMap(images("[alpine, 127.0.0.1:5000/x:v1]"), nil),
+			want: []string{"127.0.0.1:5000/x:v1", alpine}},
+		{name: "digests are kept", cm: imageConfigMap(images(`["alpine@sha256:4c0b5c1c3c1ff5dc8d4a22d0e5a6f8b1f4b2c1b8e0f0a1d2c3b4a5968778695a"]`), nil),
+			want: []string{"docker.io/library/alpine@sha256:4c0b5c1c3c1ff5dc8d4a22d0e5a6f8b1f4b2c1b8e0f0a1d2c3b4a5968778695a"}},
+		{name: "duplicates collapse", cm: imageConfigMap(images(`["alpine", "docker.io/library/alpine:latest", "library/alpine", "alpine"]`), nil),
+			want: []string{alpine}},
+		{name: "empty list", cm: imageConfigMap(images("[]\n"), nil)},
+		{name: "annotation names the key",
+			cm:   imageConfigMap(map[string]string{"mine": `["alpine"]`, DefaultKey: `["debian"]`}, map[string]string{KeyAnnotation: "mine"}),
+			want: []string{alpine}},
+		{name: "empty annotation means the default key",
+			cm:   imageConfigMap(images(`["debian"]`), map[string]string{KeyAnnotation: ""}),
+			want: []string{debian}},
+		{name: "mixed valid and invalid entries",
+			cm:       imageConfigMap(images(`["alpine", "Alpine", "{{x}}", "nginx:1.27", ""]`), nil),
+			want:     []string{alpine, nginx},
+			problems: []string{`entry 2: invalid image reference "Alpine": repository names must be lowercase`, `entry 3: invalid image reference "{{x}}"`, `entry 5: invalid image reference "": it is empty`}},
+		{name: "non-string entries are skipped",
+			cm:       imageConfigMap(images("[alpine, 1, true, null, [x], {a: b}]"), nil),
+			want:     []string{alpine},
+			problems: []string{"entry 2 is a number (1), not a string", "entry 3 is a boolean (true)", "entry 4 is null", "entry 5 is a list", "entry 6 is a map"}},
+		{name: "missing key", cm: imageConfigMap(map[string]string{"other": `["alpine"]`}, nil),
+			problems: []string{`has no key "images" in data (to read another key, name it in annotation image-cache-daemon/key)`}},
+		{name: "no data at all", cm: imageConfigMap(nil, nil),
+			problems: []string{`has no key "images" in data`}},
+		{name: "annotated key missing", cm: imageConfigMap(images(`["alpine"]`), map[string]string{KeyAnnotation: "mine"}),
+			problems: []string{`has no key "mine" in data (the key named by annotation image-cache-daemon/key)`}},
+		{name: "key in binaryData only",
+			cm: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "list"},
+				BinaryData: map[string][]byte{DefaultKey: []byte(`["alpine"]`)}},
+			problems: []string{`key "images" is in binaryData; the image list is read from data only`}},
+		{name: "empty value", cm: imageConfigMap(images(""), nil),
+			problems: []string{"the value is empty; write a list such as [\"alpine\", \"nginx:1.27\"], or [] for none"}},
+		{name: "blank value", cm: imageConfigMap(images(" \n\t\n"), nil),
+			problems: []string{"the value is empty"}},
+		{name: "null", cm: imageConfigMap(images("null"), nil),
+			problems: []string{"the value is null, not a list of image references"}},
+		{name: "comment only", cm: imageConfigMap(images("# none yet\n"), nil),
+			problems: []string{"the value is null"}},
+		{name: "a map", cm: imageConfigMap(images("alpine: latest\n"), nil),
+			problems: []string{"the value is a map, not a list"}},
+		{name: "a JSON object", cm: imageConfigMap(images(`{"images": ["alpine"]}`), nil),
+			problems: []string{"the value is a map, not a list"}},
+		{name: "a bare string", cm: imageConfigMap(images("alpine"), nil),
+			problems: []string{`the value is a single string ("alpine"), not a list`}},
+		{name: "a comma-separated string", cm: imageConfigMap(images("alpine, debian"), nil),
+			problems: []string{`a single string ("alpine, debian")`}},
+		{name: "a number", cm: imageConfigMap(images("42"), nil),
+			problems: []string{"the value is a number (42), not a list"}},
+		{name: "malformed JSON", cm: imageConfigMap(images(`["alpine", "debian"`), nil),
+			problems: []string{"the value is not valid JSON or YAML"}},
+		{name: "malformed YAML", cm: imageConfigMap(images("- alpine\n  - debian: [\n"), nil),
+			problems: []string{"the value is not valid JSON or YAML"}},
+		{name: "nil ConfigMap", cm: nil, problems: []string{"no ConfigMap"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, problems := ImagesFromConfigMap(tc.cm)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("images = %q, want %q", got, tc.want)
+			}
+			if len(problems) != len(tc.problems) {
+				t.Fatalf("problems = %q, want %d like %q", problems, len(tc.problems), tc.problems)
+			}
+			for i, p := range problems {
+				if !strings.Contains(p.Error(), tc.problems[i]) {
+					t.Errorf("problem %q does not say %q", p, tc.problems[i])
+				}
+				if tc.cm != nil && !strings.Contains(p.Error(), "ConfigMap ns/list") {
+					t.Errorf("problem %q does not name the ConfigMap", p)
+				}
+				if tc.cm != nil && !strings.Contains(p.Error(), `"`+ConfigMapKey(tc.cm)+`"`) {
+					t.Errorf("problem %q does not name the key", p)
+				}
+			}
+		})
+	}
+}
+
+func TestImagesFromConfigMapWithoutNamespace(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "list"}}
+	_, problems := ImagesFromConfigMap(cm)
+	if len(problems) != 1 || !strings.HasPrefix(problems[0].Error(), "ConfigMap list has no key") {
+		t.Fatalf("problems = %q, want one naming ConfigMap list", problems)
+	}
+}
+
+func TestConfigMapDefaultsMatchTheSeed(t *testing.T) {
+	// The seed README is the contract: these strings are in users' clusters.
+	if DefaultConfigMapSelector != "app.kubernetes.io/part-of=image-cache-daemon" || DefaultKey != "images" || KeyAnnotation != "image-cache-daemon/key" {
+		t.Fatalf("ConfigMap contract changed: %q %q %q", DefaultConfigMapSelector, DefaultKey, KeyAnnotation)
+	}
+}

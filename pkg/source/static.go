@@ -1,0 +1,21 @@
+package source
+
+import "context"
+
+// staticSource is the --image list: fixed for the daemon's lifetime.
+type staticSource struct{ wants []Want }
+
+// NewStatic returns the source of images given with --image; images must be
+// normalised already (the daemon's option validation does it).
+func NewStatic(images []string) Source {
+	s := &staticSource{}
+	for _, img := range images {
+		s.wants = append(s.wants, Want{Image: img, Origin: "flag --image"})
+	}
+	return s
+}
+
+func (s *staticSource) Name() string                  { return "static" }
+func (s *staticSource) Start(context.Context, func()) {}
+func (s *staticSource) HasSynced() bool               { return true }
+func (s *staticSource) Wanted() []Want                { return append([]Want(nil), s.wants...) }
