@@ -78,16 +78,33 @@ func installDaemon(t *testing.T, o install.Options) {
 			t.Errorf("namespace %s was not removed: %v", o.Namespace, err)
 		}
 	})
-	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		ds, err := env.client.AppsV1().DaemonSets(o.Namespace).Get(ctx, install.Name, metav1.GetOptions{})
+	waitRollout(t, o.Namespace)
+}
+
+// reconfigure applies o to a running installation and waits for the
+// daemon pods to be replaced.
+func reconfigure(t *testing.T, o install.Options) {
+	t.Helper()
+	if _, err := applier(t).Apply(context.Background(), install.Objects(o)); err != nil {
+		t.Fatalf("reconfigure: %v", err)
+	}
+	waitRollout(t, o.Namespace)
+}
+
+func waitRollout(t *testing.T, ns string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		ds, err := env.client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
-		return ds.Status.DesiredNumberScheduled > 0 && ds.Status.NumberReady == ds.Status.DesiredNumberScheduled &&
-			ds.Status.UpdatedNumberScheduled == ds.Status.DesiredNumberScheduled, nil
+		st := ds.Status
+		return st.ObservedGeneration >= ds.Generation && st.DesiredNumberScheduled > 0 &&
+			st.NumberReady == st.DesiredNumberScheduled && st.UpdatedNumberScheduled == st.DesiredNumberScheduled &&
+			st.NumberAvailable == st.DesiredNumberScheduled, nil
 	})
 	if err != nil {
-		t.Fatalf("the DaemonSet never became ready: %v\n%s", err, daemonLogs(t, o.Namespace))
+		t.Fatalf("the DaemonSet never became ready: %v\n%s", err, daemonLogs(t, ns))
 	}
 }
 
@@ -257,7 +274,9 @@ func TestDaemon(t *testing.T) {
 	o := install.DefaultOptions("e2e")
 	o.Namespace = ns
 	o.Image = daemonImage(t)
-	o.ResyncPeriod = 45 * time.Second
+	// Resync stays off until the moved-tag case, so that no pod is
+	// replaced for its age while the others look for replacements.
+	o.ResyncPeriod = 0
 	o.ExtraArgs = []string{"--image=" + static, "--v=2"}
 	installDaemon(t, o)
 	users := newNamespace(t)
@@ -347,6 +366,8 @@ func TestDaemon(t *testing.T) {
 	})
 
 	t.Run("moved tag is pulled again at resync", func(t *testing.T) {
+		o.ResyncPeriod = 20 * time.Second
+		reconfigure(t, o)
 		tag := "e2e/moving:" + rand.String(6)
 		first := randomImage(t, tag, 1)
 		imageList(t, users, "moving", "[\""+first+"\"]")

@@ -1,0 +1,131 @@
+package cachestate
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func pod(name string, created time.Time, node string, init *corev1.ContainerState, states ...corev1.ContainerState) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(created),
+			Annotations: map[string]string{AnnotationNodeName: "node-1"}},
+		Spec: corev1.PodSpec{NodeName: node, InitContainers: []corev1.Container{{Name: WardenInitName, Image: "warden"}}},
+	}
+	if init != nil {
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: WardenInitName, State: *init}}
+	}
+	for i, st := range states {
+		name := string(rune('a' + i))
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: name, Image: "img-" + name})
+		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
+			Name: name, State: st, ImageID: "docker.io/library/img@sha256:" + strings.Repeat(name, 64)})
+	}
+	return p
+}
+
+var (
+	initDone = &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}
+	cached   = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(t0)}}
+	creating = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+	backoff  = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: `Back-off pulling image "x": not found`}}
+	running  = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	crashed  = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 127, Reason: "Error", Message: "exec format error"}}
+)
+
+func TestFromPod(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		pod      *corev1.Pod
+		want     []State
+		finished bool
+	}{
+		{"unscheduled", pod("p", t0, "", nil, corev1.ContainerState{}), []State{Pending}, false},
+		{"warden not installed yet", pod("p", t0, "node-1", &corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}, creating), []State{Pending}, false},
+		{"pulling", pod("p", t0, "node-1", initDone, creating), []State{Pulling}, false},
+		{"running warden", pod("p", t0, "node-1", initDone, running), []State{Pulling}, false},
+		{"cached and failed", pod("p", t0, "node-1", initDone, cached, backoff), []State{Cached, Failed}, true},
+		{"non-zero exit", pod("p", t0, "node-1", initDone, crashed), []State{Failed}, true},
+		{"warden image fails: every image fails", pod("p", t0, "node-1",
+			&corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "warden: not found"}},
+			creating, creating), []State{Failed, Failed}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := FromPod(tc.pod)
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d statuses, want %d", len(got), len(tc.want))
+			}
+			for i, st := range got {
+				if st.State != tc.want[i] {
+					t.Errorf("image %d: %s, want %s (%+v)", i, st.State, tc.want[i], st)
+				}
+				if st.Node != "node-1" || st.Pod != "p" {
+					t.Errorf("node %q pod %q", st.Node, st.Pod)
+				}
+				if st.State == Failed && st.Message == "" {
+					t.Errorf("failed without a message: %+v", st)
+				}
+				if st.State == Cached && (!strings.HasPrefix(st.Digest, "sha256:") || !st.Since.Equal(t0)) {
+					t.Errorf("cached without digest or time: %+v", st)
+				}
+			}
+			if Finished(tc.pod) != tc.finished {
+				t.Errorf("Finished = %t, want %t", !tc.finished, tc.finished)
+			}
+		})
+	}
+}
+
+func TestSummarizeNewestLivePodWins(t *testing.T) {
+	old := pod("old", t0, "node-1", initDone, cached)
+	fresh := pod("fresh", t0.Add(time.Hour), "node-1", initDone, creating)
+	goingAway := pod("going", t0.Add(2*time.Hour), "node-1", initDone, backoff)
+	goingAway.DeletionTimestamp = &metav1.Time{Time: t0}
+	got := Summarize([]*corev1.Pod{old, goingAway, fresh})
+	if len(got) != 1 || got[0].Pod != "fresh" || got[0].State != Pulling {
+		t.Fatalf("Summarize = %+v, want the fresh pod's pulling state", got)
+	}
+}
+
+func TestDigest(t *testing.T) {
+	d := "sha256:" + strings.Repeat("f", 64)
+	for in, want := range map[string]string{
+		"docker.io/library/alpine@" + d: d,
+		"127.0.0.1:5000/x@" + d:         d,
+		d:                               d,
+		"docker-pullable://alpine@" + d: d,
+		"":                              "",
+	} {
+		if got := Digest(in); got != want {
+			t.Errorf("Digest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestNodeLabelValue(t *testing.T) {
+	if got := NodeLabelValue("node-1"); got != "node-1" {
+		t.Errorf("short name changed: %q", got)
+	}
+	long := strings.Repeat("n", 70) + ".example.com"
+	got := NodeLabelValue(long)
+	if len(got) > 63 || got == NodeLabelValue(long+"x") {
+		t.Errorf("long name label %q: too long or not distinct", got)
+	}
+}
+
+func BenchmarkFromPod(b *testing.B) {
+	states := make([]corev1.ContainerState, 20)
+	for i := range states {
+		states[i] = cached
+	}
+	p := pod("p", t0, "node-1", initDone, states...)
+	b.ReportAllocs()
+	for b.Loop() {
+		FromPod(p)
+	}
+}
