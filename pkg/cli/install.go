@@ -71,6 +71,7 @@ Running it again updates the installation and keeps the image list.`,
 	f.StringArrayVar(&o.Tolerations, "toleration", nil, "A taint the daemon and its prefetch pods tolerate, as KEY[=VALUE][:EFFECT] (repeatable; default: every taint)")
 	f.StringArrayVar(&o.NodeSelector, "node-selector", nil, "Run only on nodes with this label, KEY=VALUE (repeatable)")
 	f.StringVar(&o.PriorityClassName, "priority-class", "", "PriorityClass of the daemon and its prefetch pods")
+	f.StringArrayVar(&o.StaticImages, "cache-image", nil, "An image the daemon always caches, as its --image flag (repeatable); most users prefer kubectl imagecache add")
 	f.StringArrayVar(&o.ImagePullSecrets, "image-pull-secret", nil, "A Secret in the install namespace for pulling private images (repeatable)")
 	f.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "How often every image is pulled again (a moved tag is fetched anew); 0 disables")
 	f.BoolVar(&o.WatchConfigMaps, "watch-configmaps", o.WatchConfigMaps, "Read image lists from labelled ConfigMaps")
@@ -146,6 +147,11 @@ func (o *InstallOptions) Validate() error {
 	}
 	if _, err := imageref.Normalize(o.Image); err != nil {
 		return fmt.Errorf("--image: %w", err)
+	}
+	for _, img := range o.StaticImages {
+		if _, err := imageref.Normalize(img); err != nil {
+			return fmt.Errorf("--cache-image: %w", err)
+		}
 	}
 	switch o.ImagePullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:

@@ -9,10 +9,12 @@ import (
 	"maps"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
@@ -27,6 +29,11 @@ var Labels = map[string]string{
 	"app.kubernetes.io/part-of":   "image-cache-daemon",
 	"app.kubernetes.io/component": "images",
 }
+
+// conflictBackoff outlasts many concurrent editors (client-go's default
+// gives up after 5 conflicts, which 20 concurrent adds can exceed); jitter
+// spreads the retries so that they do not collide again.
+var conflictBackoff = wait.Backoff{Steps: 30, Duration: 10 * time.Millisecond, Factor: 1.5, Jitter: 1, Cap: 2 * time.Second}
 
 // Change computes the new list from the current one (both normalised).
 type Change func(current []string) []string
@@ -46,7 +53,7 @@ type Result struct {
 func Edit(ctx context.Context, client kubernetes.Interface, ns, name string, change Change) (Result, error) {
 	cms := client.CoreV1().ConfigMaps(ns)
 	var res Result
-	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+	err := retry.RetryOnConflict(conflictBackoff, func() error {
 		res = Result{}
 		cm, err := cms.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {

@@ -54,6 +54,8 @@ type Options struct {
 	WatchArgoWorkflowTemplates        bool
 	WatchArgoClusterWorkflowTemplates bool
 	WatchArgoCronWorkflows            bool
+	// StaticImages are cached whatever the other sources say (--image).
+	StaticImages []string
 	// ExtraArgs are passed to the daemon as they are.
 	ExtraArgs []string
 }
@@ -167,6 +169,9 @@ func Args(o Options) []string {
 	if o.PriorityClassName != "" {
 		args = append(args, "--prefetch-priority-class="+o.PriorityClassName)
 	}
+	for _, img := range o.StaticImages {
+		args = append(args, "--image="+img)
+	}
 	return append(args, o.ExtraArgs...)
 }
 
@@ -257,6 +262,9 @@ func Unstructured(obj runtime.Object) (*unstructured.Unstructured, error) {
 		return nil, fmt.Errorf("converting %T: %w", obj, err)
 	}
 	delete(m, "status")
+	if spec, ok := m["spec"].(map[string]any); ok && len(spec) == 0 {
+		delete(m, "spec")
+	}
 	if md, ok := m["metadata"].(map[string]any); ok {
 		delete(md, "creationTimestamp")
 	}

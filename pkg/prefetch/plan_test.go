@@ -99,7 +99,7 @@ func TestPlan(t *testing.T) {
 		{name: "rule 2: a finished pod due for resync is pulled again", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
 			want: planned{create: [][]string{{a, b}}, policy: []corev1.PullPolicy{"Always"}, delete: []string{oldAB.Name}}},
 		{name: "rule 2 waits for an unfinished pod", wanted: []string{a, b},
-			pods:   []*corev1.Pod{existing([]string{a, b}, 0, t0.Add(-time.Hour), "pulling")}, resync: time.Minute},
+			pods: []*corev1.Pod{existing([]string{a, b}, 0, t0.Add(-time.Hour), "pulling")}, resync: time.Minute},
 		{name: "resync off", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}},
 		{name: "rule 3: a finished pod with unwanted images is re-batched", wanted: []string{a}, pods: []*corev1.Pod{cachedAB},
 			want: planned{create: [][]string{{a}}, policy: []corev1.PullPolicy{"IfNotPresent"}, delete: []string{cachedAB.Name}}},
