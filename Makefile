@@ -12,7 +12,7 @@ PKG := github.com/dcherman/image-cache-daemon
 LDFLAGS := -s -w -X $(PKG)/pkg/version.Version=$(VERSION)
 GOBUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: help build image cluster-up cluster-down demo test test-unit test-e2e e2e vet
+.PHONY: help build image cluster-up cluster-down demo test test-unit test-e2e e2e vet bench
 
 help: ## list targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,9 @@ test-unit: vet ## unit tests, race detector on
 
 e2e: image ## e2e tests against a running local cluster (make cluster-up first)
 	ICD_IMAGE=$$(cat bin/image-ref) ICD_E2E_ARTIFACTS=$(CURDIR)/e2e-artifacts go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/...
+
+bench: image ## print the benchmark figures, on a running local cluster (make cluster-up first)
+	go run ./hack/bench
 
 test-e2e: ## bring the cluster up, run the e2e tests, bring it down
 	hack/cluster/up.sh

@@ -128,6 +128,15 @@ func writeParents(tw *tar.Writer, p string, written map[string]bool) error {
 	return nil
 }
 
+// Append returns img with one more layer holding files.
+func Append(img v1.Image, files []File) (v1.Image, error) {
+	layer, err := filesLayer(files)
+	if err != nil {
+		return nil, err
+	}
+	return mutate.AppendLayers(img, layer)
+}
+
 // Random returns a synthetic image of about size bytes of incompressible
 // data in layers layers, the same for the same seed (so its digest is
 // stable across runs) and new for another seed. Layer data is regenerated

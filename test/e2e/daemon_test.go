@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,20 +14,14 @@ import (
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
-	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
-	"sigs.k8s.io/yaml"
 
 	"github.com/dcherman/image-cache-daemon/internal/ociimage"
+	"github.com/dcherman/image-cache-daemon/internal/testcluster"
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
@@ -47,12 +40,11 @@ func daemonImage(t *testing.T) string {
 
 func applier(t *testing.T) *install.Applier {
 	t.Helper()
-	dyn, err := dynamic.NewForConfig(env.config)
+	a, err := testcluster.Applier(env.config, env.client)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.client.Discovery()))
-	return &install.Applier{Dynamic: dyn, Mapper: mapper}
+	return a
 }
 
 // installDaemon installs the daemon with o and uninstalls it (waiting for
@@ -93,17 +85,7 @@ func reconfigure(t *testing.T, o install.Options) {
 
 func waitRollout(t *testing.T, ns string) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		ds, err := env.client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		st := ds.Status
-		return st.ObservedGeneration >= ds.Generation && st.DesiredNumberScheduled > 0 &&
-			st.NumberReady == st.DesiredNumberScheduled && st.UpdatedNumberScheduled == st.DesiredNumberScheduled &&
-			st.NumberAvailable == st.DesiredNumberScheduled, nil
-	})
-	if err != nil {
+	if err := testcluster.WaitRollout(context.Background(), env.client, ns, 2*time.Minute); err != nil {
 		t.Fatalf("the DaemonSet never became ready: %v\n%s", err, daemonLogs(t, ns))
 	}
 }
@@ -158,15 +140,9 @@ func saveArtifacts(t *testing.T, ns string) {
 // prefetchPods lists the prefetch pods in ns.
 func prefetchPods(t *testing.T, ns string) []*corev1.Pod {
 	t.Helper()
-	list, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{
-		LabelSelector: labels.SelectorFromSet(cachestate.PrefetchLabels()).String(),
-	})
+	pods, err := testcluster.PrefetchPods(context.Background(), env.client, ns)
 	if err != nil {
 		t.Fatal(err)
-	}
-	pods := make([]*corev1.Pod, len(list.Items))
-	for i := range list.Items {
-		pods[i] = &list.Items[i]
 	}
 	return pods
 }
@@ -530,87 +506,23 @@ func waitEvent(t *testing.T, ns, name, reason string) {
 	}
 }
 
-var argoKinds = []string{"workflowtemplates", "clusterworkflowtemplates", "cronworkflows"}
-
-// argoCRDs reads the CRDs of the three Argo kinds from the argo-workflows module.
-func argoCRDs(t *testing.T) []*apiextv1.CustomResourceDefinition {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/argoproj/argo-workflows/v3").Output()
-	if err != nil {
-		t.Fatalf("locating the argo-workflows module: %v", err)
-	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "manifests", "base", "crds", "minimal")
-	var crds []*apiextv1.CustomResourceDefinition
-	for _, k := range argoKinds {
-		b, err := os.ReadFile(filepath.Join(dir, "argoproj.io_"+k+".yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		crd := &apiextv1.CustomResourceDefinition{}
-		if err := yaml.Unmarshal(b, crd); err != nil {
-			t.Fatal(err)
-		}
-		crds = append(crds, crd)
-	}
-	return crds
-}
-
 // dropArgoCRDs removes the Argo CRDs now (the daemon must start without
 // them) and again when the test ends.
 func dropArgoCRDs(t *testing.T) {
 	t.Helper()
-	if err := deleteArgoCRDs(); err != nil {
+	if err := testcluster.DeleteArgoCRDs(context.Background(), env.config); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := deleteArgoCRDs(); err != nil {
+		if err := testcluster.DeleteArgoCRDs(context.Background(), env.config); err != nil {
 			t.Error(err)
 		}
 	})
 }
 
-func deleteArgoCRDs() error {
-	c, err := apiextclient.NewForConfig(env.config)
-	if err != nil {
-		return err
-	}
-	for _, k := range argoKinds {
-		err := c.ApiextensionsV1().CustomResourceDefinitions().Delete(context.Background(), k+".argoproj.io", metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting the %s CRD: %w", k, err)
-		}
-	}
-	return nil
-}
-
 func installArgoCRDs(t *testing.T) {
 	t.Helper()
-	c, err := apiextclient.NewForConfig(env.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, crd := range argoCRDs(t) {
-		if _, err := c.ApiextensionsV1().CustomResourceDefinitions().Create(context.Background(), crd, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	err = wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		for _, k := range argoKinds {
-			crd, err := c.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, k+".argoproj.io", metav1.GetOptions{})
-			if err != nil {
-				return false, nil
-			}
-			established := false
-			for _, cond := range crd.Status.Conditions {
-				established = established || (cond.Type == apiextv1.Established && cond.Status == apiextv1.ConditionTrue)
-			}
-			if !established {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		t.Fatalf("Argo CRDs never established: %v", err)
+	if err := testcluster.InstallArgoCRDs(context.Background(), env.config); err != nil {
+		t.Fatalf("installing the Argo CRDs: %v", err)
 	}
 }

@@ -1,0 +1,378 @@
+// Command bench measures image-cache-daemon on the local cluster (make
+// bench) and prints the figures the project is judged by:
+//
+//   - overhead: time from "image wanted" (added to an image list) to "cached
+//     on the node", divided by the time a bare pod of an image of the same
+//     size takes to pull and run on the same node, in the same run;
+//   - prefetch pods and pod sandboxes per node for 100 wanted images, and
+//     per resync;
+//   - the daemon's memory (RSS) at rest with 1,000 matching ConfigMaps and
+//     500 WorkflowTemplates.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/dcherman/image-cache-daemon/internal/ociimage"
+	"github.com/dcherman/image-cache-daemon/internal/testcluster"
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/imagelist"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
+)
+
+type bench struct {
+	cfg      *rest.Config
+	kube     kubernetes.Interface
+	registry string
+	ns       string
+	image    string
+	warden   string
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	size := flag.Int64("size", 64, "size in MiB of the images the overhead is measured with")
+	rounds := flag.Int("rounds", 3, "overhead rounds (the median is reported)")
+	configMaps := flag.Int("configmaps", 1000, "ConfigMaps for the memory figure")
+	templates := flag.Int("templates", 500, "WorkflowTemplates for the memory figure")
+	registry := flag.String("registry", "127.0.0.1:5000", "the local registry")
+	flag.Parse()
+
+	imageRef, err := os.ReadFile("bin/image-ref")
+	if err != nil {
+		return fmt.Errorf("reading bin/image-ref (make image writes it): %w", err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+	if err != nil {
+		return fmt.Errorf("KUBECONFIG: %w", err)
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, kube: kube, registry: *registry, ns: "icd-bench", image: strings.TrimSpace(string(imageRef)),
+		warden: "bin/warden"}
+	ctx := context.Background()
+
+	opts := install.DefaultOptions("bench")
+	opts.Namespace, opts.Image, opts.ResyncPeriod = b.ns, b.image, 0
+	if err := b.apply(ctx, opts); err != nil {
+		return err
+	}
+	defer b.uninstall(opts)
+
+	ratio, cached, bare, err := b.overhead(ctx, *size<<20, *rounds)
+	if err != nil {
+		return fmt.Errorf("overhead: %w", err)
+	}
+	fmt.Printf("overhead: image of %d MiB: wanted->cached %s, bare pod %s: ratio %.2f (median of %d; goal <= 1.2)\n",
+		*size, cached.Round(time.Millisecond), bare.Round(time.Millisecond), ratio, *rounds)
+
+	if err := b.podsPerNode(ctx, opts); err != nil {
+		return fmt.Errorf("pods per node: %w", err)
+	}
+	if err := b.memory(ctx, *configMaps, *templates); err != nil {
+		return fmt.Errorf("memory: %w", err)
+	}
+	return nil
+}
+
+func (b *bench) apply(ctx context.Context, o install.Options) error {
+	a, err := testcluster.Applier(b.cfg, b.kube)
+	if err != nil {
+		return err
+	}
+	if _, err := a.Apply(ctx, install.Objects(o)); err != nil {
+		return err
+	}
+	return testcluster.WaitRollout(ctx, b.kube, b.ns, 3*time.Minute)
+}
+
+func (b *bench) uninstall(o install.Options) {
+	ctx := context.Background()
+	if a, err := testcluster.Applier(b.cfg, b.kube); err == nil {
+		_, _ = a.Delete(ctx, install.Objects(o))
+	}
+	_ = b.kube.CoreV1().Namespaces().Delete(ctx, "icd-bench-sources", metav1.DeleteOptions{})
+	_ = testcluster.DeleteArgoCRDs(ctx, b.cfg)
+}
+
+// push pushes an image of size bytes of fresh random content plus the
+// warden (so a bare pod has something to run) and returns its reference.
+func (b *bench) push(ctx context.Context, repo string, size int64) (string, error) {
+	img, err := ociimage.Random(size, uint64(rand.Int()), 1)
+	if err != nil {
+		return "", err
+	}
+	withWarden, err := ociimage.Append(img, []ociimage.File{{Path: "/warden", Mode: 0o755, HostPath: b.warden}})
+	if err != nil {
+		return "", err
+	}
+	ref := b.registry + "/" + repo + ":" + rand.String(8)
+	_, err = ociimage.Push(ctx, withWarden, ref)
+	return ref, err
+}
+
+// overhead times, per round, a bare pod of a fresh image against the
+// daemon caching another fresh image of the same size.
+func (b *bench) overhead(ctx context.Context, size int64, rounds int) (float64, time.Duration, time.Duration, error) {
+	var ratios []float64
+	var cachedAll, bareAll []time.Duration
+	for r := 0; r < rounds; r++ {
+		bareImg, err := b.push(ctx, "bench/bare", size)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		cacheImg, err := b.push(ctx, "bench/cached", size)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		bare, err := b.barePod(ctx, bareImg)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		start := time.Now()
+		if _, err := imagelist.Edit(ctx, b.kube, b.ns, install.DefaultConfigMap, func(cur []string) []string { return append(cur, cacheImg) }); err != nil {
+			return 0, 0, 0, err
+		}
+		if err := b.waitCached(ctx, []string{cacheImg}); err != nil {
+			return 0, 0, 0, err
+		}
+		cached := time.Since(start)
+		ratios = append(ratios, cached.Seconds()/bare.Seconds())
+		cachedAll, bareAll = append(cachedAll, cached), append(bareAll, bare)
+		fmt.Printf("  round %d: cached in %s, bare pod in %s\n", r+1, cached.Round(time.Millisecond), bare.Round(time.Millisecond))
+	}
+	i := medianIndex(ratios)
+	return ratios[i], cachedAll[i], bareAll[i], nil
+}
+
+func medianIndex(v []float64) int {
+	idx := make([]int, len(v))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, c int) bool { return v[idx[a]] < v[idx[c]] })
+	return idx[len(idx)/2]
+}
+
+// barePod runs image in a plain pod (what a workload would do without the
+// cache) and returns the time until its container finished.
+func (b *bench) barePod(ctx context.Context, image string) (time.Duration, error) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "bare-", Namespace: b.ns},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                corev1.RestartPolicyNever,
+			AutomountServiceAccountToken: ptr(false),
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr(true), RunAsUser: ptr[int64](65532),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: "bare", Image: image, Command: []string{"/warden"},
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr(false),
+					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
+		},
+	}
+	start := time.Now()
+	created, err := b.kube.CoreV1().Pods(b.ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		_ = b.kube.CoreV1().Pods(b.ns).Delete(context.Background(), created.Name, metav1.DeleteOptions{})
+	}()
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := b.kube.CoreV1().Pods(b.ns).Get(ctx, created.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		if p.Status.Phase == corev1.PodFailed {
+			return false, errors.New("the bare pod failed")
+		}
+		return p.Status.Phase == corev1.PodSucceeded, nil
+	})
+	return time.Since(start), err
+}
+
+// waitCached polls the prefetch pods (one LIST a round) until every image
+// is cached on every node that runs a daemon.
+func (b *bench) waitCached(ctx context.Context, images []string) error {
+	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := testcluster.PrefetchPods(ctx, b.kube, b.ns)
+		if err != nil {
+			return false, nil
+		}
+		cached := map[string]bool{}
+		for _, st := range cachestate.Summarize(pods) {
+			if st.State == cachestate.Cached {
+				cached[st.Image] = true
+			}
+		}
+		for _, img := range images {
+			if !cached[img] {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// metric reads one value from the daemon's /metrics through the API
+// server's pod proxy.
+func (b *bench) metric(ctx context.Context, name string) (float64, error) {
+	pods, err := b.kube.CoreV1().Pods(b.ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+	if err != nil || len(pods.Items) == 0 {
+		return 0, fmt.Errorf("no daemon pod: %v", err)
+	}
+	raw, err := b.kube.CoreV1().Pods(b.ns).ProxyGet("http", pods.Items[0].Name, "8080", "metrics", nil).DoRaw(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading metrics: %w", err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+			return strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return 0, fmt.Errorf("no metric %s", name)
+}
+
+// podsPerNode wants 100 images and counts the prefetch pods and sandboxes
+// the node gets, then the sandboxes one resync makes.
+func (b *bench) podsPerNode(ctx context.Context, o install.Options) error {
+	var images []string
+	for i := 0; i < 100; i++ {
+		img, err := ociimage.Random(64<<10, uint64(rand.Int()), 1)
+		if err != nil {
+			return err
+		}
+		ref := fmt.Sprintf("%s/bench/hundred-%03d:%s", b.registry, i, rand.String(6))
+		if _, err := ociimage.Push(ctx, img, ref); err != nil {
+			return err
+		}
+		images = append(images, ref)
+	}
+	before, err := b.metric(ctx, "image_cache_prefetch_pods_created_total")
+	if err != nil {
+		return err
+	}
+	if _, err := imagelist.Edit(ctx, b.kube, b.ns, install.DefaultConfigMap, func([]string) []string { return images }); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := b.waitCached(ctx, images); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	after, err := b.metric(ctx, "image_cache_prefetch_pods_created_total")
+	if err != nil {
+		return err
+	}
+	pods, _ := b.metric(ctx, "image_cache_prefetch_pods")
+	fmt.Printf("100 images on 1 node: %d prefetch pods, %d pod sandboxes created, all cached in %s\n",
+		int(pods), int(after-before), took.Round(time.Millisecond))
+
+	// One resync: every finished pod is replaced once.
+	o.ResyncPeriod = 30 * time.Second
+	if err := b.apply(ctx, o); err != nil {
+		return err
+	}
+	before, err = b.metric(ctx, "image_cache_prefetch_pods_created_total")
+	if err != nil {
+		return err
+	}
+	time.Sleep(o.ResyncPeriod + 10*time.Second)
+	after, err = b.metric(ctx, "image_cache_prefetch_pods_created_total")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("one resync of 100 images: %d pod sandboxes created\n", int(after-before))
+	o.ResyncPeriod = 0
+	return b.apply(ctx, o)
+}
+
+// memory creates many sources whose images are already cached and reads
+// the daemon's RSS once it has seen them all.
+func (b *bench) memory(ctx context.Context, configMaps, templates int) error {
+	if err := testcluster.InstallArgoCRDs(ctx, b.cfg); err != nil {
+		return err
+	}
+	argo, err := argoclient.NewForConfig(b.cfg)
+	if err != nil {
+		return err
+	}
+	cur, err := b.metric(ctx, "image_cache_wanted_images")
+	if err != nil {
+		return err
+	}
+	list, _ := b.kube.CoreV1().ConfigMaps(b.ns).Get(ctx, install.DefaultConfigMap, metav1.GetOptions{})
+	pool, _, _ := source.ParseImageList(list.Data[source.DefaultKey])
+	if len(pool) < 20 {
+		return fmt.Errorf("want at least 20 cached images to reuse, have %d", len(pool))
+	}
+	ns := "icd-bench-sources"
+	if _, err := b.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	start := time.Now()
+	for i := 0; i < configMaps; i++ {
+		cm := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("list-%04d", i), Labels: imagelist.Labels},
+			Data:       map[string]string{source.DefaultKey: imagelist.Render([]string{pool[i%20], pool[(i+7)%20]})},
+		}
+		if _, err := b.kube.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
+	for i := 0; i < templates; i++ {
+		var ts []wfv1.Template
+		for j := 0; j < 5; j++ {
+			ts = append(ts, wfv1.Template{Name: fmt.Sprintf("step-%d", j), Container: &corev1.Container{Image: pool[(i+j)%20],
+				Command: []string{"sh", "-c"}, Args: []string{strings.Repeat("echo building step; ", 20)}}})
+		}
+		wt := &wfv1.WorkflowTemplate{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pipeline-%04d", i)},
+			Spec: wfv1.WorkflowSpec{Entrypoint: "step-0", Templates: ts}}
+		if _, err := argo.ArgoprojV1alpha1().WorkflowTemplates(ns).Create(ctx, wt, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
+	fmt.Printf("created %d ConfigMaps and %d WorkflowTemplates in %s\n", configMaps, templates, time.Since(start).Round(time.Millisecond))
+	// At rest: the daemon has read them all (the wanted set is unchanged,
+	// every image was cached already) and nothing is moving.
+	time.Sleep(30 * time.Second)
+	rss, err := b.metric(ctx, "process_resident_memory_bytes")
+	if err != nil {
+		return err
+	}
+	heap, _ := b.metric(ctx, "go_memstats_heap_inuse_bytes")
+	wanted, _ := b.metric(ctx, "image_cache_wanted_images")
+	fmt.Printf("daemon at rest with %d ConfigMaps and %d WorkflowTemplates (%d wanted images, %d before): RSS %.1f MiB, heap in use %.1f MiB (goal RSS < 50 MiB)\n",
+		configMaps+1, templates, int(wanted), int(cur), rss/(1<<20), heap/(1<<20))
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
