@@ -189,9 +189,8 @@ func TestPod(t *testing.T) {
 	if len(p.OwnerReferences) != 1 || p.OwnerReferences[0].Controller != nil || p.OwnerReferences[0].UID != "ds-uid" {
 		t.Errorf("owner references %+v: want the DaemonSet, not as controller", p.OwnerReferences)
 	}
-	terms := p.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
-	if terms[0].MatchFields[0].Values[0] != long.NodeName {
-		t.Errorf("affinity %+v does not pin the node", terms)
+	if p.Spec.NodeName != long.NodeName {
+		t.Errorf("nodeName %q does not pin the node", p.Spec.NodeName)
 	}
 	s := p.Spec
 	if *s.AutomountServiceAccountToken || *s.EnableServiceLinks || s.RestartPolicy != corev1.RestartPolicyNever ||

@@ -65,16 +65,11 @@ func (c Config) Pod(images []string, generation int, policy corev1.PullPolicy) *
 			},
 		},
 		Spec: corev1.PodSpec{
-			// Node affinity, as DaemonSet pods use, rather than nodeName:
-			// the scheduler still runs, so priority, preemption and
-			// resource checks apply.
-			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
-				RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
-					NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchFields: []corev1.NodeSelectorRequirement{{
-						Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{c.NodeName},
-					}}}},
-				},
-			}},
+			// Bound to the node directly: no scheduling round trip, and
+			// when the node is deleted the pod garbage collector removes
+			// pods bound to it, so a deleted node leaves none behind (an
+			// unscheduled pod with node affinity would stay Pending).
+			NodeName:                      c.NodeName,
 			Tolerations:                   c.Tolerations,
 			PriorityClassName:             c.PriorityClassName,
 			RestartPolicy:                 corev1.RestartPolicyNever,
