@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
+	"github.com/spf13/cobra"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
@@ -41,6 +45,27 @@ func ExitCode(err error) int {
 	return ExitError
 }
 
+// options is the kubectl pattern every command follows: Complete fills in
+// what the flags and arguments leave out, Validate checks, Run acts.
+type options interface {
+	Complete(args []string) error
+	Validate() error
+	Run(ctx context.Context) error
+}
+
+// runE runs o as a cobra command.
+func runE(o options) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := o.Complete(args); err != nil {
+			return err
+		}
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		return o.Run(cmd.Context())
+	}
+}
+
 // kube is what every command that talks to the cluster shares: the
 // kubectl flags and the namespace image-cache-daemon lives in.
 type kube struct {
@@ -67,6 +92,24 @@ func (k *kube) complete() error {
 		}
 	}
 	return nil
+}
+
+// applier builds the installer (server-side apply through the dynamic
+// client) from the kubectl flags.
+func (k *kube) applier() (*install.Applier, error) {
+	cfg, err := k.flags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mapper, err := k.flags.ToRESTMapper()
+	if err != nil {
+		return nil, err
+	}
+	return &install.Applier{Dynamic: dyn, Mapper: mapper}, nil
 }
 
 // notInstalled turns a NotFound of the installation into advice.

@@ -117,15 +117,7 @@ Concurrent edits are safe: none is lost.`,
   # Add an image and wait until every node has it (exit 1 if a node fails)
   kubectl imagecache add --wait ghcr.io/org/app:v2`,
 		Args: cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runE(o),
 	}
 	o.addFlags(cmd)
 	o.Wait.addFlags(cmd)
@@ -145,15 +137,7 @@ garbage-collect it. Images that other sources (ConfigMaps, Argo templates,
 --image) still want stay cached: kubectl imagecache list shows who wants what.`,
 		Example: `  kubectl imagecache remove alpine`,
 		Args:    cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:    runE(o),
 	}
 	o.addFlags(cmd)
 	return cmd

@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
@@ -55,15 +54,7 @@ Running it again updates the installation and keeps the image list.`,
   # Private images, and only nodes labelled for CI
   kubectl imagecache install --image-pull-secret regcred --node-selector pool=ci`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Complete(); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runE(o),
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Image, "image", o.Image, "The daemon image (it also holds the warden)")
@@ -86,7 +77,7 @@ Running it again updates the installation and keeps the image list.`,
 }
 
 // Complete reads the flags into the installation options.
-func (o *InstallOptions) Complete() error {
+func (o *InstallOptions) Complete([]string) error {
 	if err := o.kube.complete(); err != nil && o.DryRun != "client" {
 		return err
 	}
@@ -114,20 +105,9 @@ func (o *InstallOptions) Complete() error {
 	if o.DryRun == "client" {
 		return nil
 	}
-	cfg, err := o.flags.ToRESTConfig()
-	if err != nil {
-		return err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	mapper, err := o.flags.ToRESTMapper()
-	if err != nil {
-		return err
-	}
-	o.applier = &install.Applier{Dynamic: dyn, Mapper: mapper}
-	return nil
+	var err error
+	o.applier, err = o.kube.applier()
+	return err
 }
 
 // Validate checks the flags.

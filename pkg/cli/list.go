@@ -46,23 +46,23 @@ daemon reads them, with the daemon's own settings.`,
 		Example: `  kubectl imagecache list
   kubectl imagecache list -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Complete(); err != nil {
-				return err
-			}
-			if o.Output != "" && o.Output != "json" && o.Output != "yaml" {
-				return fmt.Errorf("--output %q: want json or yaml", o.Output)
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runE(o),
 	}
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "How long to wait for the sources to be read")
 	return cmd
 }
 
+// Validate checks the flags.
+func (o *ListOptions) Validate() error {
+	if o.Output != "" && o.Output != "json" && o.Output != "yaml" {
+		return fmt.Errorf("--output %q: want json or yaml", o.Output)
+	}
+	return nil
+}
+
 // Complete builds the clients.
-func (o *ListOptions) Complete() error {
+func (o *ListOptions) Complete([]string) error {
 	if err := o.kube.complete(); err != nil {
 		return err
 	}

@@ -36,7 +36,10 @@ type StatusOptions struct {
 
 // NewCmdStatus returns the "status" command.
 func NewCmdStatus(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &StatusOptions{IOStreams: streams, kube: kube{flags: flags}, Interval: 2 * time.Second, now: time.Now}
+	return newCmdStatus(&StatusOptions{IOStreams: streams, kube: kube{flags: flags}, Interval: 2 * time.Second, now: time.Now})
+}
+
+func newCmdStatus(o *StatusOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show which images are cached on which nodes",
@@ -49,15 +52,7 @@ single request, whatever the size of the cluster.`,
   kubectl imagecache status --image alpine -o json
   kubectl imagecache status --watch`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Complete(); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: runE(o),
 	}
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: wide, json or yaml")
 	cmd.Flags().StringVar(&o.Image, "image", "", "Only this image")
@@ -68,7 +63,7 @@ single request, whatever the size of the cluster.`,
 }
 
 // Complete builds the client and normalises the image filter.
-func (o *StatusOptions) Complete() error {
+func (o *StatusOptions) Complete([]string) error {
 	if o.Image != "" {
 		n, err := imageref.Normalize(o.Image)
 		if err != nil {

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
@@ -44,12 +43,7 @@ itself. Image lists you created in other namespaces are yours and are kept.
 Asks first, unless --yes is given.`,
 		Example: `  kubectl imagecache uninstall --yes`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Complete(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:    runE(o),
 	}
 	cmd.Flags().BoolVarP(&o.Yes, "yes", "y", false, "Do not ask for confirmation")
 	cmd.Flags().BoolVar(&o.Wait, "wait", o.Wait, "Wait until everything is gone")
@@ -58,23 +52,20 @@ Asks first, unless --yes is given.`,
 }
 
 // Complete builds the clients.
-func (o *UninstallOptions) Complete() error {
+func (o *UninstallOptions) Complete([]string) error {
 	if err := o.kube.complete(); err != nil {
 		return err
 	}
-	cfg, err := o.flags.ToRESTConfig()
-	if err != nil {
-		return err
+	var err error
+	o.applier, err = o.kube.applier()
+	return err
+}
+
+// Validate checks the flags.
+func (o *UninstallOptions) Validate() error {
+	if o.Wait && o.Timeout <= 0 {
+		return fmt.Errorf("--timeout must be positive, got %s", o.Timeout)
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	mapper, err := o.flags.ToRESTMapper()
-	if err != nil {
-		return err
-	}
-	o.applier = &install.Applier{Dynamic: dyn, Mapper: mapper}
 	return nil
 }
 

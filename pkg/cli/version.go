@@ -28,22 +28,28 @@ func NewCmdVersion(flags *genericclioptions.ConfigFlags, streams genericiooption
 		Example: `  kubectl imagecache version
   kubectl imagecache version --client`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.Run(cmd.Context())
-		},
+		RunE: runE(o),
 	}
 	cmd.Flags().BoolVar(&o.ClientOnly, "client", false, "Only the plugin's version; do not contact the cluster")
 	return cmd
 }
+
+// Complete builds the client unless only the plugin's version is asked for.
+func (o *VersionOptions) Complete([]string) error {
+	if o.ClientOnly {
+		return nil
+	}
+	return o.kube.complete()
+}
+
+// Validate has nothing to check.
+func (o *VersionOptions) Validate() error { return nil }
 
 // Run prints the versions and warns when they differ.
 func (o *VersionOptions) Run(ctx context.Context) error {
 	fmt.Fprintf(o.Out, "plugin: %s\n", version.String())
 	if o.ClientOnly {
 		return nil
-	}
-	if err := o.kube.complete(); err != nil {
-		return err
 	}
 	s, err := takeSnapshot(ctx, o.client, o.namespace)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -86,7 +87,7 @@ func Edit(ctx context.Context, client kubernetes.Interface, ns, name string, cha
 		}
 		res.Before = current
 		res.After = sortedUnique(change(current))
-		if equal(res.Before, res.After) {
+		if slices.Equal(res.Before, res.After) {
 			return nil
 		}
 		cm = cm.DeepCopy()
@@ -130,16 +131,4 @@ func sortedUnique(in []string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 
@@ -123,7 +124,7 @@ func (s *objectSource) update(obj any) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if equalWants(s.byKey[key], wants) {
+	if slices.Equal(s.byKey[key], wants) {
 		return false
 	}
 	if len(wants) == 0 {
@@ -145,18 +146,6 @@ func (s *objectSource) remove(obj any) bool {
 		return false
 	}
 	delete(s.byKey, key)
-	return true
-}
-
-func equalWants(a, b []Want) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
 	return true
 }
 
