@@ -321,17 +321,25 @@ func TestDaemon(t *testing.T) {
 		}
 	})
 
-	t.Run("daemon restart adopts its pods", func(t *testing.T) {
+	t.Run("daemon deleted mid-work adopts its pods", func(t *testing.T) {
 		before := podUIDs(t, ns)
 		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
 		if err != nil || len(daemons.Items) != 1 {
 			t.Fatalf("want one daemon pod: %v %d", err, len(daemons.Items))
 		}
+		// A large image is being fetched while the daemon goes away.
+		big, err := ociimage.Random(64<<20, uint64(rand.Int()), 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bigRef := push(t, big, "e2e/big:"+rand.String(6))
+		imageList(t, users, "big", "[\""+bigRef+"\"]")
+		time.Sleep(500 * time.Millisecond)
 		if err := env.client.CoreV1().Pods(ns).Delete(ctx, daemons.Items[0].Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		waitDaemonReplaced(t, ns, daemons.Items[0].UID)
-		time.Sleep(5 * time.Second) // a few syncs of the new daemon
+		waitCached(t, ns, bigRef)
 		after := podUIDs(t, ns)
 		for name, uid := range before {
 			if after[name] != uid {

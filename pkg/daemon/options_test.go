@@ -1,0 +1,83 @@
+package daemon
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func valid() *Options {
+	o := NewOptions()
+	o.NodeName, o.PodName, o.PodNamespace = "node-1", "icd-abc", "image-cache-daemon"
+	return o
+}
+
+func TestValidateNamesTheFlag(t *testing.T) {
+	for _, tc := range []struct {
+		flag   string
+		change func(*Options)
+	}{
+		{"--node-name", func(o *Options) { o.NodeName = "" }},
+		{"--pod-name", func(o *Options) { o.PodName = "" }},
+		{"--configmap-selector", func(o *Options) { o.ConfigMapSelector = "a in (" }},
+		{"--image", func(o *Options) { o.Images = []string{"alpine", "Bad:Ref"} }},
+		{"--warden-image", func(o *Options) { o.WardenImage = "not valid" }},
+		{"--resync-period", func(o *Options) { o.ResyncPeriod = -time.Second }},
+		{"--resync-period", func(o *Options) { o.ResyncPeriod = time.Second }},
+		{"--prefetch-tolerations", func(o *Options) { o.PrefetchTolerations = "{not: a list}" }},
+		{"--prefetch-tolerations", func(o *Options) { o.PrefetchTolerations = `[{"key": "a", "operator": "Maybe"}]` }},
+		{"--prefetch-priority-class", func(o *Options) { o.PrefetchPriorityClass = "Not_Valid" }},
+		{"--image-pull-secret", func(o *Options) { o.ImagePullSecrets = []string{"UPPER"} }},
+		{"--batch-size", func(o *Options) { o.BatchSize = 0 }},
+		{"--metrics-bind-address", func(o *Options) { o.MetricsAddress = "8080" }},
+	} {
+		t.Run(tc.flag, func(t *testing.T) {
+			o := valid()
+			tc.change(o)
+			err := o.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.flag) {
+				t.Fatalf("Validate() = %v, want an error naming %s", err, tc.flag)
+			}
+		})
+	}
+	if err := valid().Validate(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	o := valid()
+	o.ResyncPeriod = 0
+	o.PrefetchTolerations = "- operator: Exists\n"
+	if err := o.Validate(); err != nil {
+		t.Fatalf("resync off and a YAML toleration list refused: %v", err)
+	}
+}
+
+// The original's flags keep their names and defaults.
+func TestSeedFlags(t *testing.T) {
+	fs := NewCommand().Flags()
+	for name, def := range map[string]string{
+		"configmap-selector":                    "app.kubernetes.io/part-of=image-cache-daemon",
+		"image":                                 "[]",
+		"node-name":                             "",
+		"pod-name":                              "",
+		"pod-namespace":                         "",
+		"pod-uid":                               "",
+		"resync-period":                         "15m0s",
+		"warden-image":                          "",
+		"watch-argo-cluster-workflow-templates": "true",
+		"watch-argo-cron-workflows":             "true",
+		"watch-argo-workflow-templates":         "true",
+		"watch-configmaps":                      "true",
+	} {
+		f := fs.Lookup(name)
+		if f == nil {
+			t.Errorf("--%s is missing", name)
+			continue
+		}
+		if f.DefValue != def {
+			t.Errorf("--%s defaults to %q, want %q", name, f.DefValue, def)
+		}
+	}
+	if fs.Lookup("image").Value.Type() != "stringArray" {
+		t.Error("--image must be a stringArray (repeatable)")
+	}
+}
