@@ -12,7 +12,7 @@ PKG := github.com/dcherman/image-cache-daemon
 LDFLAGS := -s -w -X $(PKG)/pkg/version.Version=$(VERSION)
 GOBUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: help build image cluster-up cluster-down demo test test-unit test-e2e e2e vet bench
+.PHONY: help build image cluster-up cluster-down demo test test-unit test-e2e test-release krew-manifest e2e vet bench
 
 help: ## list targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +22,8 @@ build: ## build the three binaries into bin/
 	$(GOBUILD) -o bin/warden ./cmd/warden
 	$(GOBUILD) -o bin/kubectl-imagecache ./cmd/kubectl-imagecache
 
-image: build ## build the project image from bin/ and push it to the local registry
-	go run ./hack/images project --registry $(REGISTRY) --bin bin --tag $(VERSION) > bin/image-ref
+image: build ## build the project image (Dockerfile, buildah) from bin/ and push it to the local registry
+	hack/image.sh bin $(IMAGE) > bin/image-ref
 	@cat bin/image-ref
 
 cluster-up: ## bring up the local cluster (root; first run builds Kubernetes, ~10 min)
@@ -38,6 +38,7 @@ demo: cluster-up image ## the main job end to end on the local cluster: install,
 vet:
 	go vet ./...
 	go vet -tags e2e ./test/e2e/...
+	go vet -tags release ./test/release/...
 
 test-unit: vet ## unit tests, race detector on
 	go test -race -count=1 ./...
@@ -52,4 +53,11 @@ test-e2e: ## bring the cluster up, run the e2e tests, bring it down
 	hack/cluster/up.sh
 	status=0; $(MAKE) e2e IMAGE=$(IMAGE) || status=$$?; hack/cluster/down.sh; exit $$status
 
-test: test-unit test-e2e ## every test: unit, then e2e on a fresh local cluster
+test-release: ## goreleaser builds every archive; krew validates plugins/krew.yaml and installs the plugin for kubectl
+	ICD_TOOLS=$$(hack/tools.sh) KUBECTL=$$(hack/kube/build.sh)/kubectl go test -tags release -count=1 -timeout 30m -v ./test/release/...
+
+krew-manifest: ## after `goreleaser release` of a tag: plugins/krew.yaml from dist/krew/imagecache.yaml
+	{ grep '^#' plugins/krew.yaml; grep -v '^#' dist/krew/imagecache.yaml; } > plugins/krew.yaml.new
+	mv plugins/krew.yaml.new plugins/krew.yaml
+
+test: test-unit test-release test-e2e ## every test: unit, release, then e2e on a fresh local cluster

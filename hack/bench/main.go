@@ -7,7 +7,11 @@
 //   - prefetch pods and pod sandboxes per node for 100 wanted images, and
 //     per resync;
 //   - the daemon's memory (RSS) at rest with 1,000 matching ConfigMaps and
-//     500 WorkflowTemplates.
+//     500 WorkflowTemplates;
+//   - the latency and API requests of `kubectl imagecache status` for 200
+//     simulated nodes x 100 images.
+//
+// -run picks some of them (status,overhead,pods,memory).
 package main
 
 import (
@@ -41,12 +45,13 @@ import (
 )
 
 type bench struct {
-	cfg      *rest.Config
-	kube     kubernetes.Interface
-	registry string
-	ns       string
-	image    string
-	warden   string
+	kubeconfig string
+	cfg        *rest.Config
+	kube       kubernetes.Interface
+	registry   string
+	ns         string
+	image      string
+	warden     string
 }
 
 func main() {
@@ -62,7 +67,15 @@ func run() error {
 	configMaps := flag.Int("configmaps", 1000, "ConfigMaps for the memory figure")
 	templates := flag.Int("templates", 500, "WorkflowTemplates for the memory figure")
 	registry := flag.String("registry", "127.0.0.1:5000", "the local registry")
+	statusNodes := flag.Int("status-nodes", 200, "simulated nodes for the status figure")
+	statusImages := flag.Int("status-images", 100, "images per node for the status figure")
+	statusRuns := flag.Int("status-runs", 5, "status runs per figure (the median is reported)")
+	only := flag.String("run", "status,overhead,pods,memory", "which figures to measure, comma-separated")
 	flag.Parse()
+	want := map[string]bool{}
+	for _, f := range strings.Split(*only, ",") {
+		want[strings.TrimSpace(f)] = true
+	}
 
 	imageRef, err := os.ReadFile("bin/image-ref")
 	if err != nil {
@@ -77,9 +90,20 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	b := &bench{cfg: cfg, kube: kube, registry: *registry, ns: "icd-bench", image: strings.TrimSpace(string(imageRef)),
+	b := &bench{kubeconfig: os.Getenv("KUBECONFIG"), cfg: cfg, kube: kube, registry: *registry, ns: "icd-bench", image: strings.TrimSpace(string(imageRef)),
 		warden: "bin/warden"}
 	ctx := context.Background()
+
+	// Before the daemon is installed: its DaemonSet would put pods on the
+	// simulated nodes.
+	if want["status"] {
+		if err := b.statusBench(ctx, *statusNodes, *statusImages, *statusRuns); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+	}
+	if !want["overhead"] && !want["pods"] && !want["memory"] {
+		return nil
+	}
 
 	opts := install.DefaultOptions("bench")
 	opts.Namespace, opts.Image, opts.ResyncPeriod = b.ns, b.image, 0
@@ -88,18 +112,24 @@ func run() error {
 	}
 	defer b.uninstall(opts)
 
-	ratio, cached, bare, err := b.overhead(ctx, *size<<20, *rounds)
-	if err != nil {
-		return fmt.Errorf("overhead: %w", err)
+	if want["overhead"] {
+		ratio, cached, bare, err := b.overhead(ctx, *size<<20, *rounds)
+		if err != nil {
+			return fmt.Errorf("overhead: %w", err)
+		}
+		fmt.Printf("overhead: image of %d MiB: wanted->cached %s, bare pod %s: ratio %.2f (median of %d; goal <= 1.2)\n",
+			*size, cached.Round(time.Millisecond), bare.Round(time.Millisecond), ratio, *rounds)
 	}
-	fmt.Printf("overhead: image of %d MiB: wanted->cached %s, bare pod %s: ratio %.2f (median of %d; goal <= 1.2)\n",
-		*size, cached.Round(time.Millisecond), bare.Round(time.Millisecond), ratio, *rounds)
-
-	if err := b.podsPerNode(ctx, opts); err != nil {
-		return fmt.Errorf("pods per node: %w", err)
+	if want["pods"] || want["memory"] {
+		// The memory figure reuses the 100 images cached here.
+		if err := b.podsPerNode(ctx, opts); err != nil {
+			return fmt.Errorf("pods per node: %w", err)
+		}
 	}
-	if err := b.memory(ctx, *configMaps, *templates); err != nil {
-		return fmt.Errorf("memory: %w", err)
+	if want["memory"] {
+		if err := b.memory(ctx, *configMaps, *templates); err != nil {
+			return fmt.Errorf("memory: %w", err)
+		}
 	}
 	return nil
 }

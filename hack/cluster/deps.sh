@@ -5,7 +5,8 @@
 set -euo pipefail
 
 pkgs=(containerd runc containernetworking-plugins docker-registry iptables conntrack
-      openssl iproute2 util-linux busybox-static ca-certificates curl)
+      openssl iproute2 util-linux busybox-static ca-certificates curl
+      buildah)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -4,7 +4,6 @@
 //
 //	images pause   --registry R                     R/pause:3.10, the sandbox image
 //	images alpine  --registry R                     R/library/alpine:latest, a busybox stand-in
-//	images project --registry R --bin bin --tag T   R/image-cache-daemon:T from prebuilt binaries
 //	images random  --registry R --size 64Mi --seed 1 [--layers 1] --name test/random-64m:v1
 package main
 
@@ -34,12 +33,10 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: images pause|alpine|project|random [flags]")
+		return errors.New("usage: images pause|alpine|random [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	registry := fs.String("registry", "127.0.0.1:5000", "registry to push to")
-	bin := fs.String("bin", "bin", "project: directory holding image-cache-daemon and warden")
-	tag := fs.String("tag", "dev", "project: image tag")
 	size := fs.String("size", "1Mi", "random: image size (Ki, Mi, Gi suffixes)")
 	seed := fs.Uint64("seed", 1, "random: content seed (same seed, same digest)")
 	layers := fs.Int("layers", 1, "random: number of layers")
@@ -58,12 +55,6 @@ func run(args []string) error {
 	case "alpine":
 		ref = *registry + "/library/alpine:latest"
 		img, err = alpine()
-	case "project":
-		ref = *registry + "/image-cache-daemon:" + *tag
-		img, err = ociimage.FromFiles([]ociimage.File{
-			{Path: "/image-cache-daemon", Mode: 0o755, HostPath: filepath.Join(*bin, "image-cache-daemon")},
-			{Path: "/warden", Mode: 0o755, HostPath: filepath.Join(*bin, "warden")},
-		}, ociimage.Config{Entrypoint: []string{"/image-cache-daemon"}, User: "65532:65532"})
 	case "random":
 		if *name == "" {
 			return errors.New("random: --name is required")
@@ -74,7 +65,7 @@ func run(args []string) error {
 			img, err = ociimage.Random(n, *seed, *layers)
 		}
 	default:
-		return fmt.Errorf("unknown subcommand %q: want pause, alpine, project or random", args[0])
+		return fmt.Errorf("unknown subcommand %q: want pause, alpine or random", args[0])
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", args[0], err)

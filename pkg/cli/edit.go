@@ -116,8 +116,9 @@ Concurrent edits are safe: none is lost.`,
 
   # Add an image and wait until every node has it (exit 1 if a node fails)
   kubectl imagecache add --wait ghcr.io/org/app:v2`,
-		Args: cobra.ArbitraryArgs,
-		RunE: runE(o),
+		Args:              cobra.ArbitraryArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE:              runE(o),
 	}
 	o.addFlags(cmd)
 	o.Wait.addFlags(cmd)
@@ -126,7 +127,10 @@ Concurrent edits are safe: none is lost.`,
 
 // NewCmdRemove returns the "remove" command.
 func NewCmdRemove(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := newEditOptions(flags, streams, true)
+	return newCmdRemove(newEditOptions(flags, streams, true))
+}
+
+func newCmdRemove(o *EditOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "remove IMAGE...",
 		Aliases: []string{"rm"},
@@ -135,9 +139,10 @@ func NewCmdRemove(flags *genericclioptions.ConfigFlags, streams genericiooptions
 image-cache-daemon deletes the prefetch pods that held it, and the kubelet may
 garbage-collect it. Images that other sources (ConfigMaps, Argo templates,
 --image) still want stay cached: kubectl imagecache list shows who wants what.`,
-		Example: `  kubectl imagecache remove alpine`,
-		Args:    cobra.ArbitraryArgs,
-		RunE:    runE(o),
+		Example:           `  kubectl imagecache remove alpine`,
+		Args:              cobra.ArbitraryArgs,
+		ValidArgsFunction: o.completeListed,
+		RunE:              runE(o),
 	}
 	o.addFlags(cmd)
 	return cmd

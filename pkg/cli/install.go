@@ -73,6 +73,8 @@ Running it again updates the installation and keeps the image list.`,
 	f.StringVarP(&o.Output, "output", "o", "", "With --dry-run=client: yaml or json")
 	f.BoolVar(&o.Wait, "wait", false, "Wait until the DaemonSet is ready on every node")
 	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long --wait waits")
+	completeOutput(cmd, "yaml", "json")
+	_ = cmd.RegisterFlagCompletionFunc("dry-run", cobra.FixedCompletions([]string{"none", "client"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

@@ -49,6 +49,7 @@ daemon reads them, with the daemon's own settings.`,
 		RunE: runE(o),
 	}
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml")
+	completeOutput(cmd, "json", "yaml")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "How long to wait for the sources to be read")
 	return cmd
 }

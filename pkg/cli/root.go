@@ -27,6 +27,9 @@ keeps cached on every node, and reports what is cached where.`,
 	cmd.SetOut(streams.Out)
 	cmd.SetErr(streams.ErrOut)
 	flags.AddFlags(cmd.PersistentFlags())
+	completer := &kube{flags: flags}
+	_ = cmd.RegisterFlagCompletionFunc("namespace", completer.completeNamespaces)
+	_ = cmd.RegisterFlagCompletionFunc("context", completer.completeContexts)
 	cmd.AddCommand(
 		NewCmdInstall(flags, streams),
 		NewCmdUninstall(flags, streams),

@@ -59,6 +59,9 @@ single request, whatever the size of the cluster.`,
 	cmd.Flags().StringVar(&o.Node, "node", "", "Only this node")
 	cmd.Flags().BoolVarP(&o.Watch, "watch", "w", false, "Refresh until interrupted")
 	cmd.Flags().DurationVar(&o.Interval, "interval", o.Interval, "Refresh interval for --watch")
+	completeOutput(cmd, "wide", "json", "yaml")
+	_ = cmd.RegisterFlagCompletionFunc("image", o.completeCached(false))
+	_ = cmd.RegisterFlagCompletionFunc("node", o.completeCached(true))
 	return cmd
 }
 

@@ -7,7 +7,9 @@ import (
 	"sync"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -24,13 +26,14 @@ type Reporter interface {
 type ParseFunc func(obj runtime.Object) (images []string, problems []error)
 
 // objectSource is the one Source implementation behind every informer-backed
-// kind (ConfigMaps and the Argo kinds): it parses each object once per change
-// and keeps only the result, so Wanted is a cheap union.
+// kind (ConfigMaps and the Argo kinds): it parses each object once per change,
+// as the object enters the informer, and keeps only the result, so Wanted is a
+// cheap union and the daemon's memory grows with the images, not with the
+// size of the objects it watches.
 type objectSource struct {
 	name     string
 	kind     string
 	informer cache.SharedIndexInformer
-	parse    ParseFunc
 	reporter Reporter
 
 	mu     sync.RWMutex
@@ -38,10 +41,48 @@ type objectSource struct {
 	synced func() bool
 }
 
-// NewInformerSource returns a Source fed by informer. kind names the
-// objects in origins ("ConfigMap ns/name").
-func NewInformerSource(name, kind string, informer cache.SharedIndexInformer, parse ParseFunc, reporter Reporter) Source {
-	return &objectSource{name: name, kind: kind, informer: informer, parse: parse, reporter: reporter, byKey: map[string][]Want{}}
+// NewInformerSource returns a Source fed by informer, which must not have
+// started: the source sets its transform, so that the informer's store holds
+// for each object only its identity and what parse found in it. gvk is the
+// objects' kind (for origins, "ConfigMap ns/name", and for Events).
+func NewInformerSource(name string, gvk schema.GroupVersionKind, informer cache.SharedIndexInformer, parse ParseFunc, reporter Reporter) Source {
+	_ = informer.SetTransform(func(obj any) (any, error) {
+		o, ok := obj.(runtime.Object)
+		if !ok {
+			return obj, nil // a tombstone: its object was transformed already
+		}
+		if _, done := o.(*parsed); done {
+			return o, nil
+		}
+		m, err := meta.Accessor(o)
+		if err != nil {
+			return nil, err
+		}
+		images, problems := parse(o)
+		return &parsed{
+			TypeMeta: metav1.TypeMeta{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind},
+			ObjectMeta: metav1.ObjectMeta{Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUID(),
+				ResourceVersion: m.GetResourceVersion()},
+			Images: images, Problems: problems,
+		}, nil
+	})
+	return &objectSource{name: name, kind: gvk.Kind, informer: informer, reporter: reporter, byKey: map[string][]Want{}}
+}
+
+// parsed stands for a watched object in the informer's store: the identity
+// that keys and Events need, and the result of parsing it.
+type parsed struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+	Images   []string
+	Problems []error
+}
+
+func (p *parsed) DeepCopyObject() runtime.Object {
+	c := *p
+	p.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	c.Images, c.Problems = slices.Clone(p.Images), slices.Clone(p.Problems)
+	return &c
 }
 
 func (s *objectSource) Name() string { return s.name }
@@ -105,21 +146,20 @@ func (s *objectSource) Wanted() []Want {
 
 // update parses obj and stores its wants; it reports whether they changed.
 func (s *objectSource) update(obj any) bool {
-	o, ok := obj.(runtime.Object)
+	p, ok := obj.(*parsed)
 	if !ok {
 		return false
 	}
-	key, err := cache.MetaNamespaceKeyFunc(obj)
+	key, err := cache.MetaNamespaceKeyFunc(p)
 	if err != nil {
 		return false
 	}
-	images, problems := s.parse(o)
-	if len(problems) > 0 && s.reporter != nil {
-		s.reporter.Problems(s.name, o, problems)
+	if len(p.Problems) > 0 && s.reporter != nil {
+		s.reporter.Problems(s.name, p, p.Problems)
 	}
 	origin := s.kind + " " + key
-	wants := make([]Want, 0, len(images))
-	for _, img := range images {
+	wants := make([]Want, 0, len(p.Images))
+	for _, img := range p.Images {
 		wants = append(wants, Want{Image: img, Origin: origin})
 	}
 	s.mu.Lock()

@@ -49,7 +49,7 @@ func New(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 		}
 		inf := coreinformers.NewFilteredConfigMapInformer(c.Kube, metav1.NamespaceAll, 0, cache.Indexers{},
 			func(o *metav1.ListOptions) { o.LabelSelector = sel.String() })
-		sources = append(sources, NewInformerSource("configmaps", "ConfigMap", slim(inf), parseConfigMap, reporter))
+		sources = append(sources, NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), inf, parseConfigMap, reporter))
 	}
 	interval := cfg.CRDCheckInterval
 	if interval <= 0 {
@@ -78,26 +78,10 @@ func New(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 		}
 		gvr := wfv1.SchemeGroupVersion.WithResource(a.resource)
 		sources = append(sources, WhenServed(a.name, gvr, c.Discovery, interval, reporter, func() Source {
-			return NewInformerSource(a.name, a.kind, slim(a.informer()), parseWorkflowObject, reporter)
+			return NewInformerSource(a.name, wfv1.SchemeGroupVersion.WithKind(a.kind), a.informer(), parseWorkflowObject, reporter)
 		}))
 	}
 	return sources, nil
-}
-
-// slim drops what the sources never read from cached objects (managed
-// fields, the last-applied annotation), which is often most of an object's
-// size: the daemon's memory grows with the objects it watches.
-func slim(inf cache.SharedIndexInformer) cache.SharedIndexInformer {
-	_ = inf.SetTransform(func(obj any) (any, error) {
-		if m, ok := obj.(metav1.Object); ok {
-			m.SetManagedFields(nil)
-			if a := m.GetAnnotations(); a != nil {
-				delete(a, corev1.LastAppliedConfigAnnotation)
-			}
-		}
-		return obj, nil
-	})
-	return inf
 }
 
 func parseConfigMap(obj runtime.Object) ([]string, []error) {

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
+
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/cli"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
+)
+
+// statusNamespace holds the simulated installation of the status benchmark.
+const statusNamespace = "icd-bench-status"
+
+// statusBench simulates an installation on nodes x images on the real API
+// server (Node objects without a kubelet, a daemon pod and the prefetch pods
+// of each node built by the daemon's own code, their statuses written as the
+// kubelet would), then times `kubectl imagecache status` in-process and
+// counts its API requests, for a tenth of the nodes and for all of them.
+func (b *bench) statusBench(ctx context.Context, nodes, images, runs int) error {
+	defer b.cleanupStatus()
+	if _, err := b.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: statusNamespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	var wanted []string
+	for i := 0; i < images; i++ {
+		wanted = append(wanted, fmt.Sprintf("%s/bench/status-%03d:v1", b.registry, i))
+	}
+	small := max(nodes/10, 1)
+	start := time.Now()
+	if err := b.simulate(ctx, 0, small, wanted); err != nil {
+		return err
+	}
+	if err := b.report(small, images, runs); err != nil {
+		return err
+	}
+	if err := b.simulate(ctx, small, nodes, wanted); err != nil {
+		return err
+	}
+	fmt.Printf("  (simulated %d nodes with their pods in %s)\n", nodes, time.Since(start).Round(time.Millisecond))
+	return b.report(nodes, images, runs)
+}
+
+// report runs status (default and -o wide) runs times and prints the median
+// latency and the requests one run makes.
+func (b *bench) report(nodes, images, runs int) error {
+	for _, args := range [][]string{{}, {"-o", "wide"}} {
+		var took []time.Duration
+		var requests int64
+		var out []byte
+		for r := 0; r < runs; r++ {
+			d, n, o, err := b.runStatus(args)
+			if err != nil {
+				return err
+			}
+			took, requests, out = append(took, d), n, o
+		}
+		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+		mode := "status"
+		if len(args) > 0 {
+			mode = "status -o wide"
+		}
+		fmt.Printf("%s, %d nodes x %d images: median %s (min %s, max %s over %d runs), %d API requests per run, %d lines of output (goal < 1 s, requests constant)\n",
+			mode, nodes, images, took[len(took)/2].Round(time.Millisecond), took[0].Round(time.Millisecond),
+			took[len(took)-1].Round(time.Millisecond), runs, requests, bytes.Count(out, []byte("\n")))
+	}
+	return nil
+}
+
+// runStatus runs the plugin's status command in this process, as kubectl
+// would run the plugin, counting the requests it sends.
+func (b *bench) runStatus(args []string) (time.Duration, int64, []byte, error) {
+	var requests atomic.Int64
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.KubeConfig, flags.Namespace = &b.kubeconfig, ptr(statusNamespace)
+	flags.WrapConfigFn = func(c *rest.Config) *rest.Config {
+		c.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				requests.Add(1)
+				return rt.RoundTrip(r)
+			})
+		})
+		return c
+	}
+	var out, errOut bytes.Buffer
+	cmd := cli.NewCmdStatus(flags, genericiooptions.IOStreams{Out: &out, ErrOut: &errOut})
+	cmd.SetArgs(args)
+	start := time.Now()
+	err := cmd.Execute()
+	took := time.Since(start)
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("status %v: %w: %s", args, err, errOut.String())
+	}
+	return took, requests.Load(), out.Bytes(), nil
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// simulate creates nodes [from, to) with a daemon pod each and the prefetch
+// pods that hold images, most cached, some pulling, one failed per node.
+func (b *bench) simulate(ctx context.Context, from, to int, images []string) error {
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i := from; i < to; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			if err := b.simulateNode(ctx, fmt.Sprintf("icd-sim-%03d", i), images); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	return firstErr
+}
+
+func (b *bench) simulateNode(ctx context.Context, node string, images []string) error {
+	// A Node object, so the pod garbage collector keeps the pods bound to it;
+	// no kubelet ever reports for it, and the benchmark is over before the
+	// node lifecycle controller acts on that.
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"icd-bench": "status"}}}
+	if _, err := b.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	daemon := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "daemon-" + node, Namespace: statusNamespace,
+			Labels: map[string]string{cachestate.LabelPartOf: cachestate.PartOf, cachestate.LabelComponent: "daemon"}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: install.ContainerName, Image: b.image}}},
+	}
+	if _, err := b.kube.CoreV1().Pods(statusNamespace).Create(ctx, daemon, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	cfg := prefetch.Config{Namespace: statusNamespace, NodeName: node, WardenImage: b.image, BatchSize: 20}
+	for start := 0; start < len(images); start += cfg.BatchSize {
+		batch := images[start:min(start+cfg.BatchSize, len(images))]
+		pod := cfg.Pod(batch, 0, corev1.PullIfNotPresent)
+		created, err := b.kube.CoreV1().Pods(statusNamespace).Create(ctx, pod, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		created.Status = kubeletStatus(created, start == 0)
+		if _, err := b.kube.CoreV1().Pods(statusNamespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// kubeletStatus is what the kubelet would report for a prefetch pod: the
+// warden installed, every image cached, except in the node's first pod one
+// image failing to pull and one still pulling.
+func kubeletStatus(pod *corev1.Pod, mixed bool) corev1.PodStatus {
+	now := metav1.Now()
+	done := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", StartedAt: now, FinishedAt: now}}
+	st := corev1.PodStatus{Phase: corev1.PodSucceeded}
+	for _, c := range pod.Spec.InitContainers {
+		st.InitContainerStatuses = append(st.InitContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, State: done})
+	}
+	for i, c := range pod.Spec.Containers {
+		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image + "@" + fakeDigest(c.Image), State: done}
+		switch {
+		case mixed && i == 0:
+			cs.ImageID, cs.State = "", corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff",
+				Message: fmt.Sprintf(`Back-off pulling image "%s": ErrImagePull: failed to pull and unpack image "%s": not found`, c.Image, c.Image)}}
+			st.Phase = corev1.PodPending
+		case mixed && i == 1:
+			cs.ImageID, cs.State = "", corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+			st.Phase = corev1.PodPending
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+	}
+	return st
+}
+
+func fakeDigest(image string) string {
+	return fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(image)))
+}
+
+func (b *bench) cleanupStatus() {
+	ctx := context.Background()
+	// No kubelet will confirm these pods' end: remove them at once.
+	_ = b.kube.CoreV1().Pods(statusNamespace).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)}, metav1.ListOptions{})
+	_ = b.kube.CoreV1().Namespaces().Delete(ctx, statusNamespace, metav1.DeleteOptions{})
+	_ = b.kube.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "icd-bench=status"})
+}
