@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -11,6 +13,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 )
@@ -83,9 +86,9 @@ func (k *kube) complete() error {
 		k.namespace = *k.flags.Namespace
 	}
 	if k.client == nil {
-		cfg, err := k.flags.ToRESTConfig()
+		cfg, err := k.restConfig()
 		if err != nil {
-			return fmt.Errorf("loading kubeconfig: %w", err)
+			return err
 		}
 		if k.client, err = kubernetes.NewForConfig(cfg); err != nil {
 			return fmt.Errorf("creating a client: %w", err)
@@ -97,9 +100,9 @@ func (k *kube) complete() error {
 // applier builds the installer (server-side apply through the dynamic
 // client) from the kubectl flags.
 func (k *kube) applier() (*install.Applier, error) {
-	cfg, err := k.flags.ToRESTConfig()
+	cfg, err := k.restConfig()
 	if err != nil {
-		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+		return nil, err
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -110,6 +113,31 @@ func (k *kube) applier() (*install.Applier, error) {
 		return nil, err
 	}
 	return &install.Applier{Dynamic: dyn, Mapper: mapper}, nil
+}
+
+// restConfig is the client configuration the kubectl flags give. With no
+// kubeconfig at all (and no --server, outside a pod), client-go would talk to
+// http://localhost:8080 and fail with "connection refused"; say what is
+// missing instead.
+func (k *kube) restConfig() (*rest.Config, error) {
+	loader := k.flags.ToRawKubeConfigLoader()
+	raw, err := loader.RawConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	noServer := k.flags.APIServer == nil || *k.flags.APIServer == ""
+	if len(raw.Contexts) == 0 && noServer && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		where := "~/.kube/config"
+		if p := loader.ConfigAccess().GetLoadingPrecedence(); len(p) > 0 {
+			where = strings.Join(p, ", ")
+		}
+		return nil, fmt.Errorf("no cluster to talk to: no kubeconfig found (looked at %s); pass --kubeconfig or set KUBECONFIG", where)
+	}
+	cfg, err := k.flags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	return cfg, nil
 }
 
 // notInstalled turns a NotFound of the installation into advice.

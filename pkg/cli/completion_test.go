@@ -71,3 +71,16 @@ func TestRemoveCompletesListedImages(t *testing.T) {
 		t.Errorf("remove alpine <TAB> completes %q, want %q", got, want)
 	}
 }
+
+// Without any kubeconfig the plugin says so, instead of client-go's
+// "connection refused" from http://localhost:8080.
+func TestNoKubeconfigIsExplained(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	missing := t.TempDir() + "/missing-kubeconfig"
+	t.Setenv("KUBECONFIG", missing)
+	k := &kube{flags: genericclioptions.NewConfigFlags(false)}
+	err := k.complete()
+	if err == nil || !strings.Contains(err.Error(), "no kubeconfig found") || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("err = %v, want it to say that no kubeconfig was found at %s", err, missing)
+	}
+}

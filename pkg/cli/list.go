@@ -68,7 +68,7 @@ func (o *ListOptions) Complete([]string) error {
 		return err
 	}
 	if o.argo == nil {
-		cfg, err := o.flags.ToRESTConfig()
+		cfg, err := o.restConfig()
 		if err != nil {
 			return err
 		}
