@@ -230,3 +230,30 @@ func Push(ctx context.Context, img v1.Image, ref string) (string, error) {
 	}
 	return d.String(), nil
 }
+
+// Pull reads an image from a registry that may speak plain HTTP (the local one).
+func Pull(ctx context.Context, ref string) (v1.Image, error) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	return remote.Image(r, remote.WithContext(ctx))
+}
+
+// Entries returns the tar headers of an image's flattened file system, by path.
+func Entries(img v1.Image) (map[string]*tar.Header, error) {
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	entries := map[string]*tar.Header{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return entries, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		entries[h.Name] = h
+	}
+}

@@ -9,10 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 func TestFromFilesPushAndPull(t *testing.T) {
@@ -33,8 +30,7 @@ func TestFromFilesPushAndPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, _ := name.ParseReference(ref, name.Insecure)
-	got, err := remote.Image(r)
+	got, err := Pull(context.Background(), ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,17 +44,9 @@ func TestFromFilesPushAndPull(t *testing.T) {
 	if cf.OS != "linux" || cf.Architecture == "" || cf.Config.User != "65532:65532" || cf.Config.Entrypoint[0] != "/bin/tool" {
 		t.Fatalf("config %+v / %+v", cf, cf.Config)
 	}
-	entries := map[string]*tar.Header{}
-	tr := tar.NewReader(mutate.Extract(got))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		entries[h.Name] = h
+	entries, err := Entries(got)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, want := range []string{"bin", "bin/tool", "bin/alias", "etc", "etc/conf"} {
 		if entries[want] == nil {

@@ -160,7 +160,13 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 		return err
 	case "wide":
 		var table [][]string
+		familiar := map[string]string{} // one parse per image, not per row
 		for _, st := range s.Images {
+			short, ok := familiar[st.Image]
+			if !ok {
+				short = imageref.Familiar(st.Image)
+				familiar[st.Image] = short
+			}
 			age := ""
 			if !st.Since.IsZero() {
 				age = duration.HumanDuration(o.now().Sub(st.Since))
@@ -169,7 +175,7 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 			if st.Reason != "" {
 				msg = st.Reason + ": " + msg
 			}
-			table = append(table, []string{st.Node, imageref.Familiar(st.Image), string(st.State), shortDigest(st.Digest), age, msg})
+			table = append(table, []string{st.Node, short, string(st.State), shortDigest(st.Digest), age, msg})
 		}
 		if err := printTable(w, []string{"NODE", "IMAGE", "STATE", "DIGEST", "SINCE", "MESSAGE"}, table); err != nil {
 			return err

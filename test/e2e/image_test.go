@@ -4,24 +4,18 @@ package e2e
 
 import (
 	"archive/tar"
-	"io"
 	"slices"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/dcherman/image-cache-daemon/internal/ociimage"
 )
 
 // TestProjectImage: the image the suite runs (built from the Dockerfile by
 // buildah, make image) is what the Dockerfile promises: the daemon and the
 // warden only, no shell, a non-root user, the daemon as entrypoint.
 func TestProjectImage(t *testing.T) {
-	ref, err := name.ParseReference(daemonImage(t), name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(ref, remote.WithContext(t.Context()))
+	ref := daemonImage(t)
+	img, err := ociimage.Pull(t.Context(), ref)
 	if err != nil {
 		t.Fatalf("reading %s from the registry: %v", ref, err)
 	}
@@ -35,20 +29,14 @@ func TestProjectImage(t *testing.T) {
 	if !slices.Equal(cfg.Config.Entrypoint, []string{"/image-cache-daemon"}) {
 		t.Errorf("entrypoint %v, want [/image-cache-daemon]", cfg.Config.Entrypoint)
 	}
-	rc := mutate.Extract(img)
-	defer rc.Close()
-	tr := tar.NewReader(rc)
+	entries, err := ociimage.Entries(img)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var files []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for p, h := range entries {
 		if h.Typeflag != tar.TypeDir {
-			files = append(files, h.Name)
+			files = append(files, p)
 		}
 	}
 	slices.Sort(files)
