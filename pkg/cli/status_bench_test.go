@@ -49,7 +49,7 @@ func BenchmarkStatus(b *testing.B) {
 	for _, output := range []string{"", "wide"} {
 		b.Run("output="+output, func(b *testing.B) {
 			o := &StatusOptions{IOStreams: genericiooptions.IOStreams{Out: io.Discard, ErrOut: io.Discard},
-				kube: kube{flags: genericclioptions.NewConfigFlags(false), client: client, namespace: "image-cache-daemon"},
+				kube:   kube{flags: genericclioptions.NewConfigFlags(false), client: client, namespace: "image-cache-daemon"},
 				Output: output, now: func() time.Time { return now }}
 			for b.Loop() {
 				if err := o.Run(context.Background()); err != nil {

@@ -3,6 +3,7 @@ package source
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -66,10 +67,14 @@ func (s Skipped) Error() string { return s.String() }
 // {{workflow.parameters.X}} from spec.arguments.parameters and
 // {{inputs.parameters.X}} from the template's inputs.parameters, each from
 // its value, else its default; blanks inside the braces are allowed, and a
-// value may itself hold placeholders. A value given at submission or by a
-// calling step is not known here, so a parameter without value or default,
-// a loop item, another step's output, an expression ({{=...}}) or a result
-// that is not a valid reference make the image Skipped.
+// value may itself hold placeholders. A template that steps or DAG tasks of
+// the spec call by name takes its inputs from their arguments instead,
+// resolved in the caller's scope (itself possibly called), once per item of
+// a withItems list: one image per way it is called. A value given at
+// submission is not known here, so a parameter without value or default, a
+// withParam or withSequence item, another step's output, an expression
+// ({{=...}}) or a result that is not a valid reference make the image
+// Skipped.
 func ImagesFromWorkflowSpec(spec *wfv1.WorkflowSpec) (images []string, skipped []Skipped) {
 	if spec == nil {
 		return nil, nil
@@ -80,27 +85,30 @@ func ImagesFromWorkflowSpec(spec *wfv1.WorkflowSpec) (images []string, skipped [
 	// inherited records the templateDefaults images some template took, so
 	// that one unresolvable there is reported by those templates, not twice.
 	inherited := map[string]bool{}
-	var visit func(name string, t *wfv1.Template)
-	visit = func(name string, t *wfv1.Template) {
-		sc := scope{params: map[string]*string{}}
-		for k, v := range global {
-			sc.params[k] = v
-		}
-		addParams(sc.params, "inputs.parameters.", t.Inputs.Parameters)
-		for _, at := range templateImages(t, spec.TemplateDefaults) {
-			if at.inherited {
-				inherited[at.image] = true
-			}
-			if reason := collect(set, sc, at.image); reason != "" {
-				skipped = append(skipped, Skipped{Template: name, Field: at.field, Image: at.image, Reason: reason})
+	reported := map[Skipped]bool{}
+	var visit func(name string, t *wfv1.Template, scopes []scope)
+	visit = func(name string, t *wfv1.Template, scopes []scope) {
+		for _, sc := range scopes {
+			for _, at := range templateImages(t, spec.TemplateDefaults) {
+				if at.inherited {
+					inherited[at.image] = true
+				}
+				if reason := collect(set, sc, at.image); reason != "" {
+					s := Skipped{Template: name, Field: at.field, Image: at.image, Reason: reason + sc.via}
+					if !reported[s] {
+						reported[s] = true
+						skipped = append(skipped, s)
+					}
+				}
 			}
 		}
 		for _, inline := range inlineTemplates(t) {
-			visit(name+"/"+inline.name, inline.template)
+			visit(name+"/"+inline.name, inline.template, []scope{ownScope(global, inline.template)})
 		}
 	}
+	calls := newCallGraph(spec, global)
 	for i := range spec.Templates {
-		visit(spec.Templates[i].Name, &spec.Templates[i])
+		visit(spec.Templates[i].Name, &spec.Templates[i], calls.scopes(spec.Templates[i].Name, map[string]bool{}))
 	}
 	if d := spec.TemplateDefaults; d != nil {
 		sc := scope{params: global, defaults: true}
@@ -275,6 +283,154 @@ func addParams(into map[string]*string, prefix string, params []wfv1.Parameter) 
 	}
 }
 
+// ownScope is what a template's placeholders resolve from when no caller in
+// the spec passes its inputs: the workflow parameters and its inputs' own
+// values and defaults.
+func ownScope(global map[string]*string, t *wfv1.Template) scope {
+	sc := scope{params: maps.Clone(global)}
+	addParams(sc.params, "inputs.parameters.", t.Inputs.Parameters)
+	return sc
+}
+
+// callSite is a step or DAG task that calls a template of the spec by name.
+type callSite struct {
+	caller, step string
+	args         []wfv1.Parameter
+	// items of withItems; {{item}} of withParam or withSequence is known
+	// only when the workflow runs.
+	items []wfv1.Item
+}
+
+// callGraph resolves input parameters as the workflow would: a template
+// called by steps or DAG tasks gets the arguments they pass, resolved in the
+// caller's own scopes (which may come from its callers in turn), once per
+// withItems item. So a parameterised template used with three literal images
+// wants those three.
+type callGraph struct {
+	global    map[string]*string
+	templates map[string]*wfv1.Template
+	calls     map[string][]callSite
+	memo      map[string][]scope
+}
+
+// maxScopes bounds the ways of calling one template that are followed (call
+// sites x caller scopes x loop items).
+const maxScopes = 64
+
+func newCallGraph(spec *wfv1.WorkflowSpec, global map[string]*string) *callGraph {
+	g := &callGraph{global: global, templates: map[string]*wfv1.Template{}, calls: map[string][]callSite{}, memo: map[string][]scope{}}
+	for i := range spec.Templates {
+		t := &spec.Templates[i]
+		g.templates[t.Name] = t
+		for _, parallel := range t.Steps {
+			for _, st := range parallel.Steps {
+				if st.Template != "" && st.TemplateRef == nil {
+					g.calls[st.Template] = append(g.calls[st.Template], callSite{caller: t.Name, step: st.Name,
+						args: st.Arguments.Parameters, items: st.WithItems})
+				}
+			}
+		}
+		if t.DAG != nil {
+			for _, task := range t.DAG.Tasks {
+				if task.Template != "" && task.TemplateRef == nil {
+					g.calls[task.Template] = append(g.calls[task.Template], callSite{caller: t.Name, step: task.Name,
+						args: task.Arguments.Parameters, items: task.WithItems})
+				}
+			}
+		}
+	}
+	return g
+}
+
+// scopes returns the scopes template name runs in: one per way the spec calls
+// it, or its own scope when nothing in the spec calls it (the entrypoint, or
+// a template that other workflows reference). stack holds the templates whose
+// scopes are being worked out, so that recursive templates end.
+func (g *callGraph) scopes(name string, stack map[string]bool) []scope {
+	if s, ok := g.memo[name]; ok {
+		return s
+	}
+	t := g.templates[name]
+	own := ownScope(g.global, t)
+	if len(g.calls[name]) == 0 || stack[name] {
+		return []scope{own}
+	}
+	stack[name] = true
+	defer delete(stack, name)
+	var out []scope
+	for _, c := range g.calls[name] {
+		for _, callerScope := range g.scopes(c.caller, stack) {
+			for _, item := range loopItems(c) {
+				if len(out) == maxScopes {
+					g.memo[name] = out
+					return out
+				}
+				out = append(out, g.called(own, callerScope, c, item))
+			}
+		}
+	}
+	g.memo[name] = out
+	return out
+}
+
+// loopItems returns the placeholders one iteration of c's loop defines
+// ("item", or "item.KEY" for a map item), one map per iteration; a single
+// empty map when c does not loop, or loops over what only the run knows.
+func loopItems(c callSite) []map[string]*string {
+	if len(c.items) == 0 {
+		return []map[string]*string{{}}
+	}
+	var out []map[string]*string
+	for _, it := range c.items {
+		vars := map[string]*string{}
+		switch it.GetType() {
+		case wfv1.Map:
+			for k, v := range it.GetMapVal() {
+				s := v.String()
+				vars["item."+k] = &s
+			}
+		case wfv1.List:
+			// {{item}} of a list item is its JSON: never an image.
+		default:
+			s := it.String()
+			vars["item"] = &s
+		}
+		out = append(out, vars)
+	}
+	return out
+}
+
+// called is the scope of a template called by c from callerScope with one
+// loop iteration's item: its own scope, with each argument c passes resolved
+// in the caller's scope.
+func (g *callGraph) called(own, callerScope scope, c callSite, item map[string]*string) scope {
+	caller := scope{params: maps.Clone(callerScope.params)}
+	maps.Copy(caller.params, item)
+	sc := scope{params: maps.Clone(own.params), via: fmt.Sprintf(" (as called by step %q of template %q)", c.step, c.caller)}
+	unknown := func(key, reason string) {
+		sc.params[key] = nil
+		if sc.late == nil {
+			sc.late = map[string]string{}
+		}
+		sc.late[key] = reason
+	}
+	for _, a := range c.args {
+		key := "inputs.parameters." + a.Name
+		if a.Value == nil {
+			// valueFrom: another step's output, a ConfigMap, ...
+			unknown(key, fmt.Sprintf("input parameter %q is passed from a source read only when the workflow runs", a.Name))
+			continue
+		}
+		v, err := caller.resolve(a.Value.String())
+		if err != nil {
+			unknown(key, fmt.Sprintf("input parameter %q is passed as %q: %v", a.Name, a.Value.String(), err))
+			continue
+		}
+		sc.params[key] = &v
+	}
+	return sc
+}
+
 // placeholder matches one {{ expression }}, blanks allowed inside.
 var placeholder = regexp.MustCompile(`{{\s*([^{}]*?)\s*}}`)
 
@@ -290,6 +446,11 @@ type scope struct {
 	// defaults marks the scope of templateDefaults itself, which has no
 	// inputs of its own.
 	defaults bool
+	// late says, for a parameter without value here, why its caller's
+	// value is known only when the workflow runs.
+	late map[string]string
+	// via names the call this scope is for, appended to a skip's reason.
+	via string
 }
 
 // resolve replaces every placeholder of s, or says which one it cannot.
@@ -325,6 +486,9 @@ func (sc scope) resolve(s string) (string, error) {
 
 // why says, for a user, why {{expr}} has no value before the workflow runs.
 func (sc scope) why(expr string, declared bool) string {
+	if reason := sc.late[expr]; reason != "" {
+		return reason
+	}
 	switch {
 	case strings.HasPrefix(expr, "="):
 		return fmt.Sprintf("{{%s}} is an expression, evaluated only when the workflow runs", expr)

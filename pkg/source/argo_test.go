@@ -44,6 +44,15 @@ func containerSet(images ...string) *wfv1.ContainerSetTemplate {
 	return cs
 }
 
+func item(t *testing.T, json string) wfv1.Item {
+	t.Helper()
+	it, err := wfv1.ParseItem(json)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return it
+}
+
 func steps(s ...wfv1.WorkflowStep) []wfv1.ParallelSteps { return []wfv1.ParallelSteps{{Steps: s}} }
 
 // hub spells a Docker Hub image the way Normalize writes it.
@@ -178,6 +187,50 @@ func TestImagesFromWorkflowSpec(t *testing.T) {
 					user("s", "{{workflow.parameters.registry}}/{{inputs.parameters.tag}}/side:{{inputs.parameters.tag}}")},
 			}},
 		}, want: []string{"ghcr.io/org/app:v2", "ghcr.io/org/v2/side:v2"}},
+
+		// Inputs passed by callers in the spec.
+		{name: "a called template takes its inputs from each call site", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "main", Steps: steps(
+				wfv1.WorkflowStep{Name: "a", Template: "run", Arguments: args(param("image", "alpine:3.20", nil))},
+				wfv1.WorkflowStep{Name: "b", Template: "run", Arguments: args(param("image", "nginx:1.27", nil))},
+				wfv1.WorkflowStep{Name: "c", Template: "run"})}, // passes nothing: the default
+			{Name: "run", Inputs: inputs(param("image", nil, "debian:12")), Container: ctr("{{inputs.parameters.image}}")},
+		}}, want: []string{hub("alpine:3.20"), hub("debian:12"), hub("nginx:1.27")}},
+		{name: "withItems: one image per item, plain or map", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "main", DAG: &wfv1.DAGTemplate{Tasks: []wfv1.DAGTask{
+				{Name: "plain", Template: "run", Arguments: args(param("image", "{{item}}", nil)),
+					WithItems: []wfv1.Item{item(t, `"redis:7"`), item(t, `"postgres:16"`)}},
+				{Name: "map", Template: "run", Arguments: args(param("image", "ghcr.io/org/{{item.name}}:{{item.tag}}", nil)),
+					WithItems: []wfv1.Item{item(t, `{"name": "api", "tag": "v3"}`)}},
+			}}},
+			{Name: "run", Inputs: inputs(param("image", nil, nil)), Container: ctr("{{inputs.parameters.image}}")},
+		}}, want: []string{hub("postgres:16"), hub("redis:7"), "ghcr.io/org/api:v3"}},
+		{name: "arguments resolve through a chain of callers", spec: &wfv1.WorkflowSpec{
+			Arguments: args(param("registry", "ghcr.io/org", nil)),
+			Templates: []wfv1.Template{
+				{Name: "main", Steps: steps(wfv1.WorkflowStep{Name: "s", Template: "mid",
+					Arguments: args(param("repo", "{{workflow.parameters.registry}}/app", nil))})},
+				{Name: "mid", Inputs: inputs(param("repo", nil, nil)), Steps: steps(wfv1.WorkflowStep{Name: "t", Template: "leaf",
+					Arguments: args(param("image", "{{inputs.parameters.repo}}:v2", nil))})},
+				{Name: "leaf", Inputs: inputs(param("image", nil, nil)), Container: ctr("{{inputs.parameters.image}}")},
+				// Recursion ends: the template calls itself.
+				{Name: "again", Inputs: inputs(param("tag", nil, "1")), Container: ctr("busybox:{{inputs.parameters.tag}}"),
+					Steps: steps(wfv1.WorkflowStep{Name: "r", Template: "again", Arguments: args(param("tag", "{{inputs.parameters.tag}}", nil))})},
+			},
+		}, want: []string{hub("busybox:1"), "ghcr.io/org/app:v2"}},
+		{name: "arguments known only at run time are skipped, naming the call", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "main", DAG: &wfv1.DAGTemplate{Tasks: []wfv1.DAGTask{
+				{Name: "output", Template: "run", Arguments: args(param("image", "{{tasks.build.outputs.parameters.image}}", nil))},
+				{Name: "param-loop", Template: "run", Arguments: args(param("image", "{{item}}", nil)), WithParam: "{{tasks.list.outputs.result}}"},
+				{Name: "from", Template: "run", Arguments: args(wfv1.Parameter{Name: "image", ValueFrom: &wfv1.ValueFrom{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{Key: "k"}}})},
+				{Name: "good", Template: "run", Arguments: args(param("image", "alpine", nil))},
+			}}},
+			{Name: "run", Inputs: inputs(param("image", nil, nil)), Container: ctr("{{inputs.parameters.image}}")},
+		}}, want: []string{hub("alpine")}, skipped: []skip{
+			{"run", "container", `input parameter "image" is passed as "{{tasks.build.outputs.parameters.image}}": {{tasks.build.outputs.parameters.image}} is the output of another step, known only when the workflow runs (as called by step "output" of template "main")`},
+			{"run", "container", `is a loop item (withItems, withParam, withSequence), known only when the workflow runs (as called by step "param-loop"`},
+			{"run", "container", `is passed from a source read only when the workflow runs (as called by step "from"`},
+		}},
 
 		// What cannot be resolved, or is not an image.
 		{name: "unresolvable placeholders are skipped", spec: &wfv1.WorkflowSpec{

@@ -370,7 +370,7 @@ func TestDaemon(t *testing.T) {
 			t.Fatal(err)
 		}
 		imgs := map[string]string{}
-		for _, pos := range []string{"container", "script", "set", "init", "sidecar", "defaults", "param", "cluster", "cron"} {
+		for _, pos := range []string{"container", "script", "set", "init", "sidecar", "defaults", "param", "call-site", "cluster", "cron"} {
 			imgs[pos] = randomImage(t, "e2e/argo-"+pos+":"+rand.String(5), uint64(rand.Int()))
 		}
 		wft := &wfv1.WorkflowTemplate{
@@ -385,6 +385,11 @@ func TestDaemon(t *testing.T) {
 					{Name: "s", Script: &wfv1.ScriptTemplate{Container: corev1.Container{Image: imgs["script"]}, Source: "true"}},
 					{Name: "set", ContainerSet: &wfv1.ContainerSetTemplate{Containers: []wfv1.ContainerNode{{Container: corev1.Container{Name: "a", Image: imgs["set"]}}}}},
 					{Name: "p", Container: &corev1.Container{Image: "{{workflow.parameters.img}}"}},
+					// An image passed by the calling step, over the callee's default.
+					{Name: "main", Steps: []wfv1.ParallelSteps{{Steps: []wfv1.WorkflowStep{{Name: "deploy", Template: "run",
+						Arguments: wfv1.Arguments{Parameters: []wfv1.Parameter{{Name: "image", Value: wfv1.AnyStringPtr(imgs["call-site"])}}}}}}}},
+					{Name: "run", Inputs: wfv1.Inputs{Parameters: []wfv1.Parameter{{Name: "image"}}},
+						Container: &corev1.Container{Image: "{{inputs.parameters.image}}"}},
 					{Name: "unresolvable", Container: &corev1.Container{Image: "{{item}}"}},
 				},
 			},
