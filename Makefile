@@ -4,7 +4,9 @@ SHELL := /usr/bin/env bash
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REGISTRY ?= 127.0.0.1:5000
-IMAGE ?= $(REGISTRY)/image-cache-daemon:$(VERSION)
+# The release image's path under the local registry, which the local cluster's
+# containerd uses as its ghcr.io mirror.
+IMAGE ?= $(REGISTRY)/dcherman/image-cache-daemon:$(VERSION)
 KUBECONFIG ?= $(or $(ICD_CLUSTER_DIR),/var/lib/icd-cluster)/admin.kubeconfig
 export KUBECONFIG
 

@@ -4,11 +4,13 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/cluster/lib.sh"
 export KUBECONFIG=$KUBECONFIG_ADMIN
-image=$(cat "$ICD_ROOT/bin/image-ref")
 plugin="$ICD_ROOT/bin/kubectl-imagecache"
 
+# The plugin installs the release image of its own version,
+# ghcr.io/dcherman/image-cache-daemon:VERSION; make image pushed it to the
+# local registry, which the cluster's containerd uses as its ghcr.io mirror.
 run() { echo "+ kubectl imagecache $*"; "$plugin" "$@"; echo; }
-run install --image "$image" --wait
+run install --wait
 run add alpine --wait
 run status
 run list

@@ -140,7 +140,7 @@ log "pushing the pause image and the alpine stand-in"
 (cd "$ICD_ROOT" && go run ./hack/images alpine --registry "$REGISTRY" >/dev/null)
 
 # ---------------------------------------------------------------- containerd
-mkdir -p "$STATE/containerd/certs.d/$REGISTRY" "$STATE/containerd/certs.d/docker.io" "$RUN/containerd"
+mkdir -p "$STATE/containerd/certs.d/$REGISTRY" "$STATE/containerd/certs.d/docker.io" "$STATE/containerd/certs.d/ghcr.io" "$RUN/containerd"
 cat >"$STATE/containerd/certs.d/$REGISTRY/hosts.toml" <<EOF
 server = "http://$REGISTRY"
 
@@ -151,6 +151,15 @@ EOF
 # local registry (where the harness pushes library/alpine), as a mirror would.
 cat >"$STATE/containerd/certs.d/docker.io/hosts.toml" <<EOF
 server = "https://registry-1.docker.io"
+
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
+EOF
+# Likewise ghcr.io, where releases publish the project image: make image pushes
+# it as dcherman/image-cache-daemon:VERSION, so a plain `kubectl imagecache
+# install` (ghcr.io/dcherman/image-cache-daemon:VERSION) works here.
+cat >"$STATE/containerd/certs.d/ghcr.io/hosts.toml" <<EOF
+server = "https://ghcr.io"
 
 [host."http://$REGISTRY"]
   capabilities = ["pull", "resolve"]

@@ -25,10 +25,6 @@ const (
 	ReasonSourceProblem = "SourceProblem"
 )
 
-// DefaultWardenRepository is where released images live; used for the warden
-// only when the daemon cannot tell which image it runs from.
-const DefaultWardenRepository = "ghcr.io/dcherman/image-cache-daemon"
-
 // prefetchConfig derives the prefetch pod settings from the options and from
 // the daemon's own pod: the pods are owned by the DaemonSet (so a daemon
 // restart or upgrade keeps them, and uninstalling removes them), the warden
@@ -74,7 +70,7 @@ func ownImage(self *corev1.Pod) string {
 			return c.Image
 		}
 	}
-	return DefaultWardenRepository + ":" + version.String()
+	return version.Image(version.String())
 }
 
 func appendUnique(list []string, s string) []string {

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
 
 // Names of the installed objects.
@@ -28,8 +29,6 @@ const (
 	DefaultNamespace = "image-cache-daemon"
 	// DefaultConfigMap is the image list that `kubectl imagecache add` edits.
 	DefaultConfigMap = "image-cache-daemon-images"
-	// DefaultRepository is where release images are published.
-	DefaultRepository = "ghcr.io/dcherman/image-cache-daemon"
 	// ContainerName is the daemon's container in the DaemonSet.
 	ContainerName = "daemon"
 	// UID the daemon and the warden run as (nonroot).
@@ -60,11 +59,11 @@ type Options struct {
 	ExtraArgs []string
 }
 
-// DefaultOptions returns the options of a default installation of version.
-func DefaultOptions(version string) Options {
+// DefaultOptions returns the options of a default installation of release v.
+func DefaultOptions(v string) Options {
 	return Options{
 		Namespace:                         DefaultNamespace,
-		Image:                             DefaultRepository + ":" + version,
+		Image:                             version.Image(v),
 		ImagePullPolicy:                   corev1.PullIfNotPresent,
 		ResyncPeriod:                      15 * time.Minute,
 		WatchConfigMaps:                   true,

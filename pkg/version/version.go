@@ -4,6 +4,12 @@ package version
 
 import "runtime/debug"
 
+// Repository is where the project image of each release is published.
+const Repository = "ghcr.io/dcherman/image-cache-daemon"
+
+// Image returns the project image of release v.
+func Image(v string) string { return Repository + ":" + v }
+
 // Version is the release version of this build ("dev" when not stamped).
 var Version = "dev"
 

@@ -11,10 +11,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/dcherman/image-cache-daemon/internal/ociimage"
+	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 )
 
 // These cases prove the ground the rest stands on: the kubelet pulls from the
@@ -163,5 +166,36 @@ func TestPodListsNodesWithInClusterConfig(t *testing.T) {
 		if !strings.Contains(out, n.Name) {
 			t.Errorf("the pod listed %q, missing node %s", out, n.Name)
 		}
+	}
+}
+
+// TestDeletedNodeLeavesNoPrefetchPods: prefetch pods are bound to their node
+// (spec.nodeName, no finalizer), so when a node is deleted the pod garbage
+// collector removes them; nothing of the project is left on a node that is
+// gone. The node here is a Node object without a kubelet, as a node looks to
+// the API server once its machine has vanished.
+func TestDeletedNodeLeavesNoPrefetchPods(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := t.Context()
+	node := "icd-gone-" + rand.String(5)
+	if _, err := env.client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
+	cfg := prefetch.Config{Namespace: ns, NodeName: node, WardenImage: env.registry + "/library/alpine:latest", BatchSize: 20}
+	pod, err := env.client.CoreV1().Pods(ns).Create(ctx, cfg.Pod([]string{env.registry + "/library/alpine:latest"}, 0, corev1.PullIfNotPresent), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.client.CoreV1().Nodes().Delete(ctx, node, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The collector waits out a short quarantine, then deletes orphans.
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := env.client.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Fatalf("prefetch pod %s of deleted node %s is still there after 3 minutes", pod.Name, node)
 	}
 }
