@@ -1,0 +1,279 @@
+package cli
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imagelist"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/version"
+)
+
+const ns = "image-cache-daemon"
+
+func imageList(images ...string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: install.DefaultConfigMap, Namespace: ns, Labels: imagelist.Labels},
+		Data:       map[string]string{"images": imagelist.Render(images)},
+	}
+}
+
+func editOptions(remove bool, objs ...runtime.Object) (*EditOptions, *fake.Clientset, *strings.Builder) {
+	streams, _, _, _ := genericiooptions.NewTestIOStreams()
+	out := &strings.Builder{}
+	streams.Out = out
+	client := fake.NewClientset(objs...)
+	o := newEditOptions(genericclioptions.NewConfigFlags(false), streams, remove)
+	o.client = client
+	return o, client, out
+}
+
+func listed(t *testing.T, client *fake.Clientset) string {
+	t.Helper()
+	cm, err := client.CoreV1().ConfigMaps(ns).Get(context.Background(), install.DefaultConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(cm.Data["images"])
+}
+
+func runOptions(t *testing.T, o options, args ...string) error {
+	t.Helper()
+	if err := o.Complete(args); err != nil {
+		return err
+	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	return o.Run(context.Background())
+}
+
+func TestAddCreatesTheListAndSaysWhatItDid(t *testing.T) {
+	o, client, out := editOptions(false)
+	if err := runOptions(t, o, "alpine", "docker.io/library/alpine:latest", "ghcr.io/org/app:v2"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := listed(t, client), `- docker.io/library/alpine:latest
+- ghcr.io/org/app:v2`; got != want {
+		t.Errorf("image list:\n%s\nwant:\n%s", got, want)
+	}
+	if want := "alpine added to configmap/image-cache-daemon-images -n image-cache-daemon\nghcr.io/org/app:v2 added to"; !strings.HasPrefix(out.String(), want) {
+		t.Errorf("output:\n%s\nwant it to start with:\n%s", out, want)
+	}
+
+	// Again: a no-op that says so, and no write.
+	o, client, out = editOptions(false, imageList("docker.io/library/alpine:latest"))
+	if err := runOptions(t, o, "alpine"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "alpine is already in configmap/image-cache-daemon-images") {
+		t.Errorf("output %q does not say that alpine was there", out)
+	}
+	for _, a := range client.Actions() {
+		if a.GetVerb() != "get" {
+			t.Errorf("adding what is there made a %s", a.GetVerb())
+		}
+	}
+}
+
+func TestRemove(t *testing.T) {
+	o, client, out := editOptions(true, imageList("docker.io/library/alpine:latest", "docker.io/library/nginx:1.27"))
+	if err := runOptions(t, o, "alpine", "redis"); err != nil {
+		t.Fatal(err)
+	}
+	if got := listed(t, client); got != "- docker.io/library/nginx:1.27" {
+		t.Errorf("image list %q, want only nginx:1.27", got)
+	}
+	for _, want := range []string{"alpine removed from", "redis was not in configmap/image-cache-daemon-images -n image-cache-daemon (nothing to remove)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output %q lacks %q", out, want)
+		}
+	}
+}
+
+func TestEditValidate(t *testing.T) {
+	o, _, _ := editOptions(false)
+	if err := runOptions(t, o); err == nil || !strings.Contains(err.Error(), "name at least one image") {
+		t.Errorf("no image: err = %v", err)
+	}
+	o, _, _ = editOptions(false)
+	o.ConfigMap = ""
+	if err := runOptions(t, o, "alpine"); err == nil || !strings.Contains(err.Error(), "--configmap") {
+		t.Errorf("empty --configmap: err = %v", err)
+	}
+	o, _, _ = editOptions(false)
+	o.Wait.Enabled, o.Wait.Timeout = true, 0
+	if err := runOptions(t, o, "alpine"); err == nil || !strings.Contains(err.Error(), "--timeout") {
+		t.Errorf("--wait --timeout 0: err = %v", err)
+	}
+}
+
+// add --wait follows the pull: done when every node has the image, an error
+// naming the node and the kubelet's reason when one failed.
+func TestAddWait(t *testing.T) {
+	o, _, out := editOptions(false, cluster()...)
+	o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
+	if err := runOptions(t, o, "alpine"); err != nil {
+		t.Fatalf("alpine is cached on both nodes: %v", err)
+	}
+	if !strings.Contains(out.String(), "cached: alpine 2/2\nevery node (2) has alpine") {
+		t.Errorf("output:\n%s", out)
+	}
+
+	o, _, _ = editOptions(false, cluster()...)
+	o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
+	err := runOptions(t, o, "registry.example/missing:v1")
+	if err == nil || ExitCode(err) != ExitError || !strings.Contains(err.Error(), `registry.example/missing:v1 on node node-a: ImagePullBackOff: Back-off pulling image "registry.example/missing:v1": not found`) {
+		t.Errorf("a failed pull: err = %v", err)
+	}
+
+	o, _, _ = editOptions(false, cluster()...)
+	o.Wait.Enabled, o.Wait.Interval, o.Wait.Timeout = true, 10*time.Millisecond, 50*time.Millisecond
+	if err := runOptions(t, o, "nginx:1.27"); err == nil || !strings.Contains(err.Error(), "timed out") || !strings.Contains(err.Error(), "nginx:1.27 1/2") {
+		t.Errorf("nginx:1.27 is still pulling on one node: err = %v", err)
+	}
+}
+
+func TestInstallValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*InstallOptions)
+		says string
+	}{
+		{"server dry run", func(o *InstallOptions) { o.DryRun = "server" }, "--dry-run=server is not supported"},
+		{"unknown dry run", func(o *InstallOptions) { o.DryRun = "maybe" }, `--dry-run "maybe"`},
+		{"-o without dry run", func(o *InstallOptions) { o.Output = "yaml" }, "use it with --dry-run=client"},
+		{"bad output", func(o *InstallOptions) { o.DryRun, o.Output = "client", "table" }, `--output "table"`},
+		{"bad image", func(o *InstallOptions) { o.Image = "Not/Valid" }, "--image"},
+		{"bad static image", func(o *InstallOptions) { o.StaticImages = []string{"bad image"} }, "--cache-image"},
+		{"bad pull policy", func(o *InstallOptions) { o.ImagePullPolicy = "Sometimes" }, "--image-pull-policy"},
+		{"resync too short", func(o *InstallOptions) { o.ResyncPeriod = time.Second }, "--resync-period"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := &InstallOptions{Options: install.DefaultOptions("v1.0.0"), DryRun: "none"}
+			tc.set(o)
+			if err := o.Validate(); err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("err = %v, want it to say %q", err, tc.says)
+			}
+		})
+	}
+	o := &InstallOptions{Options: install.DefaultOptions("v1.0.0"), DryRun: "none"}
+	if err := o.Validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+}
+
+func TestInstallCompleteReadsTolerationsAndNodeSelector(t *testing.T) {
+	streams, _, _, _ := genericiooptions.NewTestIOStreams()
+	o := &InstallOptions{IOStreams: streams, kube: kube{flags: genericclioptions.NewConfigFlags(false), client: fake.NewClientset()},
+		Options: install.DefaultOptions("v1.0.0"), DryRun: "client",
+		Tolerations: []string{"dedicated=ci:NoSchedule", "gpu"}, NodeSelector: []string{"pool=ci"}}
+	if err := o.Complete(nil); err != nil {
+		t.Fatal(err)
+	}
+	want := []corev1.Toleration{
+		{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "ci", Effect: corev1.TaintEffectNoSchedule},
+		{Key: "gpu", Operator: corev1.TolerationOpExists},
+	}
+	if len(o.Options.Tolerations) != 2 || o.Options.Tolerations[0] != want[0] || o.Options.Tolerations[1] != want[1] {
+		t.Errorf("tolerations %+v, want %+v", o.Options.Tolerations, want)
+	}
+	if o.Options.NodeSelector["pool"] != "ci" {
+		t.Errorf("node selector %v", o.Options.NodeSelector)
+	}
+	for flag, bad := range map[string]InstallOptions{
+		"--toleration": {Tolerations: []string{"key:Sometimes"}},
+		"--node-selector": {NodeSelector: []string{"pool"}},
+	} {
+		bad.kube, bad.DryRun = o.kube, "client"
+		if err := bad.Complete(nil); err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%s: err = %v", flag, err)
+		}
+	}
+}
+
+// Uninstall asks first; a "no" removes nothing.
+func TestUninstallAsks(t *testing.T) {
+	streams, in, out, _ := genericiooptions.NewTestIOStreams()
+	in.WriteString("n\n")
+	dyn := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme())
+	o := &UninstallOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(), namespace: ns},
+		applier: &install.Applier{Dynamic: dyn}, Timeout: time.Second}
+	err := o.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not confirmed: nothing was removed") {
+		t.Fatalf("err = %v", err)
+	}
+	if !strings.Contains(out.String(), "Remove image-cache-daemon and its cache record from namespace image-cache-daemon? [y/N]") {
+		t.Errorf("the question was not asked: %q", out)
+	}
+	if len(dyn.Actions()) != 0 {
+		t.Errorf("a declined uninstall acted: %v", dyn.Actions())
+	}
+	if err := (&UninstallOptions{Wait: true}).Validate(); err == nil || !strings.Contains(err.Error(), "--timeout") {
+		t.Errorf("--wait without a timeout: err = %v", err)
+	}
+}
+
+func TestVersionWarnsWhenTheDaemonDiffers(t *testing.T) {
+	saved := version.Version
+	t.Cleanup(func() { version.Version = saved })
+	version.Version = "v1.1.0"
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	o := &VersionOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(cluster()...), namespace: ns}}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := "plugin: v1.1.0\ndaemon: ghcr.io/dcherman/image-cache-daemon:v1.0.0 (namespace image-cache-daemon)\n"; out.String() != want {
+		t.Errorf("output %q, want %q", out, want)
+	}
+	if !strings.Contains(errOut.String(), "warning: the plugin (v1.1.0) and the daemon (v1.0.0) differ") {
+		t.Errorf("no warning: %q", errOut)
+	}
+}
+
+// list reads the sources with the installed daemon's own arguments.
+func TestListReadsTheDaemonsSources(t *testing.T) {
+	opts := install.DefaultOptions("v1.0.0")
+	opts.StaticImages = []string{"busybox:1.36"}
+	opts.WatchArgoWorkflowTemplates, opts.WatchArgoClusterWorkflowTemplates, opts.WatchArgoCronWorkflows = false, false, false
+	var ds *appsv1.DaemonSet
+	for _, obj := range install.Objects(opts) {
+		if d, ok := obj.(*appsv1.DaemonSet); ok {
+			ds = d
+		}
+	}
+	teamList := imageList("docker.io/library/alpine:latest")
+	teamList.Namespace = "team"
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &ListOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(ds, imageList("docker.io/library/alpine:latest", "docker.io/library/nginx:1.27"), teamList), namespace: ns},
+		argo: argofake.NewSimpleClientset(), Timeout: 10 * time.Second}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := `IMAGE          WANTED BY
+alpine         ConfigMap image-cache-daemon/image-cache-daemon-images, ConfigMap team/image-cache-daemon-images
+busybox:1.36   flag --image
+nginx:1.27     ConfigMap image-cache-daemon/image-cache-daemon-images
+3 images
+`
+	if out.String() != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out, want)
+	}
+
+	o.client = fake.NewClientset()
+	if err := o.Run(context.Background()); ExitCode(err) != ExitNotInstalled {
+		t.Errorf("not installed: err = %v (exit %d), want exit %d", err, ExitCode(err), ExitNotInstalled)
+	}
+}
