@@ -194,7 +194,7 @@ func TestInstallCompleteReadsTolerationsAndNodeSelector(t *testing.T) {
 		t.Errorf("node selector %v", o.Options.NodeSelector)
 	}
 	for flag, bad := range map[string]InstallOptions{
-		"--toleration": {Tolerations: []string{"key:Sometimes"}},
+		"--toleration":    {Tolerations: []string{"key:Sometimes"}},
 		"--node-selector": {NodeSelector: []string{"pool"}},
 	} {
 		bad.kube, bad.DryRun = o.kube, "client"
