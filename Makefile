@@ -25,7 +25,8 @@ build: ## build the three binaries into bin/
 	$(GOBUILD) -o bin/kubectl-imagecache ./cmd/kubectl-imagecache
 
 image: build ## build the project image (Dockerfile, buildah) from bin/ and push it to the local registry
-	hack/image.sh bin $(IMAGE) > bin/image-ref
+	hack/image.sh bin $(IMAGE) > bin/image-ref.new
+	mv bin/image-ref.new bin/image-ref
 	@cat bin/image-ref
 
 cluster-up: ## bring up the local cluster (root; first run builds Kubernetes, ~10 min)
@@ -56,7 +57,8 @@ test-e2e: ## bring the cluster up, run the e2e tests, bring it down
 	status=0; $(MAKE) e2e IMAGE=$(IMAGE) || status=$$?; hack/cluster/down.sh; exit $$status
 
 test-release: ## goreleaser builds every archive; krew validates plugins/krew.yaml and installs the plugin for kubectl
-	ICD_TOOLS=$$(hack/tools.sh) KUBECTL=$$(hack/kube/build.sh)/kubectl go test -tags release -count=1 -timeout 30m -v ./test/release/...
+	tools=$$(hack/tools.sh) && kube=$$(hack/kube/build.sh) && \
+	ICD_TOOLS=$$tools KUBECTL=$$kube/kubectl go test -tags release -count=1 -timeout 30m -v ./test/release/...
 
 krew-manifest: ## after `goreleaser release` of a tag: plugins/krew.yaml from dist/krew/imagecache.yaml
 	{ grep '^#' plugins/krew.yaml; grep -v '^#' dist/krew/imagecache.yaml; } > plugins/krew.yaml.new

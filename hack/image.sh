@@ -3,7 +3,7 @@
 # buildah (no Docker engine, no network: the Dockerfile is FROM scratch), pushes
 # it to the local registry and prints the pushed reference with its digest.
 #
-#   hack/image.sh BIN IMAGE      e.g. hack/image.sh bin 127.0.0.1:5000/image-cache-daemon:v0.1.0
+#   hack/image.sh BIN IMAGE      e.g. hack/image.sh bin 127.0.0.1:5000/dcherman/image-cache-daemon:v0.1.0
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${1:?usage: image.sh BIN IMAGE}
@@ -19,12 +19,16 @@ buildah=(buildah --storage-driver vfs)
 
 ctx=$(mktemp -d)
 digest=$(mktemp)
-trap 'rm -rf "$ctx" "$digest"' EXIT
+# Whatever happens, buildah's storage (full copies under vfs) does not keep
+# the image: the registry holds it.
+cleanup() {
+  "${buildah[@]}" rmi "$image" >/dev/null 2>&1 || true
+  rm -rf "$ctx" "$digest"
+}
+trap cleanup EXIT
 cp "$root/Dockerfile" "$ctx/"
 cp "$bin/image-cache-daemon" "$bin/warden" "$ctx/"
 
 "${buildah[@]}" bud --quiet --layers=false -f "$ctx/Dockerfile" -t "$image" "$ctx" >/dev/null
 "${buildah[@]}" push --quiet --tls-verify=false --digestfile "$digest" "$image" "docker://$image"
-# The registry holds it now; keep buildah's storage from growing with every build.
-"${buildah[@]}" rmi "$image" >/dev/null
 echo "$image@$(cat "$digest")"

@@ -45,13 +45,12 @@ import (
 )
 
 type bench struct {
-	kubeconfig string
-	cfg        *rest.Config
-	kube       kubernetes.Interface
-	registry   string
-	ns         string
-	image      string
-	warden     string
+	cfg      *rest.Config
+	kube     kubernetes.Interface
+	registry string
+	ns       string
+	image    string
+	warden   string
 }
 
 func main() {
@@ -74,7 +73,15 @@ func run() error {
 	flag.Parse()
 	want := map[string]bool{}
 	for _, f := range strings.Split(*only, ",") {
-		want[strings.TrimSpace(f)] = true
+		switch f = strings.TrimSpace(f); f {
+		case "status", "overhead", "pods", "memory":
+			want[f] = true
+		default:
+			return fmt.Errorf("-run %q: want some of status,overhead,pods,memory", f)
+		}
+	}
+	if *rounds < 1 || *statusRuns < 1 {
+		return errors.New("-rounds and -status-runs must be at least 1")
 	}
 
 	imageRef, err := os.ReadFile("bin/image-ref")
@@ -90,7 +97,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	b := &bench{kubeconfig: os.Getenv("KUBECONFIG"), cfg: cfg, kube: kube, registry: *registry, ns: "icd-bench", image: strings.TrimSpace(string(imageRef)),
+	b := &bench{cfg: cfg, kube: kube, registry: *registry, ns: "icd-bench", image: strings.TrimSpace(string(imageRef)),
 		warden: "bin/warden"}
 	ctx := context.Background()
 

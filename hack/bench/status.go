@@ -86,8 +86,9 @@ func (b *bench) report(nodes, images, runs int) error {
 // would run the plugin, counting the requests it sends.
 func (b *bench) runStatus(args []string) (time.Duration, int64, []byte, error) {
 	var requests atomic.Int64
+	// $KUBECONFIG, as kubectl reads it (one path or several).
 	flags := genericclioptions.NewConfigFlags(false)
-	flags.KubeConfig, flags.Namespace = &b.kubeconfig, ptr(statusNamespace)
+	flags.Namespace = ptr(statusNamespace)
 	flags.WrapConfigFn = func(c *rest.Config) *rest.Config {
 		c.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 			return roundTripFunc(func(r *http.Request) (*http.Response, error) {

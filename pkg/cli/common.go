@@ -125,13 +125,13 @@ func (k *kube) restConfig() (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	noServer := k.flags.APIServer == nil || *k.flags.APIServer == ""
-	if len(raw.Contexts) == 0 && noServer && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+	given := func(f *string) bool { return f != nil && *f != "" }
+	if len(raw.Clusters) == 0 && !given(k.flags.APIServer) && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
 		where := "~/.kube/config"
 		if p := loader.ConfigAccess().GetLoadingPrecedence(); len(p) > 0 {
 			where = strings.Join(p, ", ")
 		}
-		return nil, fmt.Errorf("no cluster to talk to: no kubeconfig found (looked at %s); pass --kubeconfig or set KUBECONFIG", where)
+		return nil, fmt.Errorf("no cluster to talk to: no kubeconfig with a cluster found (looked at %s) and no --server; pass --kubeconfig or set KUBECONFIG", where)
 	}
 	cfg, err := k.flags.ToRESTConfig()
 	if err != nil {

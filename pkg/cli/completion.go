@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"sort"
+	"time"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +21,18 @@ import (
 // the command line (--context, -n, ...) and complete nothing when the cluster
 // cannot be reached: a completion never prints an error into a shell.
 
+// completionTimeout bounds what a completion asks the cluster: an
+// unreachable cluster must not hang the shell.
+const completionTimeout = 5 * time.Second
+
+func completionContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return context.WithTimeout(ctx, completionTimeout)
+}
+
 // completeOutput completes -o with the formats a command prints.
 func completeOutput(cmd *cobra.Command, formats ...string) {
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(formats, cobra.ShellCompDirectiveNoFileComp))
@@ -29,7 +43,9 @@ func (o *EditOptions) completeListed(cmd *cobra.Command, args []string, _ string
 	if err := o.kube.complete(); err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 	}
-	cm, err := o.client.CoreV1().ConfigMaps(o.namespace).Get(cmd.Context(), o.ConfigMap, metav1.GetOptions{})
+	ctx, cancel := completionContext(cmd)
+	defer cancel()
+	cm, err := o.client.CoreV1().ConfigMaps(o.namespace).Get(ctx, o.ConfigMap, metav1.GetOptions{})
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 	}
@@ -44,7 +60,9 @@ func (k *kube) completeCached(node bool) cobra.CompletionFunc {
 		if err := k.complete(); err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 		}
-		s, err := takeSnapshot(cmd.Context(), k.client, k.namespace)
+		ctx, cancel := completionContext(cmd)
+		defer cancel()
+		s, err := takeSnapshot(ctx, k.client, k.namespace)
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 		}
@@ -64,7 +82,9 @@ func (k *kube) completeNamespaces(cmd *cobra.Command, _ []string, _ string) ([]c
 	if err := k.complete(); err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 	}
-	list, err := k.client.CoreV1().Namespaces().List(cmd.Context(), metav1.ListOptions{})
+	ctx, cancel := completionContext(cmd)
+	defer cancel()
+	list, err := k.client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 	}

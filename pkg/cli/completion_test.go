@@ -80,7 +80,7 @@ func TestNoKubeconfigIsExplained(t *testing.T) {
 	t.Setenv("KUBECONFIG", missing)
 	k := &kube{flags: genericclioptions.NewConfigFlags(false)}
 	err := k.complete()
-	if err == nil || !strings.Contains(err.Error(), "no kubeconfig found") || !strings.Contains(err.Error(), missing) {
+	if err == nil || !strings.Contains(err.Error(), "no kubeconfig with a cluster found") || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("err = %v, want it to say that no kubeconfig was found at %s", err, missing)
 	}
 }

@@ -85,30 +85,43 @@ func ImagesFromWorkflowSpec(spec *wfv1.WorkflowSpec) (images []string, skipped [
 	// inherited records the templateDefaults images some template took, so
 	// that one unresolvable there is reported by those templates, not twice.
 	inherited := map[string]bool{}
+	// reported keeps one skip per template, field, image and reason, however
+	// many calls lead to it: the first call names itself in the reason.
 	reported := map[Skipped]bool{}
-	var visit func(name string, t *wfv1.Template, scopes []scope)
-	visit = func(name string, t *wfv1.Template, scopes []scope) {
+	var visit func(name string, t *wfv1.Template, scopes []scope, capped bool)
+	visit = func(name string, t *wfv1.Template, scopes []scope, capped bool) {
 		for _, sc := range scopes {
 			for _, at := range templateImages(t, spec.TemplateDefaults) {
 				if at.inherited {
 					inherited[at.image] = true
 				}
 				if reason := collect(set, sc, at.image); reason != "" {
-					s := Skipped{Template: name, Field: at.field, Image: at.image, Reason: reason + sc.via}
+					s := Skipped{Template: name, Field: at.field, Image: at.image, Reason: reason}
 					if !reported[s] {
 						reported[s] = true
+						s.Reason += sc.via
 						skipped = append(skipped, s)
 					}
 				}
 			}
 		}
+		if capped {
+			for _, at := range templateImages(t, spec.TemplateDefaults) {
+				if strings.Contains(at.image, "{{") {
+					skipped = append(skipped, Skipped{Template: name, Field: at.field, Image: at.image,
+						Reason: fmt.Sprintf("the template is called in more than %d ways; the images of the others are not read", maxScopes)})
+				}
+			}
+		}
 		for _, inline := range inlineTemplates(t) {
-			visit(name+"/"+inline.name, inline.template, []scope{ownScope(global, inline.template)})
+			visit(name+"/"+inline.name, inline.template, []scope{ownScope(global, inline.template)}, false)
 		}
 	}
 	calls := newCallGraph(spec, global)
 	for i := range spec.Templates {
-		visit(spec.Templates[i].Name, &spec.Templates[i], calls.scopes(spec.Templates[i].Name, map[string]bool{}))
+		name := spec.Templates[i].Name
+		scopes, capped := calls.scopesOf(name)
+		visit(name, &spec.Templates[i], scopes, capped)
 	}
 	if d := spec.TemplateDefaults; d != nil {
 		sc := scope{params: global, defaults: true}
@@ -292,20 +305,21 @@ func ownScope(global map[string]*string, t *wfv1.Template) scope {
 	return sc
 }
 
-// callSite is a step or DAG task that calls a template of the spec by name.
+// callSite is a step or DAG task that calls a template of the spec by name,
+// or the workflow itself calling its entrypoint with spec.arguments.
 type callSite struct {
 	caller, step string
 	args         []wfv1.Parameter
-	// items of withItems; {{item}} of withParam or withSequence is known
-	// only when the workflow runs.
-	items []wfv1.Item
+	// items: one map of loop placeholders per iteration of withItems
+	// ({{item}} of withParam or withSequence is known only at run time).
+	items []map[string]*string
 }
 
-// callGraph resolves input parameters as the workflow would: a template
-// called by steps or DAG tasks gets the arguments they pass, resolved in the
-// caller's own scopes (which may come from its callers in turn), once per
-// withItems item. So a parameterised template used with three literal images
-// wants those three.
+// callGraph resolves input parameters as the workflow would: the entrypoint
+// gets spec.arguments, a template called by steps or DAG tasks gets the
+// arguments they pass, resolved in the caller's own scopes (which may come
+// from its callers in turn), once per withItems item. So a parameterised
+// template used with three literal images wants those three.
 type callGraph struct {
 	global    map[string]*string
 	templates map[string]*wfv1.Template
@@ -319,22 +333,25 @@ const maxScopes = 64
 
 func newCallGraph(spec *wfv1.WorkflowSpec, global map[string]*string) *callGraph {
 	g := &callGraph{global: global, templates: map[string]*wfv1.Template{}, calls: map[string][]callSite{}, memo: map[string][]scope{}}
+	add := func(callee string, c callSite) { g.calls[callee] = append(g.calls[callee], c) }
+	if spec.Entrypoint != "" {
+		// A caller of its own: the workflow, whose scope is the global one.
+		add(spec.Entrypoint, callSite{step: "spec.arguments", args: spec.Arguments.Parameters, items: noLoop})
+	}
 	for i := range spec.Templates {
 		t := &spec.Templates[i]
 		g.templates[t.Name] = t
 		for _, parallel := range t.Steps {
 			for _, st := range parallel.Steps {
 				if st.Template != "" && st.TemplateRef == nil {
-					g.calls[st.Template] = append(g.calls[st.Template], callSite{caller: t.Name, step: st.Name,
-						args: st.Arguments.Parameters, items: st.WithItems})
+					add(st.Template, callSite{caller: t.Name, step: st.Name, args: st.Arguments.Parameters, items: loopItems(st.WithItems)})
 				}
 			}
 		}
 		if t.DAG != nil {
 			for _, task := range t.DAG.Tasks {
 				if task.Template != "" && task.TemplateRef == nil {
-					g.calls[task.Template] = append(g.calls[task.Template], callSite{caller: t.Name, step: task.Name,
-						args: task.Arguments.Parameters, items: task.WithItems})
+					add(task.Template, callSite{caller: t.Name, step: task.Name, args: task.Arguments.Parameters, items: loopItems(task.WithItems)})
 				}
 			}
 		}
@@ -342,46 +359,77 @@ func newCallGraph(spec *wfv1.WorkflowSpec, global map[string]*string) *callGraph
 	return g
 }
 
-// scopes returns the scopes template name runs in: one per way the spec calls
-// it, or its own scope when nothing in the spec calls it (the entrypoint, or
-// a template that other workflows reference). stack holds the templates whose
-// scopes are being worked out, so that recursive templates end.
-func (g *callGraph) scopes(name string, stack map[string]bool) []scope {
+// scopesOf returns the scopes template name runs in, and whether there were
+// more ways of calling it than maxScopes.
+func (g *callGraph) scopesOf(name string) ([]scope, bool) {
+	out, _, capped := g.scopes(name, map[string]bool{})
+	if len(out) == 0 {
+		// Only a recursion calls it, which must be entered from outside
+		// the spec: its own values and defaults.
+		out = []scope{ownScope(g.global, g.templates[name])}
+	}
+	return out, capped
+}
+
+// scopes returns the scopes template name runs in: one per way it is called,
+// or its own scope when nothing calls it (a template that other workflows
+// reference). stack holds the templates whose
+// scopes are being worked out: a call from one of them adds nothing (the
+// values that go round a recursion come from where it was entered), and a
+// result that left such a call out is not memoized, since it depends on
+// where the walk started. complete reports that nothing was left out.
+func (g *callGraph) scopes(name string, stack map[string]bool) (out []scope, complete, capped bool) {
 	if s, ok := g.memo[name]; ok {
-		return s
+		return s, true, len(s) == maxScopes
 	}
 	t := g.templates[name]
 	own := ownScope(g.global, t)
-	if len(g.calls[name]) == 0 || stack[name] {
-		return []scope{own}
-	}
 	stack[name] = true
 	defer delete(stack, name)
-	var out []scope
+	complete = true
 	for _, c := range g.calls[name] {
-		for _, callerScope := range g.scopes(c.caller, stack) {
-			for _, item := range loopItems(c) {
+		callerScopes := []scope{{params: g.global}} // the workflow's
+		if c.caller != "" {
+			if stack[c.caller] {
+				complete = false
+				continue
+			}
+			var done, full bool
+			callerScopes, done, full = g.scopes(c.caller, stack)
+			complete = complete && done
+			capped = capped || full
+		}
+		for _, callerScope := range callerScopes {
+			for _, item := range c.items {
 				if len(out) == maxScopes {
-					g.memo[name] = out
-					return out
+					capped = true
+					break
 				}
-				out = append(out, g.called(own, callerScope, c, item))
+				out = append(out, called(own, callerScope, c, item))
 			}
 		}
 	}
-	g.memo[name] = out
-	return out
+	if len(out) == 0 && complete {
+		out = []scope{own} // nothing calls it
+	}
+	if complete {
+		g.memo[name] = out
+	}
+	return out, complete, capped
 }
 
-// loopItems returns the placeholders one iteration of c's loop defines
-// ("item", or "item.KEY" for a map item), one map per iteration; a single
-// empty map when c does not loop, or loops over what only the run knows.
-func loopItems(c callSite) []map[string]*string {
-	if len(c.items) == 0 {
-		return []map[string]*string{{}}
+// noLoop is the items of a call that does not loop: one iteration, no
+// placeholders.
+var noLoop = []map[string]*string{{}}
+
+// loopItems returns the placeholders each iteration of a withItems list
+// defines ("item", or "item.KEY" for a map item).
+func loopItems(items []wfv1.Item) []map[string]*string {
+	if len(items) == 0 {
+		return noLoop
 	}
 	var out []map[string]*string
-	for _, it := range c.items {
+	for _, it := range items {
 		vars := map[string]*string{}
 		switch it.GetType() {
 		case wfv1.Map:
@@ -401,12 +449,16 @@ func loopItems(c callSite) []map[string]*string {
 }
 
 // called is the scope of a template called by c from callerScope with one
-// loop iteration's item: its own scope, with each argument c passes resolved
-// in the caller's scope.
-func (g *callGraph) called(own, callerScope scope, c callSite, item map[string]*string) scope {
-	caller := scope{params: maps.Clone(callerScope.params)}
+// loop iteration's item: its own scope, with each input it declares that c
+// passes resolved in the caller's scope (Argo assigns declared inputs only).
+func called(own, callerScope scope, c callSite, item map[string]*string) scope {
+	caller := scope{params: maps.Clone(callerScope.params), late: callerScope.late}
 	maps.Copy(caller.params, item)
-	sc := scope{params: maps.Clone(own.params), via: fmt.Sprintf(" (as called by step %q of template %q)", c.step, c.caller)}
+	via := fmt.Sprintf(" (as called by step %q of template %q)", c.step, c.caller)
+	if c.caller == "" {
+		via = " (as the entrypoint, with spec.arguments)"
+	}
+	sc := scope{params: maps.Clone(own.params), via: via}
 	unknown := func(key, reason string) {
 		sc.params[key] = nil
 		if sc.late == nil {
@@ -416,14 +468,24 @@ func (g *callGraph) called(own, callerScope scope, c callSite, item map[string]*
 	}
 	for _, a := range c.args {
 		key := "inputs.parameters." + a.Name
-		if a.Value == nil {
-			// valueFrom: another step's output, a ConfigMap, ...
-			unknown(key, fmt.Sprintf("input parameter %q is passed from a source read only when the workflow runs", a.Name))
+		if _, declared := own.params[key]; !declared {
 			continue
 		}
-		v, err := caller.resolve(a.Value.String())
+		var passed string
+		switch {
+		case a.Value != nil:
+			passed = a.Value.String()
+		case a.Default != nil: // spec.arguments: the default is the value
+			passed = a.Default.String()
+		case a.ValueFrom != nil:
+			unknown(key, fmt.Sprintf("input parameter %q is passed from a source read only when the workflow runs", a.Name))
+			continue
+		default:
+			continue // nothing passed: the template's default stands
+		}
+		v, err := caller.resolve(passed)
 		if err != nil {
-			unknown(key, fmt.Sprintf("input parameter %q is passed as %q: %v", a.Name, a.Value.String(), err))
+			unknown(key, fmt.Sprintf("input parameter %q is passed as %q: %v", a.Name, passed, err))
 			continue
 		}
 		sc.params[key] = &v

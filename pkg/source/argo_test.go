@@ -1,6 +1,7 @@
 package source
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -51,6 +52,23 @@ func item(t *testing.T, json string) wfv1.Item {
 		t.Fatal(err)
 	}
 	return it
+}
+
+// manyItems is a withItems list of n images, app-000 ...
+func manyItems(t *testing.T, n int) []wfv1.Item {
+	var out []wfv1.Item
+	for i := 0; i < n; i++ {
+		out = append(out, item(t, fmt.Sprintf(`"registry.example/app-%03d:v1"`, i)))
+	}
+	return out
+}
+
+func manyImages(n int) []string {
+	var out []string
+	for i := 0; i < n; i++ {
+		out = append(out, fmt.Sprintf("registry.example/app-%03d:v1", i))
+	}
+	return out
 }
 
 func steps(s ...wfv1.WorkflowStep) []wfv1.ParallelSteps { return []wfv1.ParallelSteps{{Steps: s}} }
@@ -231,6 +249,42 @@ func TestImagesFromWorkflowSpec(t *testing.T) {
 			{"run", "container", `is a loop item (withItems, withParam, withSequence), known only when the workflow runs (as called by step "param-loop"`},
 			{"run", "container", `is passed from a source read only when the workflow runs (as called by step "from"`},
 		}},
+
+		{name: "the entrypoint takes spec.arguments as its inputs, and passes them on", spec: &wfv1.WorkflowSpec{
+			Entrypoint: "main",
+			Arguments:  args(param("image", "alpine:3.20", nil), param("undeclared", "x", nil)),
+			Templates: []wfv1.Template{
+				{Name: "main", Inputs: inputs(param("image", nil, "debian:12")),
+					Steps: steps(wfv1.WorkflowStep{Name: "s", Template: "run", Arguments: args(param("image", "{{inputs.parameters.image}}", nil))})},
+				{Name: "run", Inputs: inputs(param("image", nil, nil)), Container: ctr("{{inputs.parameters.image}}")},
+			},
+		}, want: []string{hub("alpine:3.20")}},
+		{name: "a cycle of calls gives the same images whatever the order of the templates", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "b", Inputs: inputs(param("x", nil, nil)), Container: ctr("{{inputs.parameters.x}}"),
+				Steps: steps(wfv1.WorkflowStep{Name: "back", Template: "a", Arguments: args(param("x", "{{inputs.parameters.x}}", nil))})},
+			{Name: "a", Inputs: inputs(param("x", nil, nil)), Container: ctr("{{inputs.parameters.x}}"),
+				Steps: steps(wfv1.WorkflowStep{Name: "on", Template: "b", Arguments: args(param("x", "{{inputs.parameters.x}}", nil))})},
+			{Name: "main", Steps: steps(wfv1.WorkflowStep{Name: "in", Template: "a", Arguments: args(param("x", "alpine", nil))})},
+		}}, want: []string{hub("alpine")}},
+		{name: "a cycle of calls, templates in the other order", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "main", Steps: steps(wfv1.WorkflowStep{Name: "in", Template: "a", Arguments: args(param("x", "alpine", nil))})},
+			{Name: "a", Inputs: inputs(param("x", nil, nil)), Container: ctr("{{inputs.parameters.x}}"),
+				Steps: steps(wfv1.WorkflowStep{Name: "on", Template: "b", Arguments: args(param("x", "{{inputs.parameters.x}}", nil))})},
+			{Name: "b", Inputs: inputs(param("x", nil, nil)), Container: ctr("{{inputs.parameters.x}}"),
+				Steps: steps(wfv1.WorkflowStep{Name: "back", Template: "a", Arguments: args(param("x", "{{inputs.parameters.x}}", nil))})},
+		}}, want: []string{hub("alpine")}},
+		{name: "a run-time value passed down a chain says where it comes from", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "main", Steps: steps(wfv1.WorkflowStep{Name: "s", Template: "mid",
+				Arguments: args(wfv1.Parameter{Name: "img", ValueFrom: &wfv1.ValueFrom{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{Key: "k"}}})})},
+			{Name: "mid", Inputs: inputs(param("img", nil, nil)), Steps: steps(wfv1.WorkflowStep{Name: "t", Template: "leaf",
+				Arguments: args(param("img", "{{inputs.parameters.img}}", nil))})},
+			{Name: "leaf", Inputs: inputs(param("img", nil, nil)), Container: ctr("{{inputs.parameters.img}}")},
+		}}, skipped: []skip{{"leaf", "container", `is passed from a source read only when the workflow runs`}}},
+		{name: "more ways of calling than are read are reported", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
+			{Name: "main", Steps: steps(wfv1.WorkflowStep{Name: "many", Template: "run", Arguments: args(param("image", "{{item}}", nil)),
+				WithItems: manyItems(t, maxScopes+1)})},
+			{Name: "run", Inputs: inputs(param("image", nil, nil)), Container: ctr("{{inputs.parameters.image}}")},
+		}}, want: manyImages(maxScopes), skipped: []skip{{"run", "container", "called in more than 64 ways"}}},
 
 		// What cannot be resolved, or is not an image.
 		{name: "unresolvable placeholders are skipped", spec: &wfv1.WorkflowSpec{

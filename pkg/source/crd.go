@@ -19,7 +19,7 @@ type gatedSource struct {
 	name      string
 	gvr       schema.GroupVersionResource
 	discovery discovery.DiscoveryInterface
-	build     func() Source
+	build     func() (Source, error)
 	reporter  Reporter
 	interval  time.Duration
 
@@ -30,7 +30,7 @@ type gatedSource struct {
 
 // WhenServed returns a Source that behaves as build() once the API server
 // serves gvr, checking every interval until it does.
-func WhenServed(name string, gvr schema.GroupVersionResource, dc discovery.DiscoveryInterface, interval time.Duration, reporter Reporter, build func() Source) Source {
+func WhenServed(name string, gvr schema.GroupVersionResource, dc discovery.DiscoveryInterface, interval time.Duration, reporter Reporter, build func() (Source, error)) Source {
 	return &gatedSource{name: name, gvr: gvr, discovery: dc, build: build, reporter: reporter, interval: interval}
 }
 
@@ -41,9 +41,12 @@ func (g *gatedSource) Start(ctx context.Context, onChange func()) {
 		reported := false
 		for {
 			served, err := g.served()
+			var inner Source
+			if served {
+				inner, err = g.build()
+			}
 			switch {
-			case served:
-				inner := g.build()
+			case served && err == nil:
 				inner.Start(ctx, onChange)
 				g.mu.Lock()
 				g.inner, g.checked = inner, true
@@ -51,9 +54,10 @@ func (g *gatedSource) Start(ctx context.Context, onChange func()) {
 				onChange()
 				return
 			case err != nil:
-				// Discovery itself failed: keep the last verdict and retry.
+				// Discovery itself failed, or building the source: keep the
+				// last verdict and retry.
 				if g.reporter != nil {
-					g.reporter.Problems(g.name, nil, []error{fmt.Errorf("checking whether %s is served: %w", g.gvr.GroupResource(), err)})
+					g.reporter.Problems(g.name, nil, []error{fmt.Errorf("starting to read %s: %w", g.gvr.GroupResource(), err)})
 				}
 			default:
 				if !reported && g.reporter != nil {

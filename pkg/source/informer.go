@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"sync"
@@ -45,12 +46,14 @@ type objectSource struct {
 // started: the source sets its transform, so that the informer's store holds
 // for each object only its identity and what parse found in it. gvk is the
 // objects' kind (for origins, "ConfigMap ns/name", and for Events).
-func NewInformerSource(name string, gvk schema.GroupVersionKind, informer cache.SharedIndexInformer, parse ParseFunc, reporter Reporter) Source {
-	_ = informer.SetTransform(func(obj any) (any, error) {
+func NewInformerSource(name string, gvk schema.GroupVersionKind, informer cache.SharedIndexInformer, parse ParseFunc, reporter Reporter) (Source, error) {
+	err := informer.SetTransform(func(obj any) (any, error) {
 		o, ok := obj.(runtime.Object)
 		if !ok {
-			return obj, nil // a tombstone: its object was transformed already
+			return obj, nil
 		}
+		// Already parsed: with streaming lists the reflector's temporary
+		// store transforms an object, then the informer's queue again.
 		if _, done := o.(*parsed); done {
 			return o, nil
 		}
@@ -66,7 +69,10 @@ func NewInformerSource(name string, gvk schema.GroupVersionKind, informer cache.
 			Images: images, Problems: problems,
 		}, nil
 	})
-	return &objectSource{name: name, kind: gvk.Kind, informer: informer, reporter: reporter, byKey: map[string][]Want{}}
+	if err != nil {
+		return nil, fmt.Errorf("%s informer: %w", name, err)
+	}
+	return &objectSource{name: name, kind: gvk.Kind, informer: informer, reporter: reporter, byKey: map[string][]Want{}}, nil
 }
 
 // parsed stands for a watched object in the informer's store: the identity

@@ -40,7 +40,10 @@ func TestInformerStoreHoldsOnlyParseResults(t *testing.T) {
 	kube := kubefake.NewClientset()
 	inf := coreinformers.NewConfigMapInformer(kube, metav1.NamespaceAll, 0, cache.Indexers{})
 	rep := &objectRecorder{}
-	src := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), inf, parseConfigMap, rep)
+	src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), inf, parseConfigMap, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	src.Start(ctx, func() {})

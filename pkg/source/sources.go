@@ -49,7 +49,11 @@ func New(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 		}
 		inf := coreinformers.NewFilteredConfigMapInformer(c.Kube, metav1.NamespaceAll, 0, cache.Indexers{},
 			func(o *metav1.ListOptions) { o.LabelSelector = sel.String() })
-		sources = append(sources, NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), inf, parseConfigMap, reporter))
+		src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), inf, parseConfigMap, reporter)
+		if err != nil {
+			return nil, err
+		}
+		sources = append(sources, src)
 	}
 	interval := cfg.CRDCheckInterval
 	if interval <= 0 {
@@ -77,7 +81,7 @@ func New(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 			continue
 		}
 		gvr := wfv1.SchemeGroupVersion.WithResource(a.resource)
-		sources = append(sources, WhenServed(a.name, gvr, c.Discovery, interval, reporter, func() Source {
+		sources = append(sources, WhenServed(a.name, gvr, c.Discovery, interval, reporter, func() (Source, error) {
 			return NewInformerSource(a.name, wfv1.SchemeGroupVersion.WithKind(a.kind), a.informer(), parseWorkflowObject, reporter)
 		}))
 	}

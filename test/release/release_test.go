@@ -299,7 +299,10 @@ func TestKrewInstall(t *testing.T) {
 	}
 
 	root := t.TempDir()
-	env := []string{"KREW_ROOT=" + root, "PATH=" + filepath.Join(root, "bin") + string(os.PathListSeparator) + os.Getenv("PATH")}
+	// Only krew's bin on the PATH: kubectl finds the plugin there, and no
+	// other kubectl-imagecache of this machine (which kubectl plugin list
+	// would warn about, exiting 1) gets in the way.
+	env := []string{"KREW_ROOT=" + root, "PATH=" + filepath.Join(root, "bin")}
 	run(t, "", env, krew, "install", "--manifest="+local, "--archive="+archive)
 
 	plugins := run(t, "", env, kubectl, "plugin", "list", "--name-only")
