@@ -46,7 +46,11 @@ type subject struct {
 }
 
 func argoServed(kube *kubefake.Clientset) {
-	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{{
+	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = argoResources()
+}
+
+func argoResources() []*metav1.APIResourceList {
+	return []*metav1.APIResourceList{{
 		GroupVersion: wfv1.SchemeGroupVersion.String(),
 		APIResources: []metav1.APIResource{{Name: "workflowtemplates"}, {Name: "clusterworkflowtemplates"}, {Name: "cronworkflows"}},
 	}}
@@ -213,14 +217,34 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// lockedDiscovery lets a test serve a resource while a source is polling
+// discovery: the fake's Resources field has no lock of its own.
+type lockedDiscovery struct {
+	*fakediscovery.FakeDiscovery
+	mu sync.Mutex
+}
+
+func (d *lockedDiscovery) ServerResourcesForGroupVersion(gv string) (*metav1.APIResourceList, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.FakeDiscovery.ServerResourcesForGroupVersion(gv)
+}
+
+func (d *lockedDiscovery) serve(resources []*metav1.APIResourceList) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Resources = resources
+}
+
 // An Argo source whose CRD is missing reports it, counts as synced, and
 // starts once the resource is served, without a restart.
 func TestArgoSourceWaitsForItsCRD(t *testing.T) {
 	kube := kubefake.NewClientset()
 	argo := argofake.NewSimpleClientset()
 	rep := &recorder{}
+	disc := &lockedDiscovery{FakeDiscovery: kube.Discovery().(*fakediscovery.FakeDiscovery)}
 	all, err := New(Config{WorkflowTemplates: true, CRDCheckInterval: 20 * time.Millisecond},
-		Clients{Kube: kube, Argo: argo, Discovery: kube.Discovery()}, rep)
+		Clients{Kube: kube, Argo: argo, Discovery: disc}, rep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +260,7 @@ func TestArgoSourceWaitsForItsCRD(t *testing.T) {
 	if _, err := argo.ArgoprojV1alpha1().WorkflowTemplates("ns").Create(ctx, wt, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	argoServed(kube)
+	disc.serve(argoResources())
 	eventually(t, "the template is read once the CRD is there", func() bool { return wants(s, "docker.io/library/nginx:1.27") })
 }
 
