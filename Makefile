@@ -25,7 +25,7 @@ build: ## build the three binaries into bin/
 	$(GOBUILD) -o bin/kubectl-imagecache ./cmd/kubectl-imagecache
 
 image: build ## build the project image (Dockerfile, buildah) from bin/ and push it to the local registry
-	hack/image.sh bin $(IMAGE) > bin/image-ref.new
+	hack/image.sh $(IMAGE) docker://$(IMAGE) linux/$$(go env GOARCH)=bin > bin/image-ref.new
 	mv bin/image-ref.new bin/image-ref
 	@cat bin/image-ref
 

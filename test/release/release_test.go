@@ -12,8 +12,10 @@ package release
 import (
 	"archive/tar"
 	"archive/zip"
+	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -27,6 +29,9 @@ import (
 	"sync"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"sigs.k8s.io/yaml"
 )
 
@@ -221,6 +226,106 @@ func hostPluginBinary(t *testing.T, dist string) string {
 		t.Fatalf("no plugin binary for %s/%s in %s", runtime.GOOS, runtime.GOARCH, dist)
 	}
 	return matches[0]
+}
+
+// TestReleaseImage builds the project image from goreleaser's linux
+// binaries with the Dockerfile (hack/image.sh, buildah), as a release does:
+// one manifest list, an image per platform, each holding that platform's
+// daemon and warden, non-root, no shell.
+func TestReleaseImage(t *testing.T) {
+	dist := snapshot(t)
+	out := t.TempDir()
+	args := []string{"ghcr.io/dcherman/image-cache-daemon:test", "oci:" + out}
+	arches := []string{"amd64", "arm64"}
+	for _, arch := range arches {
+		daemon, _ := filepath.Glob(filepath.Join(dist, "image-cache-daemon_linux_"+arch+"*"))
+		warden, _ := filepath.Glob(filepath.Join(dist, "warden_linux_"+arch+"*"))
+		if len(daemon) != 1 || len(warden) != 1 {
+			t.Fatalf("linux/%s: binaries %v %v, want one directory each", arch, daemon, warden)
+		}
+		args = append(args, "linux/"+arch+"="+daemon[0]+","+warden[0])
+	}
+	run(t, "", nil, filepath.Join(repoRoot, "hack", "image.sh"), args...)
+
+	layoutIndex, err := layout.ImageIndexFromPath(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := layoutIndex.IndexManifest()
+	if err != nil || len(top.Manifests) != 1 {
+		t.Fatalf("oci layout holds %v (%v), want one manifest list", top, err)
+	}
+	list, err := layoutIndex.ImageIndex(top.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := list.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	var got []string
+	for _, m := range im.Manifests {
+		if m.Platform == nil {
+			t.Fatalf("manifest %s has no platform", m.Digest)
+		}
+		arch := m.Platform.Architecture
+		got = append(got, m.Platform.OS+"/"+arch)
+		img, err := list.Image(m.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Architecture != arch || cfg.Config.User != "65532:65532" || !slices.Equal(cfg.Config.Entrypoint, []string{"/image-cache-daemon"}) {
+			t.Errorf("linux/%s: config arch %s, user %q, entrypoint %v", arch, cfg.Architecture, cfg.Config.User, cfg.Config.Entrypoint)
+		}
+		files := imageFiles(t, img)
+		if len(files) != 2 || files["image-cache-daemon"] == nil || files["warden"] == nil {
+			t.Errorf("linux/%s holds %d files, want only image-cache-daemon and warden", arch, len(files))
+		}
+		for name, b := range files {
+			f, err := elf.NewFile(bytes.NewReader(b))
+			if err != nil {
+				t.Errorf("linux/%s: %s is not an ELF binary: %v", arch, name, err)
+				continue
+			}
+			if f.Machine != machines[arch] {
+				t.Errorf("linux/%s: %s is built for %s", arch, name, f.Machine)
+			}
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"linux/amd64", "linux/arm64"}) {
+		t.Errorf("platforms %v, want linux/amd64 and linux/arm64", got)
+	}
+}
+
+// imageFiles returns the regular files of an image's file system.
+func imageFiles(t *testing.T, img v1.Image) map[string][]byte {
+	t.Helper()
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	files := map[string][]byte{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[h.Name] = b
+		}
+	}
 }
 
 // TestKrewManifestValid: plugins/krew.yaml passes krew's own validation.
