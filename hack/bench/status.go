@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -117,26 +117,12 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // simulate creates nodes [from, to) with a daemon pod each and the prefetch
 // pods that hold images, most cached, some pulling, one failed per node.
 func (b *bench) simulate(ctx context.Context, from, to int, images []string) error {
-	sem := make(chan struct{}, 32)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(32)
 	for i := from; i < to; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(i int) {
-			defer func() { <-sem; wg.Done() }()
-			if err := b.simulateNode(ctx, fmt.Sprintf("icd-sim-%03d", i), images); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
-		}(i)
+		g.Go(func() error { return b.simulateNode(ctx, fmt.Sprintf("icd-sim-%03d", i), images) })
 	}
-	wg.Wait()
-	return firstErr
+	return g.Wait()
 }
 
 func (b *bench) simulateNode(ctx context.Context, node string, images []string) error {
