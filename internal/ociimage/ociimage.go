@@ -240,11 +240,17 @@ func Pull(ctx context.Context, ref string) (v1.Image, error) {
 	return remote.Image(r, remote.WithContext(ctx))
 }
 
-// Entries returns the tar headers of an image's flattened file system, by path.
-func Entries(img v1.Image) (map[string]*tar.Header, error) {
+// Entry is one file system entry of an image, with a regular file's content.
+type Entry struct {
+	*tar.Header
+	Data []byte
+}
+
+// Entries returns the entries of an image's flattened file system, by path.
+func Entries(img v1.Image) (map[string]*Entry, error) {
 	rc := mutate.Extract(img)
 	defer rc.Close()
-	entries := map[string]*tar.Header{}
+	entries := map[string]*Entry{}
 	tr := tar.NewReader(rc)
 	for {
 		h, err := tr.Next()
@@ -254,6 +260,12 @@ func Entries(img v1.Image) (map[string]*tar.Header, error) {
 		if err != nil {
 			return nil, err
 		}
-		entries[h.Name] = h
+		e := &Entry{Header: h}
+		if h.Typeflag == tar.TypeReg {
+			if e.Data, err = io.ReadAll(tr); err != nil {
+				return nil, err
+			}
+		}
+		entries[h.Name] = e
 	}
 }

@@ -31,8 +31,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"sigs.k8s.io/yaml"
+
+	"github.com/dcherman/image-cache-daemon/internal/ociimage"
 )
 
 // repoRoot is the repository this test belongs to.
@@ -306,26 +307,17 @@ func TestReleaseImage(t *testing.T) {
 // imageFiles returns the regular files of an image's file system.
 func imageFiles(t *testing.T, img v1.Image) map[string][]byte {
 	t.Helper()
-	rc := mutate.Extract(img)
-	defer rc.Close()
+	entries, err := ociimage.Entries(img)
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := map[string][]byte{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return files
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files[h.Name] = b
+	for p, e := range entries {
+		if e.Typeflag == tar.TypeReg {
+			files[p] = e.Data
 		}
 	}
+	return files
 }
 
 // TestKrewManifestValid: plugins/krew.yaml passes krew's own validation.
