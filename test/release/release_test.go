@@ -410,6 +410,16 @@ func TestKrewInstall(t *testing.T) {
 	if !strings.Contains(out, "next") {
 		t.Errorf("kubectl imagecache version --client printed %q, want the snapshot version", out)
 	}
+	// kubectl completes the plugin through the shim the README shows, which
+	// runs kubectl from the PATH (kubectl's own directory holds no plugin).
+	shim := filepath.Join(root, "bin", "kubectl_complete-imagecache")
+	if err := os.WriteFile(shim, []byte("#!/bin/sh\nexec kubectl imagecache __complete \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	withKubectl := []string{"KREW_ROOT=" + root, "PATH=" + filepath.Join(root, "bin") + string(os.PathListSeparator) + filepath.Dir(kubectl)}
+	if got := run(t, "", withKubectl, kubectl, "__complete", "imagecache", "status", "-o", ""); !strings.Contains(got, "wide\njson\nyaml\n") {
+		t.Errorf("kubectl __complete imagecache status -o '' printed %q, want wide, json and yaml", got)
+	}
 	help := run(t, "", env, kubectl, "imagecache", "--help")
 	for _, c := range []string{"install", "add", "remove", "list", "status", "uninstall", "version"} {
 		if !strings.Contains(help, "  "+c+" ") {
