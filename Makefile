@@ -14,7 +14,7 @@ PKG := github.com/dcherman/image-cache-daemon
 LDFLAGS := -s -w -X $(PKG)/pkg/version.Version=$(VERSION)
 GOBUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: help build image cluster-up cluster-down demo test test-unit test-e2e test-release krew-manifest e2e vet bench
+.PHONY: help build image cluster-up cluster-down demo test test-unit test-fuzz test-e2e test-release krew-manifest e2e vet bench
 
 help: ## list targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,10 @@ vet:
 test-unit: vet ## unit tests, race detector on
 	go test -race -count=1 ./...
 
+FUZZTIME ?= 10s
+test-fuzz: ## run every Go fuzz target for FUZZTIME each (default 10s; e.g. make test-fuzz FUZZTIME=10m)
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+
 e2e: image ## e2e tests against a running local cluster (make cluster-up first)
 	ICD_IMAGE=$$(cat bin/image-ref) ICD_E2E_ARTIFACTS=$(CURDIR)/e2e-artifacts go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/...
 
@@ -64,4 +68,4 @@ krew-manifest: ## after `goreleaser release` of a tag: plugins/krew.yaml from di
 	{ grep '^#' plugins/krew.yaml; grep -v '^#' dist/krew/imagecache.yaml; } > plugins/krew.yaml.new
 	mv plugins/krew.yaml.new plugins/krew.yaml
 
-test: test-unit test-release test-e2e ## every test: unit, release, then e2e on a fresh local cluster
+test: test-unit test-fuzz test-release test-e2e ## every test: unit, fuzz (briefly), release, then e2e on a fresh local cluster

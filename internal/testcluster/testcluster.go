@@ -128,5 +128,14 @@ func DeleteArgoCRDs(ctx context.Context, cfg *rest.Config) error {
 			return fmt.Errorf("deleting the %s CRD: %w", k, err)
 		}
 	}
-	return nil
+	// Wait until they are gone: a CRD still terminating (its objects are
+	// being deleted) cannot be created again, so a later install would fail.
+	return wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		for _, k := range ArgoKinds {
+			if _, err := c.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, k+".argoproj.io", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }

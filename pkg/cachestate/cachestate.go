@@ -109,6 +109,12 @@ func FromPod(pod *corev1.Pod) []ImageStatus {
 			}
 		case seen && cs.State.Waiting != nil && failedReasons[cs.State.Waiting.Reason]:
 			st.State, st.Reason, st.Message = Failed, cs.State.Waiting.Reason, cs.State.Waiting.Message
+		case pod.Status.Phase == corev1.PodFailed:
+			// A terminal pod never starts this container: the kubelet
+			// rejected the pod at admission (OutOfpods, NodeAffinity, ...)
+			// or evicted it, and only the pod's status says why.
+			st.State = Failed
+			st.Reason, st.Message = podFailure(pod)
 		case seen && cs.State.Running != nil:
 			// The image is there; the warden has not exited yet.
 			st.State, st.Digest = Pulling, Digest(cs.ImageID)
@@ -121,6 +127,20 @@ func FromPod(pod *corev1.Pod) []ImageStatus {
 }
 
 type failure struct{ reason, message string }
+
+// podFailure is why a pod in phase Failed stopped, never empty: a rejected
+// pod reads e.g. "OutOfpods", "Pod was rejected: Node didn't have enough
+// resource: pods".
+func podFailure(pod *corev1.Pod) (reason, message string) {
+	reason, message = pod.Status.Reason, pod.Status.Message
+	if reason == "" {
+		reason = string(corev1.PodFailed)
+	}
+	if message == "" {
+		message = "the pod failed before this container ran"
+	}
+	return reason, message
+}
 
 // initState tells whether the warden init container failed (then no image
 // can be fetched, and the user must see why) or is done.
@@ -161,7 +181,7 @@ func Digest(imageID string) string {
 
 // Finished reports whether every image of a prefetch pod is cached or
 // failed. A pod with a failed image stays Pending with its sandbox up, so the
-// pod's phase cannot tell.
+// pod's phase cannot tell; a pod in phase Failed is always finished.
 func Finished(pod *corev1.Pod) bool {
 	for _, st := range FromPod(pod) {
 		if st.State != Cached && st.State != Failed {

@@ -38,22 +38,50 @@ var (
 	crashed  = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 127, Reason: "Error", Message: "exec format error"}}
 )
 
+// failedPhase sets a pod's phase to Failed with the kubelet's reason and
+// message, as admission rejection or eviction leaves it.
+func failedPhase(p *corev1.Pod, reason, message string) *corev1.Pod {
+	p.Status.Phase, p.Status.Reason, p.Status.Message = corev1.PodFailed, reason, message
+	return p
+}
+
 func TestFromPod(t *testing.T) {
+	const rejected = "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 110, capacity: 110"
 	for _, tc := range []struct {
 		name     string
 		pod      *corev1.Pod
 		want     []State
 		finished bool
+		// reason and message of the failed images, when the test cares
+		reason, message string
 	}{
-		{"unscheduled", pod("p", t0, "", nil, corev1.ContainerState{}), []State{Pending}, false},
-		{"warden not installed yet", pod("p", t0, "node-1", &corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}, creating), []State{Pending}, false},
-		{"pulling", pod("p", t0, "node-1", initDone, creating), []State{Pulling}, false},
-		{"running warden", pod("p", t0, "node-1", initDone, running), []State{Pulling}, false},
-		{"cached and failed", pod("p", t0, "node-1", initDone, cached, backoff), []State{Cached, Failed}, true},
-		{"non-zero exit", pod("p", t0, "node-1", initDone, crashed), []State{Failed}, true},
+		{"unscheduled", pod("p", t0, "", nil, corev1.ContainerState{}), []State{Pending}, false, "", ""},
+		{"warden not installed yet", pod("p", t0, "node-1", &corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}, creating), []State{Pending}, false, "", ""},
+		{"pulling", pod("p", t0, "node-1", initDone, creating), []State{Pulling}, false, "", ""},
+		{"running warden", pod("p", t0, "node-1", initDone, running), []State{Pulling}, false, "", ""},
+		{"cached and failed", pod("p", t0, "node-1", initDone, cached, backoff), []State{Cached, Failed}, true, "", ""},
+		{"non-zero exit", pod("p", t0, "node-1", initDone, crashed), []State{Failed}, true, "", ""},
 		{"warden image fails: every image fails", pod("p", t0, "node-1",
 			&corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "warden: not found"}},
-			creating, creating), []State{Failed, Failed}, true},
+			creating, creating), []State{Failed, Failed}, true, "", ""},
+		{"rejected at admission: no container status at all", func() *corev1.Pod {
+			p := failedPhase(pod("p", t0, "node-1", nil, creating, creating), "OutOfpods", rejected)
+			p.Status.ContainerStatuses = nil
+			return p
+		}(), []State{Failed, Failed}, true, "OutOfpods", rejected},
+		{"failed pod: containers left waiting", failedPhase(pod("p", t0, "node-1", initDone, creating),
+			"NodeAffinity", "Pod was rejected: node(s) didn't match Pod's node affinity"), []State{Failed}, true,
+			"NodeAffinity", "Pod was rejected: node(s) didn't match Pod's node affinity"},
+		{"failed pod: what was cached stays cached", failedPhase(pod("p", t0, "node-1", initDone, cached, running),
+			"Evicted", "The node was low on resource: ephemeral-storage."), []State{Cached, Failed}, true,
+			"Evicted", "The node was low on resource: ephemeral-storage."},
+		{"failed pod without a reason still says why", failedPhase(pod("p", t0, "node-1", nil, corev1.ContainerState{}), "", ""),
+			[]State{Failed}, true, "Failed", "the pod failed before this container ran"},
+		{"succeeded pod: unchanged", func() *corev1.Pod {
+			p := pod("p", t0, "node-1", initDone, cached)
+			p.Status.Phase = corev1.PodSucceeded
+			return p
+		}(), []State{Cached}, true, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := FromPod(tc.pod)
@@ -69,6 +97,9 @@ func TestFromPod(t *testing.T) {
 				}
 				if st.State == Failed && st.Message == "" {
 					t.Errorf("failed without a message: %+v", st)
+				}
+				if st.State == Failed && tc.reason != "" && (st.Reason != tc.reason || st.Message != tc.message) {
+					t.Errorf("image %d: failed with %q: %q, want %q: %q", i, st.Reason, st.Message, tc.reason, tc.message)
 				}
 				if st.State == Cached && (!strings.HasPrefix(st.Digest, "sha256:") || !st.Since.Equal(t0)) {
 					t.Errorf("cached without digest or time: %+v", st)

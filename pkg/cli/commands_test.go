@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	argofake "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned/fake"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/imagelist"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
 
@@ -65,8 +65,8 @@ func TestAddCreatesTheListAndSaysWhatItDid(t *testing.T) {
 	if err := runOptions(t, o, "alpine", "docker.io/library/alpine:latest", "ghcr.io/org/app:v2"); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := listed(t, client), `- docker.io/library/alpine:latest
-- ghcr.io/org/app:v2`; got != want {
+	if got, want := listed(t, client), `- "docker.io/library/alpine:latest"
+- "ghcr.io/org/app:v2"`; got != want {
 		t.Errorf("image list:\n%s\nwant:\n%s", got, want)
 	}
 	if want := "alpine added to configmap/image-cache-daemon-images -n image-cache-daemon\nghcr.io/org/app:v2 added to"; !strings.HasPrefix(out.String(), want) {
@@ -93,7 +93,7 @@ func TestRemove(t *testing.T) {
 	if err := runOptions(t, o, "alpine", "redis"); err != nil {
 		t.Fatal(err)
 	}
-	if got := listed(t, client); got != "- docker.io/library/nginx:1.27" {
+	if got := listed(t, client); got != `- "docker.io/library/nginx:1.27"` {
 		t.Errorf("image list %q, want only nginx:1.27", got)
 	}
 	for _, want := range []string{"alpine removed from", "redis was not in configmap/image-cache-daemon-images -n image-cache-daemon (nothing to remove)"} {
@@ -160,6 +160,13 @@ func TestInstallValidate(t *testing.T) {
 		{"bad static image", func(o *InstallOptions) { o.StaticImages = []string{"bad image"} }, "--cache-image"},
 		{"bad pull policy", func(o *InstallOptions) { o.ImagePullPolicy = "Sometimes" }, "--image-pull-policy"},
 		{"resync too short", func(o *InstallOptions) { o.ResyncPeriod = time.Second }, "--resync-period"},
+		{"bad namespace", func(o *InstallOptions) { o.Namespace = "Team_A" }, `-n "Team_A" is not a valid namespace name`},
+		{"bad source namespace", func(o *InstallOptions) { o.SourceNamespaces = []string{"team-a", "team_b"} }, `--source-namespace "team_b" is not a valid namespace name`},
+		{"too long a source namespace", func(o *InstallOptions) { o.SourceNamespaces = []string{strings.Repeat("n", 64)} }, "--source-namespace"},
+		{"source namespaces with nothing namespaced to read", func(o *InstallOptions) {
+			o.SourceNamespaces = []string{"team-a"}
+			o.WatchConfigMaps, o.WatchArgoWorkflowTemplates, o.WatchArgoCronWorkflows = false, false, false
+		}, "drop --source-namespace or set one of --watch-configmaps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := &InstallOptions{Options: install.DefaultOptions("v1.0.0"), DryRun: "none"}
@@ -201,6 +208,120 @@ func TestInstallCompleteReadsTolerationsAndNodeSelector(t *testing.T) {
 		if err := bad.Complete(nil); err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("%s: err = %v", flag, err)
 		}
+	}
+}
+
+// installOptions is an install command on a fake cluster.
+func installOptions(t *testing.T, a *install.Applier, namespace string, sourceNamespaces ...string) (*InstallOptions, *strings.Builder) {
+	streams, _, _, _ := genericiooptions.NewTestIOStreams()
+	out := &strings.Builder{}
+	streams.Out = out
+	o := &InstallOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(), namespace: namespace},
+		Options: install.DefaultOptions("v1.0.0"), DryRun: "none", applier: a}
+	o.Namespace, o.SourceNamespaces = namespace, sourceNamespaces
+	return o, out
+}
+
+func TestInstallRun(t *testing.T) {
+	teamA := &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}
+	def := &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+
+	t.Run("into a namespace that existed before", func(t *testing.T) {
+		a, _ := installtest.NewApplier(t, def)
+		o, out := installOptions(t, a, "default")
+		if err := o.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		want := "namespace default existed before image-cache-daemon: it is used as it is (its Pod Security labels are not changed, " +
+			"and the restricted profile is not enforced on the prefetch pods there); uninstall will keep it and remove only image-cache-daemon's objects in it.\n" +
+			"namespace/default kept\n"
+		if !strings.HasPrefix(out.String(), want) {
+			t.Errorf("output:\n%s\nwant it to start with:\n%s", out, want)
+		}
+	})
+
+	t.Run("source namespaces", func(t *testing.T) {
+		a, _ := installtest.NewApplier(t, teamA)
+		o, out := installOptions(t, a, "icd", "team-a")
+		if err := o.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			"\nclusterrole/image-cache-daemon:icd created\n",
+			"\nrole/image-cache-daemon:icd created\n", // in the install namespace
+			"\nrole/image-cache-daemon:icd -n team-a created\nrolebinding/image-cache-daemon:icd -n team-a created\n",
+		} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("output:\n%s\nwant it to contain %q", out, want)
+			}
+		}
+	})
+
+	t.Run("a source namespace that does not exist", func(t *testing.T) {
+		a, c := installtest.NewApplier(t, teamA)
+		o, out := installOptions(t, a, "icd", "team-a", "team-x")
+		err := o.Run(context.Background())
+		if err == nil || err.Error() != "source namespace team-x does not exist: create it first (kubectl create namespace team-x) or leave it out of --source-namespace; nothing was applied" {
+			t.Errorf("err = %v", err)
+		}
+		if out.Len() != 0 || len(c.Acts) != 0 {
+			t.Errorf("a refused install acted: output %q, acts %v", out, c.Acts)
+		}
+	})
+}
+
+// --dry-run=client shows the Roles of the source namespaces and the
+// daemon's flags for them.
+func TestInstallDryRunWithSourceNamespaces(t *testing.T) {
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	cmd := NewCmdImageCache(streams)
+	cmd.SetArgs([]string{"install", "--dry-run=client", "-o", "yaml", "-n", "icd", "--source-namespace", "team-a", "--source-namespace", "team-b"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"kind: ClusterRole\nmetadata:\n  labels:\n    app.kubernetes.io/component: rbac\n    app.kubernetes.io/instance: icd\n    app.kubernetes.io/name: image-cache-daemon\n    app.kubernetes.io/part-of: image-cache-daemon\n  name: image-cache-daemon:icd\n",
+		"kind: Role\nmetadata:\n  labels:\n    app.kubernetes.io/component: rbac\n    app.kubernetes.io/instance: icd\n    app.kubernetes.io/name: image-cache-daemon\n    app.kubernetes.io/part-of: image-cache-daemon\n  name: image-cache-daemon:icd\n  namespace: team-b\n",
+		"kind: RoleBinding\nmetadata:\n  labels:\n    app.kubernetes.io/component: rbac\n    app.kubernetes.io/instance: icd\n    app.kubernetes.io/name: image-cache-daemon\n    app.kubernetes.io/part-of: image-cache-daemon\n  name: image-cache-daemon:icd\n  namespace: team-a\n",
+		"- --source-namespace=icd\n        - --source-namespace=team-a\n        - --source-namespace=team-b\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("dry run lacks:\n%s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("dry run:\n%s", out)
+	}
+}
+
+// Uninstall removes one installation and leaves another alone; in a
+// namespace that existed before, it waits for the workload, not for the
+// namespace (which stays).
+func TestUninstallRun(t *testing.T) {
+	def := &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+	a, c := installtest.NewApplier(t, def)
+	for _, ns := range []string{"default", "other"} {
+		o, _ := installOptions(t, a, ns)
+		if err := o.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o := &UninstallOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(def.DeepCopy()), namespace: "default"},
+		applier: a, Yes: true, Wait: true, Timeout: 2 * time.Second}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"\nclusterrolebinding/image-cache-daemon:default deleted\n", "\nnamespace/default kept (not created by image-cache-daemon)\nimage-cache-daemon uninstalled\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output:\n%s\nwant it to contain %q", out, want)
+		}
+	}
+	if c.Get("ClusterRoleBinding", "", install.RBACName("default")) != nil {
+		t.Error("the uninstalled installation's ClusterRoleBinding is still there")
+	}
+	if c.Get("ClusterRoleBinding", "", install.RBACName("other")) == nil || c.Get("DaemonSet", "other", install.Name) == nil {
+		t.Error("uninstalling default removed the installation in other")
 	}
 }
 
@@ -258,7 +379,7 @@ func TestListReadsTheDaemonsSources(t *testing.T) {
 	teamList.Namespace = "team"
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	o := &ListOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(ds, imageList("docker.io/library/alpine:latest", "docker.io/library/nginx:1.27"), teamList), namespace: ns},
-		argo: argofake.NewSimpleClientset(), Timeout: 10 * time.Second}
+		dynamic: dynamicfake.NewSimpleDynamicClient(runtime.NewScheme()), Timeout: 10 * time.Second}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}

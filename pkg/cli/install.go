@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -45,14 +47,19 @@ func NewCmdInstall(flags *genericclioptions.ConfigFlags, streams genericiooption
 		Short: "Install image-cache-daemon in the cluster",
 		Long: `Install image-cache-daemon: a namespace, a service account with least-privilege
 RBAC, the DaemonSet and an empty image list, applied with server-side apply.
-Running it again updates the installation and keeps the image list.`,
+Running it again updates the installation and keeps the image list. Its
+cluster-wide objects are named for its namespace (image-cache-daemon:NAMESPACE),
+so installations in different namespaces never share them.`,
 		Example: `  kubectl imagecache install --wait
 
   # Print the manifests instead, for GitOps
   kubectl imagecache install --dry-run=client -o yaml > image-cache-daemon.yaml
 
   # Private images, and only nodes labelled for CI
-  kubectl imagecache install --image-pull-secret regcred --node-selector pool=ci`,
+  kubectl imagecache install --image-pull-secret regcred --node-selector pool=ci
+
+  # Read image lists and Argo templates only in two teams' namespaces
+  kubectl imagecache install --source-namespace team-a --source-namespace team-b`,
 		Args: cobra.NoArgs,
 		RunE: runE(o),
 	}
@@ -65,6 +72,7 @@ Running it again updates the installation and keeps the image list.`,
 	f.StringArrayVar(&o.StaticImages, "cache-image", nil, "An image the daemon always caches, as its --image flag (repeatable); most users prefer kubectl imagecache add")
 	f.StringArrayVar(&o.ImagePullSecrets, "image-pull-secret", nil, "A Secret in the install namespace for pulling private images (repeatable)")
 	f.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "How often every image is pulled again (a moved tag is fetched anew); 0 disables")
+	f.StringArrayVar(&o.SourceNamespaces, "source-namespace", nil, "Read ConfigMaps, WorkflowTemplates and CronWorkflows only in this namespace, which must exist, and the install namespace; RBAC is granted there alone (repeatable; default: every namespace)")
 	f.BoolVar(&o.WatchConfigMaps, "watch-configmaps", o.WatchConfigMaps, "Read image lists from labelled ConfigMaps")
 	f.BoolVar(&o.WatchArgoWorkflowTemplates, "watch-argo-workflow-templates", o.WatchArgoWorkflowTemplates, "Cache the images of Argo WorkflowTemplates")
 	f.BoolVar(&o.WatchArgoClusterWorkflowTemplates, "watch-argo-cluster-workflow-templates", o.WatchArgoClusterWorkflowTemplates, "Cache the images of Argo ClusterWorkflowTemplates")
@@ -143,18 +151,32 @@ func (o *InstallOptions) Validate() error {
 	if o.ResyncPeriod != 0 && o.ResyncPeriod < 10*time.Second {
 		return fmt.Errorf("--resync-period %s: use 0 (off) or at least 10s", o.ResyncPeriod)
 	}
+	// The namespace names the ClusterRole and the Roles; refused here, it
+	// cannot reach a manifest printed by --dry-run=client.
+	if msgs := validation.IsDNS1123Label(o.Namespace); len(msgs) > 0 {
+		return fmt.Errorf("-n %q is not a valid namespace name: %s", o.Namespace, strings.Join(msgs, "; "))
+	}
+	for _, ns := range o.SourceNamespaces {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			return fmt.Errorf("--source-namespace %q is not a valid namespace name: %s", ns, strings.Join(msgs, "; "))
+		}
+	}
+	if len(o.SourceNamespaces) > 0 && !o.ReadsNamespacedSources() {
+		return errors.New("--source-namespace limits where ConfigMaps, WorkflowTemplates and CronWorkflows are read, but none of them is: " +
+			"drop --source-namespace or set one of --watch-configmaps, --watch-argo-workflow-templates, --watch-argo-cron-workflows")
+	}
 	return nil
 }
 
 // Run prints or applies the installation.
 func (o *InstallOptions) Run(ctx context.Context) error {
-	objs := install.Objects(o.Options)
 	if o.DryRun == "client" {
-		return printObjects(o.Out, objs, o.Output)
+		return printObjects(o.Out, install.Objects(o.Options), o.Output)
 	}
-	results, err := o.applier.Apply(ctx, objs)
-	for _, r := range results {
-		fmt.Fprintf(o.Out, "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Action)
+	results, err := o.applier.Install(ctx, o.Options, o.Out)
+	printResults(o.Out, results, o.Namespace)
+	if err != nil && len(results) == 0 {
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("%w\nthe objects listed above were applied; run the command again to finish", err)
@@ -179,8 +201,21 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 	return nil
 }
 
+// printResults writes what install or uninstall did, one object a line;
+// objects outside the install namespace (the Roles in source namespaces)
+// say where they are.
+func printResults(w io.Writer, results []install.Result, namespace string) {
+	for _, r := range results {
+		where := ""
+		if r.Namespace != "" && r.Namespace != namespace {
+			where = " -n " + r.Namespace
+		}
+		fmt.Fprintf(w, "%s/%s%s %s\n", strings.ToLower(r.Kind), r.Name, where, r.Action)
+	}
+}
+
 // printObjects writes objects as a YAML stream or a JSON List.
-func printObjects(w interface{ Write([]byte) (int, error) }, objs []runtime.Object, format string) error {
+func printObjects(w io.Writer, objs []runtime.Object, format string) error {
 	if format == "json" {
 		list := map[string]any{"apiVersion": "v1", "kind": "List"}
 		var items []any

@@ -4,21 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
-	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	daemonoptions "github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
@@ -30,7 +34,7 @@ type ListOptions struct {
 	Output  string
 	Timeout time.Duration
 
-	argo argoclient.Interface
+	dynamic dynamic.Interface
 }
 
 // NewCmdList returns the "list" command.
@@ -67,12 +71,12 @@ func (o *ListOptions) Complete([]string) error {
 	if err := o.kube.complete(); err != nil {
 		return err
 	}
-	if o.argo == nil {
+	if o.dynamic == nil {
 		cfg, err := o.restConfig()
 		if err != nil {
 			return err
 		}
-		if o.argo, err = argoclient.NewForConfig(cfg); err != nil {
+		if o.dynamic, err = dynamic.NewForConfig(cfg); err != nil {
 			return err
 		}
 	}
@@ -85,37 +89,28 @@ func (o *ListOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sources, err := source.New(cfg, source.Clients{Kube: o.client, Argo: o.argo, Discovery: o.client.Discovery()}, nil)
+	problems := &problemList{}
+	set, err := source.NewSet(cfg, source.Clients{Kube: o.client, Dynamic: o.dynamic, Discovery: o.client.Discovery()}, problems)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	set.Start(ctx, func() {})
+	defer set.Wait()
 	defer cancel()
-	for _, s := range sources {
-		s.Start(ctx, func() {})
+	syncCtx, stop := context.WithTimeout(ctx, o.Timeout)
+	defer stop()
+	if err := set.WaitForSync(syncCtx); err != nil {
+		return fmt.Errorf("reading the sources as the daemon does: %w", err)
 	}
-	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, o.Timeout, true, func(context.Context) (bool, error) {
-		for _, s := range sources {
-			if !s.HasSynced() {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("reading the sources: %w", err)
-	}
-	var wants []source.Want
-	for _, s := range sources {
-		wants = append(wants, s.Wanted()...)
-	}
-	images := source.Images(wants)
+	images := set.Wanted()
+	skipped := problems.sorted()
 	switch o.Output {
 	case "json", "yaml":
 		if images == nil {
 			images = []source.Image{}
 		}
-		b, err := json.MarshalIndent(images, "", "  ")
+		b, err := json.MarshalIndent(listDoc{Images: images, Problems: skipped}, "", "  ")
 		if err != nil {
 			return err
 		}
@@ -134,8 +129,58 @@ func (o *ListOptions) Run(ctx context.Context) error {
 	if err := printTable(o.Out, []string{"IMAGE", "WANTED BY"}, rows); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(o.Out, plural(len(images), "image"))
-	return err
+	if _, err := fmt.Fprintln(o.Out, plural(len(images), "image")); err != nil {
+		return err
+	}
+	for _, p := range skipped {
+		if _, err := fmt.Fprintf(o.Out, "skipped: %s: %s\n", p.Object, p.Problem); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listDoc is the -o json|yaml document of list.
+type listDoc struct {
+	Images   []source.Image `json:"images"`
+	Problems []listProblem  `json:"problems,omitempty"`
+}
+
+// listProblem is what keeps an object's images, or some of them, from
+// being cached.
+type listProblem struct {
+	Object  string `json:"object"`
+	Problem string `json:"problem"`
+}
+
+// problemList is the sources' Reporter for list: it keeps what they report,
+// to print under the images.
+type problemList struct {
+	mu   sync.Mutex
+	list []listProblem
+}
+
+func (l *problemList) Problems(src string, obj runtime.Object, problems []error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	where := "source " + src
+	if m, err := meta.Accessor(obj); obj != nil && err == nil {
+		where = obj.GetObjectKind().GroupVersionKind().Kind + " " + m.GetName()
+		if m.GetNamespace() != "" {
+			where = obj.GetObjectKind().GroupVersionKind().Kind + " " + m.GetNamespace() + "/" + m.GetName()
+		}
+	}
+	for _, p := range problems {
+		l.list = append(l.list, listProblem{Object: where, Problem: p.Error()})
+	}
+}
+
+func (l *problemList) sorted() []listProblem {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := slices.Clone(l.list)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Object < out[j].Object })
+	return out
 }
 
 // daemonSources reads the installed DaemonSet's arguments with the daemon's
@@ -151,7 +196,7 @@ func (o *ListOptions) daemonSources(ctx context.Context) (source.Config, error) 
 			args = c.Args
 		}
 	}
-	opts := daemon.NewOptions()
+	opts := daemonoptions.NewOptions()
 	fs := pflag.NewFlagSet("image-cache-daemon", pflag.ContinueOnError)
 	fs.ParseErrorsAllowlist.UnknownFlags = true // logging flags and the like
 	opts.AddFlags(fs)

@@ -2,15 +2,20 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
 // snapshot is the cache as the pods of one installation show it, read with
@@ -22,6 +27,15 @@ type snapshot struct {
 	Images []cachestate.ImageStatus
 	// DaemonImage is the image the daemon pods run.
 	DaemonImage string
+	// Problems are what the daemons report about their sources and
+	// limits, each with the nodes whose daemon reports it.
+	Problems []problem
+}
+
+// problem is one thing that keeps daemons from caching, and where.
+type problem struct {
+	Message string   `json:"message"`
+	Nodes   []string `json:"nodes"`
 }
 
 func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (*snapshot, error) {
@@ -33,6 +47,7 @@ func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (
 	}
 	s := &snapshot{}
 	nodes := map[string]bool{}
+	byMessage := map[string][]string{}
 	var prefetch = pods.Items[:0:0]
 	for _, p := range pods.Items {
 		switch p.Labels[cachestate.LabelComponent] {
@@ -41,6 +56,9 @@ func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (
 		case "daemon":
 			if p.Spec.NodeName != "" {
 				nodes[p.Spec.NodeName] = true
+				for _, msg := range daemonProblems(&p) {
+					byMessage[msg] = append(byMessage[msg], p.Spec.NodeName)
+				}
 			}
 			for _, c := range p.Spec.Containers {
 				if c.Name == install.ContainerName {
@@ -64,7 +82,59 @@ func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (
 		s.Nodes = append(s.Nodes, n)
 	}
 	sort.Strings(s.Nodes)
+	for msg, on := range byMessage {
+		sort.Strings(on)
+		s.Problems = append(s.Problems, problem{Message: msg, Nodes: slices.Compact(on)})
+	}
+	sort.Slice(s.Problems, func(i, j int) bool { return s.Problems[i].Message < s.Problems[j].Message })
 	return s, nil
+}
+
+// daemonProblems reads what a daemon pod says keeps it from caching: its
+// readiness, and the health report it publishes on itself.
+func daemonProblems(p *corev1.Pod) []string {
+	var out []string
+	if p.Status.Phase == corev1.PodRunning {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status != corev1.ConditionTrue {
+				out = append(out, "the daemon is not ready (kubectl describe pod shows why)")
+			}
+		}
+	} else if p.Status.Phase != "" && p.DeletionTimestamp == nil {
+		out = append(out, fmt.Sprintf("the daemon pod is %s", p.Status.Phase))
+	}
+	raw, ok := p.Annotations[source.HealthAnnotation]
+	if !ok {
+		return out
+	}
+	var r source.HealthReport
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return append(out, fmt.Sprintf("the daemon's health report does not read: %v", err))
+	}
+	for _, h := range r.Sources {
+		switch {
+		case h.Problem != "":
+			out = append(out, fmt.Sprintf("source %s cannot read: %s", h.Source, h.Problem))
+		case !h.Synced:
+			out = append(out, fmt.Sprintf("source %s has not synced yet", h.Source))
+		}
+		if h.Skipped > 0 {
+			msg := fmt.Sprintf("source %s skipped %s (%s", h.Source, plural(h.Skipped, "object"), strings.Join(h.SkippedSample, ", "))
+			if h.Skipped > len(h.SkippedSample) {
+				msg += ", ..."
+			}
+			out = append(out, msg+"): kubectl imagecache list says why")
+		}
+	}
+	if r.OverLimit > 0 {
+		var sample []string
+		for _, img := range r.OverLimitSample {
+			sample = append(sample, fmt.Sprintf("%s (wanted by %s)", imageref.Familiar(img.Image), strings.Join(img.Origins, ", ")))
+		}
+		out = append(out, fmt.Sprintf("%s over the daemon's limits (--max-images, --max-prefetch-pods) not cached: %s",
+			plural(r.OverLimit, "wanted image"), strings.Join(sample, "; ")))
+	}
+	return out
 }
 
 // imageRow is one image across all nodes.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -129,21 +130,29 @@ func (o *StatusOptions) filter(s *snapshot) {
 	s.Images = kept
 	if o.Node != "" {
 		s.Nodes = []string{o.Node}
+		var problems []problem
+		for _, p := range s.Problems {
+			if slices.Contains(p.Nodes, o.Node) {
+				problems = append(problems, problem{Message: p.Message, Nodes: []string{o.Node}})
+			}
+		}
+		s.Problems = problems
 	}
 }
 
 // statusDoc is the -o json|yaml document: stable field names for scripts.
 type statusDoc struct {
-	Nodes  []string                 `json:"nodes"`
-	Images []imageRow               `json:"images"`
-	Status []cachestate.ImageStatus `json:"status"`
+	Nodes    []string                 `json:"nodes"`
+	Images   []imageRow               `json:"images"`
+	Status   []cachestate.ImageStatus `json:"status"`
+	Problems []problem                `json:"problems,omitempty"`
 }
 
 func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 	rows := s.byImage(nil)
 	switch o.Output {
 	case "json", "yaml":
-		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images}
+		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems}
 		if doc.Nodes == nil {
 			doc.Nodes = []string{}
 		}
@@ -196,8 +205,24 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 			return err
 		}
 	}
-	_, err := fmt.Fprintln(w, summary(s, rows))
-	return err
+	if _, err := fmt.Fprintln(w, summary(s, rows)); err != nil {
+		return err
+	}
+	for _, p := range s.Problems {
+		where := "on node " + strings.Join(p.Nodes, ", ")
+		switch {
+		case len(p.Nodes) > 1 && len(p.Nodes) == len(s.Nodes):
+			where = fmt.Sprintf("on every node (%d)", len(p.Nodes))
+		case len(p.Nodes) > 3:
+			where = fmt.Sprintf("on %d nodes (%s, ...)", len(p.Nodes), strings.Join(p.Nodes[:3], ", "))
+		case len(p.Nodes) > 1:
+			where = "on nodes " + strings.Join(p.Nodes, ", ")
+		}
+		if _, err := fmt.Fprintf(w, "problem %s: %s\n", where, p.Message); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // summary is the line under the table.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
 var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -44,8 +46,16 @@ func cluster() []runtime.Object {
 	pulling := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
 	failed := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: `Back-off pulling image "registry.example/missing:v1": not found`}}
 	alpine, nginx, missing := "docker.io/library/alpine:latest", "docker.io/library/nginx:1.27", "registry.example/missing:v1"
+	// Both daemons skip a hostile object; node-b's may not read ConfigMaps.
+	health := func(problem string) string {
+		return `{"sources":[{"source":"static","synced":true},{"source":"configmaps","synced":` + fmt.Sprint(problem == "") +
+			`,"problem":"` + problem + `"},{"source":"workflowtemplates","synced":true,"objects":3,"skipped":1,"skippedSample":["WorkflowTemplate team/bomb"]}]}`
+	}
+	a, b := daemon("node-a"), daemon("node-b")
+	a.Annotations = map[string]string{source.HealthAnnotation: health("")}
+	b.Annotations = map[string]string{source.HealthAnnotation: health("configmaps is forbidden: User cannot list resource")}
 	return []runtime.Object{
-		daemon("node-a"), daemon("node-b"),
+		a, b,
 		prefetchPod("node-a", []string{alpine, nginx}, cached, cached),
 		prefetchPod("node-b", []string{alpine, nginx}, cached, pulling),
 		prefetchPod("node-a", []string{missing}, failed),

@@ -16,7 +16,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
-	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
 
 // UninstallOptions holds what the uninstall command needs.
@@ -37,9 +36,11 @@ func NewCmdUninstall(flags *genericclioptions.ConfigFlags, streams genericioopti
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove image-cache-daemon from the cluster",
-		Long: `Remove everything install made: the DaemonSet and its prefetch pods, the RBAC,
-the service account, the image list in the install namespace and the namespace
-itself. Image lists you created in other namespaces are yours and are kept.
+		Long: `Remove everything install made: the DaemonSet and its prefetch pods, the RBAC
+(with the Roles in --source-namespace namespaces), the service account, the
+image list in the install namespace and the namespace itself, unless it existed
+before install. Image lists you created in other namespaces are yours and are
+kept. Another installation, in another namespace, is left as it is.
 Asks first, unless --yes is given.`,
 		Example: `  kubectl imagecache uninstall --yes`,
 		Args:    cobra.NoArgs,
@@ -69,6 +70,34 @@ func (o *UninstallOptions) Validate() error {
 	return nil
 }
 
+// namespaceKept says whether uninstall kept the namespace (it existed
+// before the installation).
+func namespaceKept(results []install.Result) bool {
+	for _, r := range results {
+		if r.Kind == "Namespace" && strings.HasPrefix(r.Action, "kept") {
+			return true
+		}
+	}
+	return false
+}
+
+// namespaceGone is done when the install namespace, and so everything in
+// it, is gone.
+func (o *UninstallOptions) namespaceGone(ctx context.Context) (bool, error) {
+	_, err := o.client.CoreV1().Namespaces().Get(ctx, o.namespace, metav1.GetOptions{})
+	return apierrors.IsNotFound(err), nil
+}
+
+// workloadGone is done, in a namespace that stays, when the DaemonSet and
+// the pods (the daemon's and the prefetch pods it owned) are gone.
+func (o *UninstallOptions) workloadGone(ctx context.Context) (bool, error) {
+	if _, err := o.client.AppsV1().DaemonSets(o.namespace).Get(ctx, install.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	pods, err := o.client.CoreV1().Pods(o.namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=" + install.Name})
+	return err == nil && len(pods.Items) == 0, nil
+}
+
 // Run asks, deletes and waits.
 func (o *UninstallOptions) Run(ctx context.Context) error {
 	if !o.Yes {
@@ -78,24 +107,20 @@ func (o *UninstallOptions) Run(ctx context.Context) error {
 			return errors.New("not confirmed: nothing was removed (pass --yes to skip the question)")
 		}
 	}
-	opts := install.DefaultOptions(version.String())
-	opts.Namespace = o.namespace
-	results, err := o.applier.Delete(ctx, install.Objects(opts))
-	for _, r := range results {
-		fmt.Fprintf(o.Out, "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Action)
-	}
+	results, err := o.applier.Uninstall(ctx, o.namespace)
+	printResults(o.Out, results, o.namespace)
 	if err != nil {
 		return fmt.Errorf("%w\nrun the command again to finish", err)
 	}
 	if !o.Wait {
 		return nil
 	}
-	err = wait.PollUntilContextTimeout(ctx, time.Second, o.Timeout, true, func(ctx context.Context) (bool, error) {
-		_, err := o.client.CoreV1().Namespaces().Get(ctx, o.namespace, metav1.GetOptions{})
-		return apierrors.IsNotFound(err), nil
-	})
-	if err != nil {
-		return fmt.Errorf("namespace %s is still terminating after %s", o.namespace, o.Timeout)
+	gone, what := o.namespaceGone, "namespace "+o.namespace+" is still terminating"
+	if namespaceKept(results) {
+		gone, what = o.workloadGone, "image-cache-daemon's pods are still in namespace "+o.namespace
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, o.Timeout, true, gone); err != nil {
+		return fmt.Errorf("%s after %s: see kubectl -n %s get pods -l app.kubernetes.io/part-of=%s", what, o.Timeout, o.namespace, install.Name)
 	}
 	fmt.Fprintf(o.Out, "image-cache-daemon uninstalled\n")
 	return nil

@@ -10,12 +10,13 @@ import (
 	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
 	"k8s.io/klog/v2"
 
+	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
 
 // NewCommand returns the daemon's command line.
 func NewCommand() *cobra.Command {
-	o := NewOptions()
+	o := options.NewOptions()
 	logging := logsapi.NewLoggingConfiguration()
 	cmd := &cobra.Command{
 		Use:   "image-cache-daemon",

@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,13 +18,16 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
@@ -39,32 +45,96 @@ type Controller struct {
 	client    kubernetes.Interface
 	pods      corelisters.PodNamespaceLister
 	podsSync  cache.InformerSynced
-	sources   []source.Source
-	prefetch  prefetch.Config
-	resync    time.Duration
+	sources   Wants
+	cfg       ControllerConfig
 	queue     workqueue.TypedRateLimitingInterface[string]
 	metrics   *metrics.Metrics
 	now       func() time.Time
 	ready     atomic.Bool
 	observed  map[types.UID]map[string]bool // cached containers already counted in PullDuration
 	observeMu sync.Mutex
+
+	// Used by the single worker only.
+	owed []string     // images owed a fresh pull: prefetch.Decision.Owed
+	node nodeCapacity // the node's allocatable pods, as last read
+
+	overMu sync.Mutex
+	over   overLimit
+}
+
+// ControllerConfig is what a Controller works with, besides its clients.
+type ControllerConfig struct {
+	// Prefetch describes this node's prefetch pods; the controller sets its
+	// MaxPods from MaxPods and the node's capacity.
+	Prefetch prefetch.Config
+	// Resync is how often finished pods are pulled again (0: never).
+	Resync time.Duration
+	// MaxImages is the most images cached on this node (--max-images).
+	MaxImages int
+	// MaxPods is the most prefetch pods on this node (--max-prefetch-pods);
+	// never more than a quarter of the node's allocatable pods either.
+	MaxPods int
+	// Self is the daemon's own pod: Events about the node's cache as a
+	// whole are reported on it.
+	Self *corev1.Pod
+	// Recorder records those Events; nil records none.
+	Recorder record.EventRecorder
+	Metrics  *metrics.Metrics
+}
+
+// nodeRefresh is how often the node's allocatable pods are read again.
+const nodeRefresh = 5 * time.Minute
+
+// nodeCapacity is the node's allocatable pods, as last read.
+type nodeCapacity struct {
+	pods    int64 // 0: unknown
+	checked time.Time
+	failing bool // the last read failed (and was logged)
+}
+
+// overSample is how many of the images left out are named in messages.
+const overSample = 3
+
+// overLimit is what the last sync left out.
+type overLimit struct {
+	n       int
+	sample  []source.Image // values cut short
+	summary string
+	key     [sha256.Size]byte // identifies the set, to report changes only
+}
+
+// newPodInformer watches this node's prefetch pods only (the cache grows
+// with images, not with the cluster), indexed by namespace as the
+// controller's namespace lister expects.
+func newPodInformer(client kubernetes.Interface, namespace, node string) cache.SharedIndexInformer {
+	selector := labels.SelectorFromSet(cachestate.NodeLabels(node)).String()
+	return coreinformers.NewFilteredPodInformer(client, namespace, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+		func(lo *metav1.ListOptions) { lo.LabelSelector = selector })
+}
+
+// Wants is where the controller reads the wanted images: a *source.Set,
+// which the daemon starts and stops.
+type Wants interface {
+	HasSynced() bool
+	Wanted() []source.Image
 }
 
 // NewController wires a controller. podInformer must list only this node's
-// prefetch pods in the daemon's namespace.
-func NewController(client kubernetes.Interface, podInformer cache.SharedIndexInformer, sources []source.Source,
-	cfg prefetch.Config, resync time.Duration, m *metrics.Metrics) (*Controller, error) {
+// prefetch pods in the daemon's namespace (newPodInformer); sources are
+// started by the caller, with Enqueue as their change handler.
+func NewController(client kubernetes.Interface, podInformer cache.SharedIndexInformer, sources Wants,
+	cfg ControllerConfig) (*Controller, error) {
 	c := &Controller{
 		client:   client,
-		pods:     corelisters.NewPodLister(podInformer.GetIndexer()).Pods(cfg.Namespace),
+		pods:     corelisters.NewPodLister(podInformer.GetIndexer()).Pods(cfg.Prefetch.Namespace),
 		podsSync: podInformer.HasSynced,
 		sources:  sources,
-		prefetch: cfg,
-		resync:   resync,
+		cfg:      cfg,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "prefetch"}),
-		metrics:  m,
+		metrics:  cfg.Metrics,
 		now:      time.Now,
 		observed: map[types.UID]map[string]bool{},
 	}
@@ -81,18 +151,19 @@ func NewController(client kubernetes.Interface, podInformer cache.SharedIndexInf
 
 func (c *Controller) enqueue() { c.queue.Add(syncKey) }
 
+// Enqueue asks for a sync: the sources call it when what they want changes.
+func (c *Controller) Enqueue() { c.enqueue() }
+
 // Ready reports whether every source and the pod cache have synced.
 func (c *Controller) Ready() bool { return c.ready.Load() }
 
-// Run starts the sources and processes the queue until ctx ends.
+// Run processes the queue until ctx ends, once the prefetch pods and the
+// sources have synced.
 func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrash()
 	defer c.queue.ShutDown()
 	logger := klog.FromContext(ctx)
 
-	for _, s := range c.sources {
-		s.Start(ctx, c.enqueue)
-	}
 	logger.Info("Waiting for caches to sync")
 	if !cache.WaitForNamedCacheSync("prefetch pods", ctx.Done(), c.podsSync) {
 		return fmt.Errorf("prefetch pod cache never synced: %w", ctx.Err())
@@ -100,18 +171,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	// Never act on a partial view: a source that has not synced would make
 	// its images look unwanted and their pods deleted.
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
-		for _, s := range c.sources {
-			if !s.HasSynced() {
-				return false, nil
-			}
-		}
-		return true, nil
+		return c.sources.HasSynced(), nil
 	})
 	if err != nil {
 		return fmt.Errorf("sources never synced: %w", err)
 	}
 	c.ready.Store(true)
-	logger.Info("Caches synced, reconciling", "sources", len(c.sources))
+	logger.Info("Caches synced, reconciling")
 
 	c.enqueue()
 	var wg sync.WaitGroup
@@ -147,27 +213,32 @@ func (c *Controller) processNext(ctx context.Context) bool {
 
 // Wanted returns every wanted image with what wants it, from all sources.
 func (c *Controller) Wanted() []source.Image {
-	var wants []source.Want
-	for _, s := range c.sources {
-		wants = append(wants, s.Wanted()...)
-	}
-	return source.Images(wants)
+	return c.sources.Wanted()
 }
 
 // sync plans this node's prefetch pods and makes the API calls the plan
-// asks for. It returns when to look again for a resync.
+// asks for. It returns when to look again for a resync or a retry.
 func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	logger := klog.FromContext(ctx)
 	wanted := c.Wanted()
-	images := make([]string, len(wanted))
-	for i, w := range wanted {
-		images[i] = w.Image
-	}
-	pods, err := c.pods.List(labels.SelectorFromSet(cachestate.PrefetchLabels()))
+	podCap := c.podCap(ctx)
+	limit := min(c.cfg.MaxImages, podCap*max(c.cfg.Prefetch.BatchSize, 1))
+	images, over := fairShare(wanted, limit)
+	c.reportOverLimit(ctx, over, limit, podCap)
+	listed, err := c.pods.List(labels.SelectorFromSet(cachestate.PrefetchLabels()))
 	if err != nil {
 		return 0, fmt.Errorf("listing prefetch pods: %w", err)
 	}
-	plan := prefetch.Plan(c.now(), images, pods, c.resync, c.prefetch)
+	var pods []*corev1.Pod
+	for _, p := range listed {
+		if c.cfg.Prefetch.Owns(p) {
+			pods = append(pods, p)
+		}
+	}
+	pcfg := c.cfg.Prefetch
+	pcfg.MaxPods = podCap
+	plan := prefetch.Plan(prefetch.Input{Now: c.now(), Wanted: images, Pods: pods, Resync: c.cfg.Resync, Owed: c.owed}, pcfg)
+	c.owed = plan.Owed
 
 	var errs []error
 	for _, p := range plan.Create {
@@ -177,10 +248,20 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 			// Another daemon (or our previous life) made the same plan.
 		case err != nil:
 			errs = append(errs, fmt.Errorf("creating prefetch pod %s for %v: %w", p.Name, prefetch.Images(p), err))
+			// The retry must still pull afresh what this pod would have.
+			for _, ctr := range p.Spec.Containers {
+				if ctr.ImagePullPolicy == corev1.PullAlways {
+					c.owed = append(c.owed, ctr.Image)
+				}
+			}
 		default:
 			c.metrics.PodsCreated.Inc()
 			logger.Info("Created prefetch pod", "pod", klog.KObj(p), "images", prefetch.Images(p))
 		}
+	}
+	rejected := make(map[types.UID]bool, len(plan.Rejected))
+	for _, p := range plan.Rejected {
+		rejected[p.UID] = true
 	}
 	for _, p := range plan.Delete {
 		uid := p.UID
@@ -192,21 +273,204 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 			// Gone already, or replaced by a pod of the same name.
 		case err != nil:
 			errs = append(errs, fmt.Errorf("deleting prefetch pod %s: %w", p.Name, err))
+		case rejected[p.UID]:
+			c.metrics.PodsDeleted.Inc()
+			c.metrics.PodsRejected.Inc()
+			logger.Info("Replacing a prefetch pod that ended in phase Failed", "pod", klog.KObj(p),
+				"reason", p.Status.Reason, "message", p.Status.Message, "generation", prefetch.Generation(p))
 		default:
 			c.metrics.PodsDeleted.Inc()
 			logger.Info("Deleted prefetch pod", "pod", klog.KObj(p), "images", prefetch.Images(p))
 		}
 	}
-	c.record(images, pods)
+	if plan.Waiting > 0 {
+		logger.V(2).Info("Images wait for room under the prefetch pod limit", "images", plan.Waiting, "maxPrefetchPods", podCap)
+	}
+	c.record(len(wanted), images, pods)
 	return plan.RequeueAfter, errors.Join(errs...)
 }
 
-// record updates the metrics from the pods as listed.
-func (c *Controller) record(wanted []string, pods []*corev1.Pod) {
-	c.metrics.WantedImages.Set(float64(len(wanted)))
+// podCap is the most prefetch pods this node may hold: --max-prefetch-pods,
+// and never more than a quarter of the node's allocatable pods (at least
+// one), so that pods bound with nodeName, past the scheduler, leave the
+// kubelet's max-pods to the workloads. The node is read at the first sync
+// and again every nodeRefresh; if it cannot be, the flag alone counts.
+func (c *Controller) podCap(ctx context.Context) int {
+	now := c.now()
+	if c.node.checked.IsZero() || now.Sub(c.node.checked) >= nodeRefresh {
+		c.node.checked = now
+		pods, err := c.allocatablePods(ctx)
+		switch {
+		case err != nil && !c.node.failing:
+			c.node.failing = true
+			klog.FromContext(ctx).Error(err, "Cannot read this node's allocatable pods; --max-prefetch-pods alone bounds the prefetch pods (the daemon needs get on nodes)",
+				"node", c.cfg.Prefetch.NodeName, "maxPrefetchPods", c.cfg.MaxPods)
+		case err == nil:
+			c.node.failing = false
+			c.node.pods = pods
+		}
+	}
+	if c.node.pods > 0 {
+		return int(min(int64(c.cfg.MaxPods), max(c.node.pods/4, 1)))
+	}
+	return c.cfg.MaxPods
+}
+
+func (c *Controller) allocatablePods(ctx context.Context) (int64, error) {
+	node, err := c.client.CoreV1().Nodes().Get(ctx, c.cfg.Prefetch.NodeName, metav1.GetOptions{ResourceVersion: "0"})
+	if err != nil {
+		return 0, fmt.Errorf("reading node %s: %w", c.cfg.Prefetch.NodeName, err)
+	}
+	q, ok := node.Status.Allocatable[corev1.ResourcePods]
+	if !ok {
+		return 0, nil
+	}
+	return q.Value(), nil
+}
+
+// fairShare picks at most limit of the wanted images (sorted by image, as
+// source.Images returns them) so that no object that wants images can
+// starve the others: round-robin across origins in name order, each
+// origin's images in order (the first image of every origin, then the
+// second, ...), an image that several origins want taken once. The rest is
+// over, in image order. Time and memory are linear in the (image, origin)
+// pairs.
+func fairShare(wanted []source.Image, limit int) (keep []string, over []source.Image) {
+	taken := make([]bool, len(wanted))
+	if len(wanted) <= limit {
+		for i := range taken {
+			taken[i] = true
+		}
+	} else {
+		byOrigin := map[string][]int{}
+		for i, w := range wanted {
+			for _, o := range w.Origins {
+				byOrigin[o] = append(byOrigin[o], i)
+			}
+			if len(w.Origins) == 0 {
+				byOrigin[""] = append(byOrigin[""], i)
+			}
+		}
+		origins := make([]string, 0, len(byOrigin))
+		for o := range byOrigin {
+			origins = append(origins, o)
+		}
+		sort.Strings(origins)
+		n := 0
+		for round := 0; n < limit && len(origins) > 0; round++ {
+			live := origins[:0] // the origins with images left after this round
+			for _, o := range origins {
+				if n == limit {
+					break
+				}
+				list := byOrigin[o]
+				if i := list[round]; !taken[i] {
+					taken[i] = true
+					n++
+				}
+				if round+1 < len(list) {
+					live = append(live, o)
+				}
+			}
+			origins = live
+		}
+	}
+	for i, w := range wanted {
+		if taken[i] {
+			keep = append(keep, w.Image)
+		} else {
+			over = append(over, w)
+		}
+	}
+	return keep, over
+}
+
+// reportOverLimit sets the gauge and, when the set of images left out
+// changes, logs it and records a Warning Event on the daemon's pod.
+func (c *Controller) reportOverLimit(ctx context.Context, over []source.Image, limit, podCap int) {
+	c.metrics.ImagesOverLimit.Set(float64(len(over)))
+	h := sha256.New()
+	for _, o := range over {
+		h.Write([]byte(o.Image))
+		h.Write([]byte{0})
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+
+	c.overMu.Lock()
+	changed := key != c.over.key
+	was := c.over.n
+	if changed {
+		c.over = overLimit{n: len(over), key: key}
+		for _, o := range over[:min(len(over), overSample)] {
+			origins := make([]string, len(o.Origins))
+			for i, origin := range o.Origins {
+				origins[i] = imageref.Shorten(origin)
+			}
+			c.over.sample = append(c.over.sample, source.Image{Image: imageref.Shorten(o.Image), Origins: origins})
+		}
+		if len(over) > 0 {
+			c.over.summary = c.overSummary(limit, podCap)
+		}
+	}
+	summary := c.over.summary
+	c.overMu.Unlock()
+
+	logger := klog.FromContext(ctx)
+	switch {
+	case !changed:
+	case len(over) > 0:
+		logger.Info("Wanted images left out by this node's limits", "summary", summary)
+		if c.cfg.Recorder != nil && c.cfg.Self != nil {
+			c.cfg.Recorder.Event(c.cfg.Self, corev1.EventTypeWarning, ReasonImageLimitExceeded, summary)
+		}
+	case was > 0:
+		logger.Info("Every wanted image fits within this node's limits again")
+	}
+}
+
+// overSummary is the one-line account of c.over (under overMu). It names
+// two images, their values cut short, so it stays under the 1 KiB an Event
+// message may hold.
+func (c *Controller) overSummary(limit, podCap int) string {
+	var sample []string
+	for _, s := range c.over.sample[:min(len(c.over.sample), 2)] {
+		sample = append(sample, fmt.Sprintf("%s (wanted by %s)", s.Image, imageref.Shorten(strings.Join(s.Origins, ", "))))
+	}
+	more := ""
+	if c.over.n > len(sample) {
+		more = ", ..."
+	}
+	return fmt.Sprintf("%d wanted images are not cached on node %s: it caches at most %d (--max-images=%d; %d prefetch pods (--max-prefetch-pods=%d, at most a quarter of the node's allocatable pods) of --batch-size=%d); left out: %s%s",
+		c.over.n, imageref.Shorten(c.cfg.Prefetch.NodeName), limit, c.cfg.MaxImages, podCap, c.cfg.MaxPods, c.cfg.Prefetch.BatchSize,
+		strings.Join(sample, "; "), more)
+}
+
+// OverLimit returns how many wanted images the last sync left out because of
+// this node's limits, and the first few of them (by image) with the objects
+// that want them, values cut to 128 bytes.
+func (c *Controller) OverLimit() (n int, sample []source.Image) {
+	c.overMu.Lock()
+	defer c.overMu.Unlock()
+	return c.over.n, append([]source.Image(nil), c.over.sample...)
+}
+
+// OverLimitSummary is OverLimit as one line for people: how many images are
+// left out, the limits that apply and the first few images ("" when every
+// wanted image is cached).
+func (c *Controller) OverLimitSummary() string {
+	c.overMu.Lock()
+	defer c.overMu.Unlock()
+	return c.over.summary
+}
+
+// record updates the metrics from the pods as listed: wanted is the number
+// of images the sources want, images those within this node's limits.
+func (c *Controller) record(wanted int, images []string, pods []*corev1.Pod) {
+	c.metrics.WantedImages.Set(float64(wanted))
 	c.metrics.PrefetchPods.Set(float64(len(pods)))
-	isWanted := make(map[string]bool, len(wanted))
-	for _, w := range wanted {
+	isWanted := make(map[string]bool, len(images))
+	for _, w := range images {
 		isWanted[w] = true
 	}
 	counts := map[cachestate.State]int{}
@@ -218,7 +482,7 @@ func (c *Controller) record(wanted []string, pods []*corev1.Pod) {
 		}
 	}
 	// Wanted images that no pod holds yet are pending too.
-	counts[cachestate.Pending] += len(wanted) - held
+	counts[cachestate.Pending] += len(images) - held
 	for _, s := range []cachestate.State{cachestate.Cached, cachestate.Pulling, cachestate.Failed, cachestate.Pending} {
 		c.metrics.Images.WithLabelValues(string(s)).Set(float64(counts[s]))
 	}

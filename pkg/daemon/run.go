@@ -7,30 +7,27 @@ import (
 	"net/http"
 	"time"
 
-	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
+	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
 
 // Run runs the daemon until ctx ends (SIGTERM), then shuts its servers down.
 // o must have passed Validate.
-func Run(ctx context.Context, o *Options) error {
+func Run(ctx context.Context, o *options.Options) error {
 	logger := klog.FromContext(ctx)
 	cfg, err := restConfig(o.Kubeconfig)
 	if err != nil {
@@ -41,21 +38,22 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
-	argo, err := argoclient.NewForConfig(cfg)
+	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("creating the Argo client: %w", err)
+		return fmt.Errorf("creating the dynamic client: %w", err)
 	}
 
 	self, err := kube.CoreV1().Pods(o.PodNamespace).Get(ctx, o.PodName, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("reading this daemon's own pod %s/%s (--pod-namespace, --pod-name): %w", o.PodNamespace, o.PodName, err)
 	}
-	pcfg, err := o.prefetchConfig(self)
+	pcfg, err := prefetchConfig(o, self)
 	if err != nil {
 		return err
 	}
 	logger.Info("Starting", "version", version.String(), "node", o.NodeName, "wardenImage", pcfg.WardenImage,
-		"owner", pcfg.Owner.Kind+"/"+pcfg.Owner.Name, "resyncPeriod", o.ResyncPeriod)
+		"owner", pcfg.Owner.Kind+"/"+pcfg.Owner.Name, "resyncPeriod", o.ResyncPeriod,
+		"maxImages", o.MaxImages, "maxPrefetchPods", o.MaxPrefetchPods)
 
 	m := metrics.New()
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
@@ -68,24 +66,31 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	sources, err := source.New(scfg, source.Clients{Kube: kube, Argo: argo, Discovery: kube.Discovery()}, reporter)
+	sources, err := source.NewSet(scfg, source.Clients{Kube: kube, Dynamic: dyn, Discovery: kube.Discovery()}, reporter)
 	if err != nil {
 		return err
 	}
 
-	// Only this node's prefetch pods: the cache grows with images, not with
-	// the cluster's size.
-	podSelector := labels.SelectorFromSet(cachestate.NodeLabels(o.NodeName)).String()
-	podInformer := coreinformers.NewFilteredPodInformer(kube, o.PodNamespace, 0, cache.Indexers{},
-		func(lo *metav1.ListOptions) { lo.LabelSelector = podSelector })
-	ctrl, err := NewController(kube, podInformer, sources, pcfg, o.ResyncPeriod, m)
+	podInformer := newPodInformer(kube, o.PodNamespace, o.NodeName)
+	ctrl, err := NewController(kube, podInformer, sources, ControllerConfig{
+		Prefetch: pcfg, Resync: o.ResyncPeriod, MaxImages: o.MaxImages, MaxPods: o.MaxPrefetchPods,
+		Self: self, Recorder: recorder, Metrics: m,
+	})
 	if err != nil {
 		return err
 	}
+
+	h := &health{client: kube, namespace: o.PodNamespace, pod: o.PodName, sources: sources, overLimit: ctrl.OverLimit, metrics: m}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { podInformer.RunWithContext(ctx); return nil })
+	g.Go(func() error {
+		sources.Start(ctx, ctrl.Enqueue)
+		sources.Wait()
+		return nil
+	})
 	g.Go(func() error { return ctrl.Run(ctx) })
+	g.Go(func() error { h.run(ctx); return nil })
 	if o.MetricsAddress != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
@@ -95,8 +100,12 @@ func Run(ctx context.Context, o *Options) error {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if err := h.ready(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 			if !ctrl.Ready() {
-				http.Error(w, "waiting for caches to sync", http.StatusServiceUnavailable)
+				http.Error(w, "waiting for the prefetch pods to sync", http.StatusServiceUnavailable)
 				return
 			}
 			_, _ = w.Write([]byte("ok"))

@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
+	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
@@ -23,6 +24,9 @@ import (
 const (
 	ReasonInvalidImages = "InvalidImages"
 	ReasonSourceProblem = "SourceProblem"
+	// ReasonImageLimitExceeded: the sources want more images than this
+	// node caches (--max-images, --max-prefetch-pods, the node's pods).
+	ReasonImageLimitExceeded = "ImageLimitExceeded"
 )
 
 // prefetchConfig derives the prefetch pod settings from the options and from
@@ -30,7 +34,7 @@ const (
 // restart or upgrade keeps them, and uninstalling removes them), the warden
 // comes from the daemon's own image (already on the node), and tolerations
 // and pull secrets default to the daemon's.
-func (o *Options) prefetchConfig(self *corev1.Pod) (prefetch.Config, error) {
+func prefetchConfig(o *options.Options, self *corev1.Pod) (prefetch.Config, error) {
 	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: self.Name, UID: self.UID}
 	if ref := metav1.GetControllerOf(self); ref != nil && ref.Kind == "DaemonSet" {
 		owner = metav1.OwnerReference{APIVersion: ref.APIVersion, Kind: ref.Kind, Name: ref.Name, UID: ref.UID}

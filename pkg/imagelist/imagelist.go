@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
@@ -50,7 +51,8 @@ type Result struct {
 // makes the update fail with a conflict; Edit then reads it again and
 // re-applies change, so no concurrent edit is lost. A missing ConfigMap is
 // created (with Labels); an existing one whose list cannot be read is left
-// untouched and reported, since rewriting it would lose what it holds.
+// untouched and reported as an *UnreadableError, since rewriting it would
+// lose what it holds.
 func Edit(ctx context.Context, client kubernetes.Interface, ns, name string, change Change) (Result, error) {
 	cms := client.CoreV1().ConfigMaps(ns)
 	var res Result
@@ -79,11 +81,8 @@ func Edit(ctx context.Context, client kubernetes.Interface, ns, name string, cha
 		}
 		key := source.ConfigMapKey(cm)
 		current, problems, err := source.ParseImageList(cm.Data[key])
-		if err != nil {
-			return fmt.Errorf("ConfigMap %s/%s key %q: %w; fix it with kubectl edit first, nothing was changed", ns, name, key, err)
-		}
-		if len(problems) > 0 {
-			return fmt.Errorf("ConfigMap %s/%s key %q holds invalid entries (%v); fix them with kubectl edit first, nothing was changed", ns, name, key, problems)
+		if err != nil || len(problems) > 0 {
+			return &UnreadableError{Namespace: ns, Name: name, Key: key, Err: err, Problems: problems}
 		}
 		res.Before = current
 		res.After = sortedUnique(change(current))
@@ -106,7 +105,48 @@ func Edit(ctx context.Context, client kubernetes.Interface, ns, name string, cha
 	return res, nil
 }
 
-// Render writes a list as the YAML the ConfigMap holds.
+// UnreadableError is why Edit refused to change a list someone broke by
+// hand: rewriting it would lose what it holds, so the user fixes it first.
+// Its message names the ConfigMap and the key, says what is wrong and how
+// to fix it.
+type UnreadableError struct {
+	Namespace, Name, Key string
+	// Err says why the value as a whole is not a list; nil when it is a
+	// list with bad entries.
+	Err error
+	// Problems are the bad entries, capped as source.ParseImageList caps
+	// them.
+	Problems []error
+}
+
+// Error is the message the plugin shows, one problem a line.
+func (e *UnreadableError) Error() string {
+	var b strings.Builder
+	what := "holds entries that are not image references"
+	if e.Err != nil {
+		what = "cannot be read"
+	}
+	fmt.Fprintf(&b, "ConfigMap %s/%s key %s %s, so nothing was changed:\n", e.Namespace, e.Name, imageref.Quote(e.Key), what)
+	for _, p := range e.Unwrap() {
+		fmt.Fprintf(&b, "  %v\n", p)
+	}
+	fmt.Fprintf(&b, "fix it with `kubectl edit configmap/%s -n %s`: the key must hold %s", e.Name, e.Namespace, source.ExpectedForm)
+	return b.String()
+}
+
+// Unwrap returns what is wrong: Err, or the Problems.
+func (e *UnreadableError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{e.Err}
+	}
+	return e.Problems
+}
+
+// Render writes a list as the YAML the ConfigMap holds, one entry a line,
+// each in double quotes. Quoting is what makes every reference read back as
+// written: "[::1]:5000/app:v1" unquoted is a YAML flow list, and "yes" or
+// "1.10" would be a boolean or a number. The quoted form is also how JSON
+// writes a string, so the list is as readable as before.
 func Render(images []string) string {
 	if len(images) == 0 {
 		return "[]\n"
@@ -114,10 +154,34 @@ func Render(images []string) string {
 	var b strings.Builder
 	for _, img := range images {
 		b.WriteString("- ")
-		b.WriteString(img)
+		writeQuoted(&b, img)
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// writeQuoted writes s as a YAML double-quoted scalar of printable ASCII:
+// '"' and '\' escaped, and anything else outside printable ASCII as a \u
+// or \U escape, so that the parser can neither refuse nor change a character
+// (YAML refuses raw control characters, and folds a line break). A reference
+// is printable ASCII and is written as it is; a byte of invalid UTF-8, which
+// no YAML value can hold, is written as U+FFFD.
+func writeQuoted(b *strings.Builder, s string) {
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r >= 0x20 && r < 0x7f:
+			b.WriteRune(r)
+		case r <= 0xffff:
+			fmt.Fprintf(b, `\u%04x`, r)
+		default:
+			fmt.Fprintf(b, `\U%08x`, r)
+		}
+	}
+	b.WriteByte('"')
 }
 
 func sortedUnique(in []string) []string {

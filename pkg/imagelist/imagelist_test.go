@@ -2,6 +2,7 @@ package imagelist
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -9,12 +10,16 @@ import (
 	"sync"
 	"testing"
 
+	yaml "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
 func add(images ...string) Change {
@@ -32,7 +37,7 @@ func TestEditCreatesThenUpdates(t *testing.T) {
 	if cm.Labels["app.kubernetes.io/part-of"] != "image-cache-daemon" {
 		t.Errorf("a new list lacks the label the daemon selects on: %v", cm.Labels)
 	}
-	if got := cm.Data["images"]; got != "- docker.io/library/a:latest\n- docker.io/library/b:latest\n" {
+	if got := cm.Data["images"]; got != "- \"docker.io/library/a:latest\"\n- \"docker.io/library/b:latest\"\n" {
 		t.Errorf("data = %q", got)
 	}
 	res, err = Edit(ctx, client, "ns", "list", add("docker.io/library/a:latest"))
@@ -41,16 +46,79 @@ func TestEditCreatesThenUpdates(t *testing.T) {
 	}
 }
 
-func TestEditRefusesAnUnreadableList(t *testing.T) {
-	ctx := context.Background()
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "list", Namespace: "ns"}, Data: map[string]string{"images": "{not: [a list"}}
-	client := fake.NewClientset(cm)
-	if _, err := Edit(ctx, client, "ns", "list", add("docker.io/library/a:latest")); err == nil || !strings.Contains(err.Error(), "nothing was changed") {
-		t.Fatalf("err = %v", err)
-	}
-	got, _ := client.CoreV1().ConfigMaps("ns").Get(ctx, "list", metav1.GetOptions{})
-	if got.Data["images"] != "{not: [a list" {
-		t.Fatal("the unreadable list was overwritten")
+// A list someone broke by hand is left as it is, and the message says what
+// is wrong (capped, quoted short) and how to fix it.
+func TestEditRefusesABrokenList(t *testing.T) {
+	const fix = "fix it with `kubectl edit configmap/list -n ns`: the key must hold a YAML list of strings such as [\"alpine\", \"nginx:1.27\"]"
+	for _, tc := range []struct {
+		name, key, value string
+		annotations      map[string]string
+		// says: the lines the message must hold, in order.
+		says []string
+		// problems is how many problems the error unwraps to.
+		problems int
+	}{
+		{name: "not a list", key: "images", value: "{not: [a list",
+			says: []string{`ConfigMap ns/list key "images" cannot be read, so nothing was changed:`,
+				"  the value is not valid JSON or YAML", fix},
+			problems: 1},
+		{name: "a map", key: "images", value: "alpine: latest\n",
+			says:     []string{`ConfigMap ns/list key "images" cannot be read`, "  the value is a map, not a list of image references", fix},
+			problems: 1},
+		{name: "empty", key: "images", value: "",
+			says:     []string{"  the value is empty", fix},
+			problems: 1},
+		{name: "an IPv6 registry as an older plugin wrote it", key: "images", value: "- docker.io/library/alpine:latest\n- [::1]:5000/app:v1\n",
+			says:     []string{"cannot be read", "did not find expected", fix},
+			problems: 1},
+		{name: "bad entries", key: "images", value: `["alpine", "Alpine", 1.10, "a:b:c"]`,
+			says: []string{`ConfigMap ns/list key "images" holds entries that are not image references, so nothing was changed:`,
+				`  entry 2: invalid image reference "Alpine": repository names must be lowercase (did you mean "alpine"?)`,
+				"  entry 3 is a number (1.10), not a string; quote it if it is an image reference",
+				`  entry 4: invalid image reference "a:b:c"`,
+				fix},
+			problems: 3},
+		{name: "a megabyte of bad entries", key: "images", value: "[" + strings.Repeat("1,", 512<<10-1) + "1]",
+			says:     []string{"holds entries that are not image references", "  entry 1 is a number (1)", "  entry 20 is a number (1)", "  ... and 524268 more problems", fix},
+			problems: 21},
+		{name: "the annotated key", key: "mine", value: "- *alias\n", annotations: map[string]string{"image-cache-daemon/key": "mine"},
+			says:     []string{`ConfigMap ns/list key "mine" cannot be read`, "unknown anchor 'alias'", fix},
+			problems: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "list", Namespace: "ns", Annotations: tc.annotations}, Data: map[string]string{tc.key: tc.value}}
+			client := fake.NewClientset(cm)
+			_, err := Edit(ctx, client, "ns", "list", add("docker.io/library/nginx:1.27"))
+			var unreadable *UnreadableError
+			if !errors.As(err, &unreadable) {
+				t.Fatalf("err = %v, want an *UnreadableError", err)
+			}
+			if n := len(unreadable.Unwrap()); n != tc.problems {
+				t.Errorf("the error holds %d problems, want %d", n, tc.problems)
+			}
+			msg := err.Error()
+			if len(msg) > 16<<10 {
+				t.Errorf("the message is %d bytes long", len(msg))
+			}
+			rest := msg
+			for _, want := range tc.says {
+				i := strings.Index(rest, want)
+				if i < 0 {
+					t.Fatalf("message:\n%s\ndoes not say, after what came before:\n%s", msg, want)
+				}
+				rest = rest[i+len(want):]
+			}
+			for _, a := range client.Actions() {
+				if a.GetVerb() != "get" {
+					t.Errorf("a broken list made Edit %s", a.GetVerb())
+				}
+			}
+			got, _ := client.CoreV1().ConfigMaps("ns").Get(ctx, "list", metav1.GetOptions{})
+			if got.Data[tc.key] != tc.value {
+				t.Fatal("the broken list was changed")
+			}
+		})
 	}
 }
 
@@ -93,4 +161,98 @@ func TestConcurrentEditsLoseNothing(t *testing.T) {
 
 func conflict() error {
 	return apierrors.NewConflict(corev1.Resource("configmaps"), "list", fmt.Errorf("the object has been modified"))
+}
+
+// tricky are references whose plain YAML would not read back as written,
+// or that stress the grammar: IPv6 registries, digests, ports, localhost,
+// "a:b" forms, separators.
+var tricky = []string{
+	"[::1]:5000/app:v1",
+	"[::1]/app",
+	"[2001:db8::1]:443/org/app@sha256:4c0b5c1c3c1ff5dc8d4a22d0e5a6f8b1f4b2c1b8e0f0a1d2c3b4a5968778695a",
+	"[FE80::1]:5000/x",
+	"alpine@sha256:4c0b5c1c3c1ff5dc8d4a22d0e5a6f8b1f4b2c1b8e0f0a1d2c3b4a5968778695a",
+	"alpine:3.20@sha256:4c0b5c1c3c1ff5dc8d4a22d0e5a6f8b1f4b2c1b8e0f0a1d2c3b4a5968778695a",
+	"ghcr.io/org/app@sha512:" + strings.Repeat("0123456789abcdef", 8),
+	"ghcr.io/org/app@sha384:" + strings.Repeat("0123456789abcdef", 6),
+	"localhost/app", "localhost:5000/app:v1", "registry:5000/a/b/c:tag",
+	"127.0.0.1:5000/x:v1", "a:b", "a:1.10", "yes:no", "null:true", "on", "1.10", "08", "0x1f",
+	"my__org/my.app-x---y:_T.1-x", "a--b/c__d", "docker.io/library/alpine:latest",
+	"registry.example/app:" + strings.Repeat("t", 128),
+}
+
+// Render writes what ParseImageList reads back: every tricky reference, as
+// written at the YAML level and as the same images after parsing.
+func TestRenderRoundTrip(t *testing.T) {
+	for _, ref := range tricky {
+		t.Run(ref, func(t *testing.T) {
+			n, err := imageref.Normalize(ref)
+			if err != nil {
+				t.Fatalf("the table holds an invalid reference: %v", err)
+			}
+			checkRoundTrip(t, []string{ref}, []string{n})
+		})
+	}
+	t.Run("all at once", func(t *testing.T) {
+		var want []string
+		for _, ref := range tricky {
+			n, _ := imageref.Normalize(ref)
+			want = append(want, n)
+		}
+		checkRoundTrip(t, tricky, sortedUnique(want))
+	})
+	t.Run("none", func(t *testing.T) { checkRoundTrip(t, nil, nil) })
+}
+
+// checkRoundTrip renders list and checks that YAML reads back exactly list
+// and that ParseImageList reads the images want without a problem.
+func checkRoundTrip(t *testing.T, list, want []string) {
+	t.Helper()
+	rendered := Render(list)
+	var raw []string
+	if err := yaml.Unmarshal([]byte(rendered), &raw); err != nil {
+		t.Fatalf("Render(%q) = %q, which is not YAML: %v", list, rendered, err)
+	}
+	if len(raw) != len(list) || (len(list) > 0 && !slices.Equal(raw, list)) {
+		t.Fatalf("Render(%q) = %q, which reads back as %q", list, rendered, raw)
+	}
+	images, problems, err := source.ParseImageList(rendered)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("Render(%q) = %q, which ParseImageList refuses: %v %q", list, rendered, err, problems)
+	}
+	if !slices.Equal(images, want) {
+		t.Fatalf("Render(%q) = %q, which ParseImageList reads as %q, want %q", list, rendered, images, want)
+	}
+}
+
+func TestRender(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want string
+	}{
+		{"empty", nil, "[]\n"},
+		{"references are quoted as JSON quotes them", []string{"[::1]:5000/app:v1", "docker.io/library/alpine:latest"},
+			"- \"[::1]:5000/app:v1\"\n- \"docker.io/library/alpine:latest\"\n"},
+		{"quotes and backslashes", []string{`a"b\c`}, `- "a\"b\\c"` + "\n"},
+		{"control characters and line breaks", []string{"a\x00b\tc\nd\x7fe\u0085f\u2028"}, `- "a\u0000b\u0009c\u000ad\u007fe\u0085f\u2028"` + "\n"},
+		{"beyond the BMP", []string{"😀"}, `- "\U0001f600"` + "\n"},
+		{"invalid UTF-8, a U+FFFD for each byte", []string{"a\xff\xfeb"}, `- "a\ufffd\ufffdb"` + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Render(tc.in)
+			if got != tc.want {
+				t.Fatalf("Render(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+			var raw []string
+			if err := yaml.Unmarshal([]byte(got), &raw); err != nil {
+				t.Fatalf("%q is not YAML: %v", got, err)
+			}
+			for i := range raw {
+				if want := string([]rune(tc.in[i])); raw[i] != want {
+					t.Errorf("entry %d reads back as %q, want %q", i+1, raw[i], want)
+				}
+			}
+		})
+	}
 }

@@ -11,8 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/distribution/reference"
 )
@@ -31,7 +34,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("invalid image reference %q: %s", e.Ref, e.Reason)
+	return "invalid image reference " + Quote(e.Ref) + ": " + e.Reason
 }
 
 // Unwrap returns the parser's error, if any.
@@ -78,11 +81,25 @@ func Familiar(s string) string {
 	return reference.FamiliarString(named)
 }
 
+// MaxLength is the longest input Normalize reads. The longest reference a
+// registry can serve is 780 bytes (a 253-byte host and a 5-digit port, a
+// 255-byte path, a 128-byte tag and a sha512 digest), so nothing valid is
+// refused; anything longer is refused before a regular expression sees it.
+const MaxLength = 1024
+
+// maxDomain is the longest registry host[:port]: DNS allows 253 bytes of
+// host name, and a port has at most 5 digits. The reference grammar sets no
+// limit, but a longer registry cannot be reached, and the limit keeps every
+// accepted reference within MaxLength once normalised.
+const maxDomain = 253 + len(":65535")
+
 // parse checks s first for the mistakes the parser would only call "invalid
 // reference format", then parses it.
 func parse(s string) (reference.Named, error) {
 	invalid := func(reason string, err error) error { return &Error{Ref: s, Reason: reason, Err: err} }
 	switch {
+	case len(s) > MaxLength:
+		return nil, invalid(fmt.Sprintf("it is %d bytes long; an image reference is at most %d bytes", len(s), MaxLength), nil)
 	case s == "":
 		return nil, invalid("it is empty", nil)
 	case strings.TrimSpace(s) != s:
@@ -93,17 +110,20 @@ func parse(s string) (reference.Named, error) {
 		return nil, invalid("it is an unresolved {{...}} template, not an image", nil)
 	}
 	if scheme, rest, ok := strings.Cut(s, "://"); ok {
-		return nil, invalid(fmt.Sprintf("an image reference has no URL scheme; write %q without %q", rest, scheme+"://"), nil)
+		return nil, invalid(fmt.Sprintf("an image reference has no URL scheme; write %s without %s", Quote(rest), Quote(scheme+"://")), nil)
 	}
 	if d := ambiguousDomain(s); d != "" {
 		// The parser would take an upper-case first component for a
 		// registry host ("MyOrg/app" -> host "MyOrg"), which is almost
 		// never what was meant and fails only on the node.
-		return nil, invalid(fmt.Sprintf("repository names must be lowercase (%q would be taken for a registry host; a registry needs a '.' or a port)", d), nil)
+		return nil, invalid(fmt.Sprintf("repository names must be lowercase (%s would be taken for a registry host; a registry needs a '.' or a port)", Quote(d)), nil)
 	}
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
 		return nil, invalid(explain(s, err), err)
+	}
+	if d := reference.Domain(named); len(d) > maxDomain {
+		return nil, invalid(fmt.Sprintf("the registry %s is %d bytes long; a registry host[:port] is at most %d (a host name of 253 and a port of 5 digits)", Quote(d), len(d), maxDomain), nil)
 	}
 	return named, nil
 }
@@ -148,7 +168,7 @@ func explain(s string, err error) string {
 	}
 	switch {
 	case domain != "" && !anchoredDomain.MatchString(domain):
-		return fmt.Sprintf("the registry %q is not a valid host[:port]", domain)
+		return fmt.Sprintf("the registry %s is not a valid host[:port]", Quote(domain))
 	case path == "":
 		return "the repository name is empty"
 	case strings.ToLower(path) != path:
@@ -157,7 +177,7 @@ func explain(s string, err error) string {
 			lower = domain + "/" + lower
 		}
 		if _, err := reference.ParseNormalizedNamed(lower); err == nil {
-			return fmt.Sprintf("repository names must be lowercase (did you mean %q?)", lower)
+			return fmt.Sprintf("repository names must be lowercase (did you mean %s?)", Quote(lower))
 		}
 		return "repository names must be lowercase"
 	}
@@ -169,7 +189,7 @@ func explain(s string, err error) string {
 			return "it has more than one ':' after the registry; only the tag follows a ':' (name:tag)"
 		}
 		if !anchoredComponent.MatchString(c) {
-			return fmt.Sprintf("the repository path component %q may hold only lowercase letters, digits and the separators '.', '_', '__' and '-', and must begin and end with a letter or digit", c)
+			return fmt.Sprintf("the repository path component %s may hold only lowercase letters, digits and the separators '.', '_', '__' and '-', and must begin and end with a letter or digit", Quote(c))
 		}
 	}
 	switch {
@@ -178,9 +198,80 @@ func explain(s string, err error) string {
 	case hasTag && len(tag) > 128:
 		return "the tag is longer than 128 characters"
 	case hasTag && !anchoredTag.MatchString(tag):
-		return fmt.Sprintf("the tag %q may hold only letters, digits, '_', '.' and '-', and must not begin with '.' or '-'", tag)
+		return fmt.Sprintf("the tag %s may hold only letters, digits, '_', '.' and '-', and must not begin with '.' or '-'", Quote(tag))
 	case hasDigest && !anchoredDigest.MatchString(dgst):
-		return fmt.Sprintf("the digest %q is not of the form sha256:<64 lowercase hex digits> (or sha384, sha512)", dgst)
+		return fmt.Sprintf("the digest %s is not of the form sha256:<64 lowercase hex digits> (or sha384, sha512)", Quote(dgst))
 	}
 	return fmt.Sprintf("expected [registry[:port]/]repository[:tag][@digest], e.g. alpine:3.20 or ghcr.io/org/app@sha256:<digest> (%v)", err)
+}
+
+// MaxQuoted is the most bytes of a user's value that a message quotes.
+const MaxQuoted = 128
+
+// Quote returns s quoted as %q does, cut to MaxQuoted bytes (on a rune
+// boundary) with a note of how many bytes were left out, e.g.
+// "aaaa…" (+1048448 bytes). Messages quote a user's value with it, because a
+// tenant's object may hold a megabyte where a name was expected and every
+// message is logged and sent as an Event by every node.
+func Quote(s string) string {
+	head, omitted := cut(s)
+	if omitted == "" {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(head+"…") + omitted
+}
+
+// Shorten is Quote without the quotes, for a value whose text is known to
+// be printable, such as a number as the YAML parser read it.
+func Shorten(s string) string {
+	head, omitted := cut(s)
+	if omitted == "" {
+		return s
+	}
+	return head + "…" + omitted
+}
+
+// cut returns the first MaxQuoted bytes of s, ended on a rune boundary, and
+// the note for what was left out ("" when nothing was).
+func cut(s string) (head, omitted string) {
+	if len(s) <= MaxQuoted {
+		return s, ""
+	}
+	n := MaxQuoted
+	// Back up to the start of the rune that the cut would split; no further
+	// than one rune, so that invalid UTF-8 cannot make this scan s.
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); i++ {
+		n--
+	}
+	return s[:n], fmt.Sprintf(" (+%d bytes)", len(s)-n)
+}
+
+// Set is the normalise-and-dedupe step every reader of wanted images ends
+// with, so that "alpine" from a ConfigMap and
+// "docker.io/library/alpine:latest" from a workflow template are one image.
+type Set map[string]struct{}
+
+// Add normalises ref and keeps it; the error is Normalize's, which names
+// ref and says what is wrong; the caller adds where ref was found.
+func (s Set) Add(ref string) error {
+	n, err := Normalize(ref)
+	if err != nil {
+		return err
+	}
+	s[n] = struct{}{}
+	return nil
+}
+
+// Sorted returns the images in a stable order (nil if there are none), so
+// that a re-read of an unchanged object compares equal to the last one.
+func (s Set) Sorted() []string {
+	if len(s) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(s))
+	for img := range s {
+		out = append(out, img)
+	}
+	sort.Strings(out)
+	return out
 }

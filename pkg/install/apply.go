@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 )
 
@@ -111,13 +112,18 @@ func (a *Applier) Delete(ctx context.Context, objs []runtime.Object) ([]Result, 
 }
 
 func (a *Applier) resource(u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
-	gvk := u.GroupVersionKind()
+	return a.resourceFor(u.GroupVersionKind(), u.GetNamespace())
+}
+
+// resourceFor is the client of kind gvk in namespace (ignored for a
+// cluster-scoped kind; metav1.NamespaceAll lists every namespace).
+func (a *Applier) resourceFor(gvk schema.GroupVersionKind, namespace string) (dynamic.ResourceInterface, error) {
 	m, err := a.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
 		return nil, fmt.Errorf("the API server does not serve %s: %w", gvk, err)
 	}
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
-		return a.Dynamic.Resource(m.Resource).Namespace(u.GetNamespace()), nil
+		return a.Dynamic.Resource(m.Resource).Namespace(namespace), nil
 	}
 	return a.Dynamic.Resource(m.Resource), nil
 }

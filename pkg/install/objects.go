@@ -5,6 +5,7 @@ package install
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,6 +54,11 @@ type Options struct {
 	WatchArgoWorkflowTemplates        bool
 	WatchArgoClusterWorkflowTemplates bool
 	WatchArgoCronWorkflows            bool
+	// SourceNamespaces limits the namespaced sources (ConfigMaps,
+	// WorkflowTemplates, CronWorkflows) to these namespaces and the install
+	// namespace, each read through a Role there instead of the ClusterRole;
+	// empty reads every namespace.
+	SourceNamespaces []string
 	// StaticImages are cached whatever the other sources say (--image).
 	StaticImages []string
 	// ExtraArgs are passed to the daemon as they are.
@@ -73,6 +79,15 @@ func DefaultOptions(v string) Options {
 	}
 }
 
+// InstanceLabel carries the install namespace on every object of an
+// installation (kubernetes.io's recommended label): the Roles an
+// installation keeps in its source namespaces are found by it, so uninstall
+// and a narrowed --source-namespace remove them without reading the
+// DaemonSet (which a half-finished uninstall may have deleted already).
+const InstanceLabel = "app.kubernetes.io/instance"
+
+// labels are the labels of the daemon's pods; they select them, so they
+// never change.
 func labels(component string) map[string]string {
 	return map[string]string{
 		"app.kubernetes.io/name":      Name,
@@ -81,16 +96,132 @@ func labels(component string) map[string]string {
 	}
 }
 
+// objectLabels are the labels of an installation's objects: the pods'
+// labels and the installation's instance.
+func objectLabels(component, namespace string) map[string]string {
+	l := labels(component)
+	l[InstanceLabel] = namespace
+	return l
+}
+
+// RBACName is the name of the RBAC objects an installation in namespace
+// keeps outside its namespace: its ClusterRole and ClusterRoleBinding, and
+// its Role and RoleBinding in each source namespace. Two installations
+// never share one, so installing or uninstalling one leaves the other's
+// permissions alone. (A ':' is valid in RBAC names, as in system:...; a
+// test checks the longest namespace.)
+func RBACName(namespace string) string {
+	return Name + ":" + namespace
+}
+
+// sourceNamespaces are the namespaces the namespaced sources read, nil for
+// all of them. The install namespace is always among them when they are
+// limited: it holds the image list that kubectl imagecache add edits.
+func (o Options) sourceNamespaces() []string {
+	if len(o.SourceNamespaces) == 0 {
+		return nil
+	}
+	out := []string{o.Namespace}
+	for _, ns := range o.SourceNamespaces {
+		if !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// A source the daemon may read, with the API resource its informer lists
+// and watches (pkg/source, sources.go).
+type sourceResource struct {
+	group, resource string
+	namespaced      bool
+	watched         func(Options) bool
+}
+
+var sourceResources = []sourceResource{
+	{"", "configmaps", true, func(o Options) bool { return o.WatchConfigMaps }},
+	{"argoproj.io", "workflowtemplates", true, func(o Options) bool { return o.WatchArgoWorkflowTemplates }},
+	{"argoproj.io", "clusterworkflowtemplates", false, func(o Options) bool { return o.WatchArgoClusterWorkflowTemplates }},
+	{"argoproj.io", "cronworkflows", true, func(o Options) bool { return o.WatchArgoCronWorkflows }},
+}
+
+// ReadsNamespacedSources says whether o watches a namespaced source at all
+// (SourceNamespaces limits only those).
+func (o Options) ReadsNamespacedSources() bool {
+	for _, s := range sourceResources {
+		if s.namespaced && s.watched(o) {
+			return true
+		}
+	}
+	return false
+}
+
+// readRules grants list and watch, all that an informer does, on the
+// sources o watches for which include(namespaced) holds: one rule per API
+// group.
+func readRules(o Options, include func(namespaced bool) bool) []rbacv1.PolicyRule {
+	var rules []rbacv1.PolicyRule
+	for _, s := range sourceResources {
+		if !s.watched(o) || !include(s.namespaced) {
+			continue
+		}
+		if n := len(rules); n > 0 && rules[n-1].APIGroups[0] == s.group {
+			rules[n-1].Resources = append(rules[n-1].Resources, s.resource)
+			continue
+		}
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{s.group}, Resources: []string{s.resource}, Verbs: []string{"list", "watch"}})
+	}
+	return rules
+}
+
+// clusterRules are the daemon's cluster-wide permissions. Each verb comes
+// from a call the daemon makes:
+//   - list, watch on its sources: the informers of pkg/source (sources.go);
+//     the namespaced ones only when every namespace is read, else they are
+//     granted per namespace (sourceRules);
+//   - create, patch on core Events: the reporter (pkg/daemon, setup.go)
+//     records on the sources' objects and on its own pod through client-go's
+//     EventBroadcaster with the core/v1 sink (run.go), which creates an
+//     Event and patches it to count repeats (tools/record, recordEvent) and
+//     never updates; it never writes events.k8s.io. Events land in any
+//     source namespace, in the daemon's own and, for cluster-scoped objects,
+//     in default: hence cluster-wide;
+//   - get on nodes: the daemon reads its own Node (its allocatable pods). A
+//     rule cannot name "the node this pod runs on", so it is every node.
+func clusterRules(o Options) []rbacv1.PolicyRule {
+	limited := len(o.sourceNamespaces()) > 0
+	rules := readRules(o, func(namespaced bool) bool { return !namespaced || !limited })
+	return append(rules,
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
+	)
+}
+
+// sourceRules are the permissions in each source namespace when they are
+// limited: list and watch on the namespaced sources.
+func sourceRules(o Options) []rbacv1.PolicyRule {
+	return readRules(o, func(namespaced bool) bool { return namespaced })
+}
+
+// podRules are the daemon's permissions in its own namespace, on pods:
+// get its own pod (pkg/daemon, run.go: the owner and image of the prefetch
+// pods), list and watch the prefetch pods (the pod informer, run.go),
+// create and delete them (controller.go), and patch its own pod's health
+// annotation (health.go), which `kubectl imagecache status` reads.
+func podRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
+	}
+}
+
 // Objects returns every object of an installation, in the order they are
 // applied (namespace first, the workload last), each with its TypeMeta set.
 func Objects(o Options) []runtime.Object {
 	ns := o.Namespace
 	meta := func(name, component string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels(component)}
+		return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: objectLabels(component, ns)}
 	}
-	clusterMeta := func(name string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Labels: labels("rbac")}
-	}
+	subjects := serviceAccount(ns)
 	namespace := &corev1.Namespace{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
@@ -100,46 +231,59 @@ func Objects(o Options) []runtime.Object {
 			"pod-security.kubernetes.io/enforce": "restricted",
 		}},
 	}
-	sa := &corev1.ServiceAccount{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
-		ObjectMeta: meta(Name, "daemon"),
-	}
-	// Cluster-wide: read the sources, write Events about them.
-	clusterRole := &rbacv1.ClusterRole{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
-		ObjectMeta: clusterMeta(Name),
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list", "watch"}},
-			{APIGroups: []string{"argoproj.io"}, Resources: []string{"workflowtemplates", "clusterworkflowtemplates", "cronworkflows"}, Verbs: []string{"list", "watch"}},
-			{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+	objs := []runtime.Object{
+		namespace,
+		&corev1.ServiceAccount{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+			ObjectMeta: meta(Name, "daemon"),
 		},
+		&rbacv1.ClusterRole{TypeMeta: rbacType("ClusterRole"), ObjectMeta: rbacMeta(ns, "", RBACName(ns)), Rules: clusterRules(o)},
+		&rbacv1.ClusterRoleBinding{TypeMeta: rbacType("ClusterRoleBinding"), ObjectMeta: rbacMeta(ns, "", RBACName(ns)),
+			RoleRef: roleRef("ClusterRole", RBACName(ns)), Subjects: subjects},
+		&rbacv1.Role{TypeMeta: rbacType("Role"), ObjectMeta: meta(Name, "rbac"), Rules: podRules()},
+		&rbacv1.RoleBinding{TypeMeta: rbacType("RoleBinding"), ObjectMeta: meta(Name, "rbac"),
+			RoleRef: roleRef("Role", Name), Subjects: subjects},
 	}
-	clusterBinding := &rbacv1.ClusterRoleBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
-		ObjectMeta: clusterMeta(Name),
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: Name},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: ns}},
-	}
-	// In its own namespace only: manage the prefetch pods, read its own pod.
-	role := &rbacv1.Role{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
-		ObjectMeta: meta(Name, "rbac"),
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
-		},
-	}
-	binding := &rbacv1.RoleBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
-		ObjectMeta: meta(Name, "rbac"),
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: Name},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: ns}},
+	for _, sns := range o.sourceNamespaces() {
+		objs = append(objs, sourceRBAC(o, sns)...)
 	}
 	images := &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: meta(DefaultConfigMap, "images"),
 		Data:       map[string]string{source.DefaultKey: "[]\n"},
 	}
-	return []runtime.Object{namespace, sa, clusterRole, clusterBinding, role, binding, images, daemonSet(o)}
+	return append(objs, images, daemonSet(o))
+}
+
+func rbacType(kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: kind}
+}
+
+func roleRef(kind, name string) rbacv1.RoleRef {
+	return rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: kind, Name: name}
+}
+
+// rbacMeta is the metadata of an RBAC object of the installation in
+// installNS, in namespace ("" for a cluster-scoped one).
+func rbacMeta(installNS, namespace, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: objectLabels("rbac", installNS)}
+}
+
+// serviceAccount is the subject of every binding: the daemon's service
+// account in namespace.
+func serviceAccount(namespace string) []rbacv1.Subject {
+	return []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: namespace}}
+}
+
+// sourceRBAC is the Role and RoleBinding that let the installation o read
+// its namespaced sources in namespace.
+func sourceRBAC(o Options, namespace string) []runtime.Object {
+	name := RBACName(o.Namespace)
+	return []runtime.Object{
+		&rbacv1.Role{TypeMeta: rbacType("Role"), ObjectMeta: rbacMeta(o.Namespace, namespace, name), Rules: sourceRules(o)},
+		&rbacv1.RoleBinding{TypeMeta: rbacType("RoleBinding"), ObjectMeta: rbacMeta(o.Namespace, namespace, name),
+			RoleRef: roleRef("Role", name), Subjects: serviceAccount(o.Namespace)},
+	}
 }
 
 // Downward API variables the daemon's flags are filled from. The flag that
@@ -167,6 +311,9 @@ func Args(o Options) []string {
 	)
 	if o.PriorityClassName != "" {
 		args = append(args, "--prefetch-priority-class="+o.PriorityClassName)
+	}
+	for _, ns := range o.sourceNamespaces() {
+		args = append(args, "--source-namespace="+ns)
 	}
 	for _, img := range o.StaticImages {
 		args = append(args, "--image="+img)
@@ -201,7 +348,7 @@ func daemonSet(o Options) *appsv1.DaemonSet {
 	}
 	return &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
-		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: o.Namespace, Labels: labels("daemon")},
+		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: o.Namespace, Labels: objectLabels("daemon", o.Namespace)},
 		Spec: appsv1.DaemonSetSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: selector},
 			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{

@@ -1,13 +1,23 @@
 package install
 
 import (
+	"fmt"
+	"maps"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	"k8s.io/apimachinery/pkg/api/validation/path"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 )
@@ -27,7 +37,16 @@ func findDaemonSet(t *testing.T, objs []runtime.Object) *appsv1.DaemonSet {
 // every $(VAR) in the daemon's args must be an env var of the container, and
 // every flag the args set must be a flag the daemon has.
 func TestDaemonArgsAgreeWithEnvAndFlags(t *testing.T) {
-	ds := findDaemonSet(t, Objects(DefaultOptions("v1.0.0")))
+	withNamespaces := DefaultOptions("v1.0.0")
+	withNamespaces.SourceNamespaces = []string{"team-a"}
+	for _, o := range []Options{DefaultOptions("v1.0.0"), withNamespaces} {
+		daemonArgsAgree(t, o)
+	}
+}
+
+func daemonArgsAgree(t *testing.T, o Options) {
+	t.Helper()
+	ds := findDaemonSet(t, Objects(o))
 	c := ds.Spec.Template.Spec.Containers[0]
 	env := map[string]bool{}
 	for _, e := range c.Env {
@@ -123,4 +142,184 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// rbacRules collects the rules of the installation's RBAC objects, as
+// "Kind namespace/name" -> rules.
+func rbacRules(t *testing.T, o Options) map[string][]rbacv1.PolicyRule {
+	t.Helper()
+	out := map[string][]rbacv1.PolicyRule{}
+	for _, obj := range Objects(o) {
+		switch r := obj.(type) {
+		case *rbacv1.ClusterRole:
+			out["ClusterRole "+r.Name] = r.Rules
+		case *rbacv1.Role:
+			out["Role "+r.Namespace+"/"+r.Name] = r.Rules
+		}
+	}
+	return out
+}
+
+// The exact permissions, so that a change to them is deliberate. Each verb
+// comes from a call the daemon makes (see clusterRules, sourceRules,
+// podRules).
+func TestRBACRules(t *testing.T) {
+	listWatch := []string{"list", "watch"}
+	events := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}}
+	nodes := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}}
+	pods := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}}}
+	configMaps := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: listWatch}
+	argo := func(resources ...string) rbacv1.PolicyRule {
+		return rbacv1.PolicyRule{APIGroups: []string{"argoproj.io"}, Resources: resources, Verbs: listWatch}
+	}
+	for _, tc := range []struct {
+		name string
+		set  func(*Options)
+		want map[string][]rbacv1.PolicyRule
+	}{
+		{"every namespace", func(*Options) {}, map[string][]rbacv1.PolicyRule{
+			"ClusterRole image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events, nodes},
+			"Role icd/image-cache-daemon":        pods,
+		}},
+		{"sources switched off", func(o *Options) {
+			o.WatchArgoWorkflowTemplates, o.WatchArgoClusterWorkflowTemplates = false, false
+		}, map[string][]rbacv1.PolicyRule{
+			"ClusterRole image-cache-daemon:icd": {configMaps, argo("cronworkflows"), events, nodes},
+			"Role icd/image-cache-daemon":        pods,
+		}},
+		{"source namespaces", func(o *Options) { o.SourceNamespaces = []string{"team-a", "team-b"} }, map[string][]rbacv1.PolicyRule{
+			"ClusterRole image-cache-daemon:icd": {argo("clusterworkflowtemplates"), events, nodes},
+			"Role icd/image-cache-daemon":        pods,
+			"Role icd/image-cache-daemon:icd":    {configMaps, argo("workflowtemplates", "cronworkflows")},
+			"Role team-a/image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "cronworkflows")},
+			"Role team-b/image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "cronworkflows")},
+		}},
+		{"source namespaces, ConfigMaps only", func(o *Options) {
+			o.SourceNamespaces = []string{"team-a"}
+			o.WatchArgoWorkflowTemplates, o.WatchArgoClusterWorkflowTemplates, o.WatchArgoCronWorkflows = false, false, false
+		}, map[string][]rbacv1.PolicyRule{
+			"ClusterRole image-cache-daemon:icd": {events, nodes},
+			"Role icd/image-cache-daemon":        pods,
+			"Role icd/image-cache-daemon:icd":    {configMaps},
+			"Role team-a/image-cache-daemon:icd": {configMaps},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := DefaultOptions("v1.0.0")
+			o.Namespace = "icd"
+			tc.set(&o)
+			if got := rbacRules(t, o); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("rules:\n%s\nwant:\n%s", renderRules(got), renderRules(tc.want))
+			}
+		})
+	}
+}
+
+func renderRules(rules map[string][]rbacv1.PolicyRule) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(rules)) {
+		fmt.Fprintf(&b, "%s:\n", k)
+		for _, r := range rules[k] {
+			fmt.Fprintf(&b, "  %v %v %v\n", r.APIGroups, r.Resources, r.Verbs)
+		}
+	}
+	return b.String()
+}
+
+// Each installation has its own cluster-scoped objects and its own Roles in
+// source namespaces; every binding binds its service account, and every
+// name is valid as the API server validates RBAC names (path segments),
+// for the longest namespace too.
+func TestObjectsAreNamedPerInstallation(t *testing.T) {
+	long := strings.Repeat("n", 63)
+	if msgs := validation.IsDNS1123Label(long); len(msgs) > 0 {
+		t.Fatalf("precondition: %q is not a namespace name: %v", long, msgs)
+	}
+	for _, ns := range []string{"icd", long} {
+		t.Run(fmt.Sprintf("namespace of %d characters", len(ns)), func(t *testing.T) {
+			o := DefaultOptions("v1.0.0")
+			o.Namespace = ns
+			o.SourceNamespaces = []string{"team-a", long}
+			seen := map[string]bool{}
+			rbacName := func(name string, _ bool) []string { return path.IsValidPathSegmentName(name) }
+			for _, obj := range Objects(o) {
+				u, err := Unstructured(obj)
+				if err != nil {
+					t.Fatal(err)
+				}
+				id := u.GetKind() + " " + u.GetNamespace() + "/" + u.GetName()
+				if seen[id] {
+					t.Errorf("%s twice", id)
+				}
+				seen[id] = true
+				m := obj.(metav1.Object)
+				objMeta := metav1.ObjectMeta{Name: m.GetName(), Namespace: m.GetNamespace(), Labels: m.GetLabels()}
+				nameFn := apivalidation.NameIsDNSSubdomain
+				var ref *rbacv1.RoleRef
+				var subjects []rbacv1.Subject
+				switch r := obj.(type) {
+				case *rbacv1.ClusterRole, *rbacv1.Role:
+					nameFn = rbacName
+				case *rbacv1.ClusterRoleBinding:
+					nameFn, ref, subjects = rbacName, &r.RoleRef, r.Subjects
+				case *rbacv1.RoleBinding:
+					nameFn, ref, subjects = rbacName, &r.RoleRef, r.Subjects
+				case *corev1.Namespace:
+					nameFn = apivalidation.ValidateNamespaceName
+				}
+				if errs := apivalidation.ValidateObjectMeta(&objMeta, u.GetNamespace() != "", nameFn, field.NewPath("metadata")); len(errs) > 0 {
+					t.Errorf("%s: %v", id, errs.ToAggregate())
+				}
+				if ref != nil {
+					if msgs := path.IsValidPathSegmentName(ref.Name); len(msgs) > 0 {
+						t.Errorf("%s refers to %q: %v", id, ref.Name, msgs)
+					}
+					if want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: ns}}; !reflect.DeepEqual(subjects, want) {
+						t.Errorf("%s binds %v, want %v", id, subjects, want)
+					}
+				}
+				clusterScoped := u.GetNamespace() == "" && u.GetKind() != "Namespace"
+				outside := u.GetNamespace() != "" && u.GetNamespace() != ns
+				if (clusterScoped || outside) && u.GetName() != RBACName(ns) {
+					t.Errorf("%s is outside the install namespace but not named for it (%s)", id, RBACName(ns))
+				}
+			}
+			for _, want := range []string{
+				"ClusterRole /" + RBACName(ns), "ClusterRoleBinding /" + RBACName(ns),
+				"Role team-a/" + RBACName(ns), "RoleBinding team-a/" + RBACName(ns),
+				"Role " + long + "/" + RBACName(ns), "RoleBinding " + ns + "/" + RBACName(ns),
+			} {
+				if !seen[want] {
+					t.Errorf("no %s", want)
+				}
+			}
+		})
+	}
+}
+
+// The daemon reads the namespaces its Roles grant: one flag per namespace,
+// the install namespace (its image list) first, each once.
+func TestSourceNamespaceArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		namespaces []string
+		want       []string
+	}{
+		{"every namespace", nil, nil},
+		{"some", []string{"team-a", "team-b", "team-a", "icd"}, []string{"--source-namespace=icd", "--source-namespace=team-a", "--source-namespace=team-b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := DefaultOptions("v1.0.0")
+			o.Namespace, o.SourceNamespaces = "icd", tc.namespaces
+			var got []string
+			for _, arg := range findDaemonSet(t, Objects(o)).Spec.Template.Spec.Containers[0].Args {
+				if strings.HasPrefix(arg, "--source-namespace") {
+					got = append(got, arg)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("args %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

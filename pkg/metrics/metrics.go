@@ -31,6 +31,19 @@ type Metrics struct {
 	// PodsCreated and PodsDeleted count the prefetch pods this daemon created and deleted.
 	PodsCreated prometheus.Counter
 	PodsDeleted prometheus.Counter
+	// PodsRejected counts the prefetch pods found in phase Failed (most
+	// often rejected by the kubelet at admission: OutOfpods, NodeAffinity)
+	// and replaced.
+	PodsRejected prometheus.Counter
+	// ImagesOverLimit is the number of wanted images this node leaves out
+	// because of --max-images, --max-prefetch-pods or the node's pod capacity.
+	ImagesOverLimit prometheus.Gauge
+	// SourceHealthy is 1 for a source that reads what it should (synced,
+	// no failing LIST or WATCH; a missing CRD counts as healthy), else 0.
+	SourceHealthy *prometheus.GaugeVec
+	// SourceObjectsSkipped counts, per source, the objects read with
+	// problems (undecodable, too large, too complex, invalid images).
+	SourceObjectsSkipped *prometheus.GaugeVec
 }
 
 // New returns the metrics registered on a fresh registry, together with the
@@ -71,12 +84,29 @@ func New() *Metrics {
 			Namespace: namespace, Name: "prefetch_pods_deleted_total",
 			Help: "Prefetch pods deleted on this node.",
 		}),
+		PodsRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "prefetch_pods_rejected_total",
+			Help: "Prefetch pods of this node found in phase Failed (most often rejected by the kubelet at admission) and replaced.",
+		}),
+		SourceHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "source_healthy",
+			Help: "1 if the source reads what it should (synced, no failing LIST or WATCH), else 0.",
+		}, []string{"source"}),
+		SourceObjectsSkipped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "source_objects_skipped",
+			Help: "Objects of the source read with problems (undecodable, too large, too complex, invalid images); each has a Warning Event.",
+		}, []string{"source"}),
+		ImagesOverLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "images_over_limit",
+			Help: "Wanted images this node does not cache because of --max-images, --max-prefetch-pods or the node's pod capacity.",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.WantedImages, m.Images, m.PrefetchPods, m.PullDuration,
 		m.SourceErrors, m.ReconcileErrors, m.PodsCreated, m.PodsDeleted,
+		m.PodsRejected, m.ImagesOverLimit, m.SourceHealthy, m.SourceObjectsSkipped,
 	)
 	return m
 }

@@ -9,45 +9,127 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 )
 
+// Input is what a plan is made from.
+type Input struct {
+	// Now is the time of the plan.
+	Now time.Time
+	// Wanted are the images the node must hold (normalised, in any order).
+	Wanted []string
+	// Pods are the node's prefetch pods as listed; those Config.Owns
+	// refuses are ignored.
+	Pods []*corev1.Pod
+	// Resync is the age at which a finished pod is pulled again (0: never).
+	Resync time.Duration
+	// Owed is the previous plan's Decision.Owed.
+	Owed []string
+}
+
 // Decision is what a sync must do.
 type Decision struct {
 	Create []*corev1.Pod
 	Delete []*corev1.Pod
-	// RequeueAfter is when the next kept pod becomes due for a resync (0:
-	// none, or resync disabled).
+	// Rejected are the pods of Delete that ended in phase Failed (most often
+	// rejected by the kubelet at admission) and are being replaced.
+	Rejected []*corev1.Pod
+	// Owed are wanted images due for a fresh pull (PullAlways) whose pod was
+	// deleted but that got no new pod yet because of MaxPods: the caller
+	// passes them back in the next Input so that the pull is not forgotten.
+	Owed []string
+	// Waiting counts the wanted images that got no pod because of MaxPods;
+	// they get one as soon as pods are gone.
+	Waiting int
+	// RequeueAfter is when the next kept pod becomes due for a resync or a
+	// retry (0: none).
 	RequeueAfter time.Duration
 }
 
+// Back-off of a pod in phase Failed: RetryDelay.
+const (
+	retryBase = 30 * time.Second
+	retryMax  = 10 * time.Minute
+)
+
+// RetryDelay is how long after its creation a prefetch pod of the given
+// generation that ended in phase Failed is replaced: 30s doubled at each
+// generation, at most 10 minutes. The generation counts the attempts, so a
+// node that keeps rejecting the pods (OutOfpods) is asked less and less
+// often.
+func RetryDelay(generation int) time.Duration {
+	d := retryBase
+	for i := 0; i < generation && d < retryMax; i++ {
+		d *= 2
+	}
+	return min(d, retryMax)
+}
+
 // Plan decides, for one node, which prefetch pods to create and delete so
-// that every wanted image is held by a pod, and nothing else is:
+// that every wanted image is held by a pod, and nothing else is. Only pods
+// Config.Owns are considered; of those:
 //
 //  1. a pod none of whose images is wanted any more is deleted;
-//  2. a finished pod at least resync old is deleted and its wanted images
+//  2. a pod in phase Failed (rejected at admission, evicted) is replaced
+//     once RetryDelay(its generation) has passed since its creation; until
+//     then it stands for its images, which read failed with the kubelet's
+//     reason;
+//  3. a finished pod at least resync old is replaced, its wanted images
 //     pulled again, PullAlways, so that a moved tag is fetched anew;
-//  3. a finished pod that also holds unwanted images is deleted and its
-//     wanted images put in new pods, PullIfNotPresent (they are on the node:
-//     no pull, only a short-lived sandbox), which frees the unwanted ones;
-//  4. a pod still pulling is left alone (rule 1 aside), so a new image never
-//     disturbs the pulls under way;
-//  5. wanted images held by no kept pod go into new pods, PullIfNotPresent.
+//  4. a finished pod that also holds unwanted images is replaced,
+//     PullIfNotPresent (the images are on the node: no pull, only a
+//     short-lived sandbox), which frees the unwanted ones;
+//  5. any other pod is kept; one still pulling is left alone even when it
+//     holds unwanted images, so a new image never disturbs the pulls under
+//     way;
+//  6. wanted images held by no kept pod go into new pods, PullIfNotPresent
+//     unless rule 3 (or Input.Owed) asks for PullAlways.
 //
-// New pods hold up to BatchSize images each, sorted; a replacement's
+// New pods hold up to BatchSize images each, sorted. A replacement's
 // generation is one more than the highest it replaces, so its name never
-// clashes with a pod that is still terminating. The same inputs always give
-// the same decision.
-func Plan(now time.Time, wanted []string, pods []*corev1.Pod, resync time.Duration, cfg Config) Decision {
-	isWanted := make(map[string]bool, len(wanted))
-	for _, w := range wanted {
+// clashes with a pod that is still terminating.
+//
+// With MaxPods, the node never holds more pods than that, counting every
+// owned pod until it is gone (terminating ones, and those this plan
+// deletes): new pods beyond the free slots wait (Waiting, Owed), and when the
+// pods kept plus those the uncovered images need would exceed MaxPods,
+// finished pods that are not full are merged into new ones, fewest images
+// first, so that images added one by one cannot fill the cap with
+// one-image pods.
+//
+// The same inputs always give the same decision.
+func Plan(in Input, cfg Config) Decision {
+	isWanted := make(map[string]bool, len(in.Wanted))
+	for _, w := range in.Wanted {
 		isWanted[w] = true
 	}
-	pods = append([]*corev1.Pod(nil), pods...)
+	var pods []*corev1.Pod
+	for _, p := range in.Pods {
+		if cfg.Owns(p) {
+			pods = append(pods, p)
+		}
+	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 
 	var d Decision
 	covered := map[string]bool{}
-	var refresh, rebatch []string // images for new pods: PullAlways, PullIfNotPresent
+	pullAgain := map[string]bool{} // images whose new pod pulls them PullAlways
+	for _, img := range in.Owed {
+		pullAgain[img] = true
+	}
+	var wake time.Time
+	wakeAt := func(t time.Time) {
+		if wake.IsZero() || t.Before(wake) {
+			wake = t
+		}
+	}
 	nextGen := 0
-	var nextDue time.Time
+	kept := 0                   // pods kept, covering their wanted images
+	var mergeable []*corev1.Pod // kept pods that are finished and not full
+	replace := func(p *corev1.Pod, keep []string, due bool) {
+		d.Delete = append(d.Delete, p)
+		nextGen = max(nextGen, Generation(p)+1)
+		for _, img := range keep {
+			pullAgain[img] = pullAgain[img] || due
+		}
+	}
 	for _, p := range pods {
 		if p.DeletionTimestamp != nil {
 			continue // going: its images count as not covered
@@ -59,79 +141,113 @@ func Plan(now time.Time, wanted []string, pods []*corev1.Pod, resync time.Durati
 				keep = append(keep, img)
 			}
 		}
+		failed := p.Status.Phase == corev1.PodFailed
 		finished := len(keep) > 0 && cachestate.Finished(p)
-		due := finished && resync > 0 && !now.Before(p.CreationTimestamp.Add(resync))
+		due := finished && in.Resync > 0 && !in.Now.Before(p.CreationTimestamp.Add(in.Resync))
+		retry := p.CreationTimestamp.Add(RetryDelay(Generation(p)))
 		switch {
 		case len(keep) == 0: // rule 1
 			d.Delete = append(d.Delete, p)
-		case due: // rule 2
-			d.Delete = append(d.Delete, p)
-			refresh = append(refresh, keep...)
-			nextGen = max(nextGen, Generation(p)+1)
-		case finished && len(keep) < len(images): // rule 3
-			d.Delete = append(d.Delete, p)
-			rebatch = append(rebatch, keep...)
-			nextGen = max(nextGen, Generation(p)+1)
-		default: // rule 4
+		case failed && in.Now.Before(retry): // rule 2, backing off
+			kept++
 			for _, img := range keep {
 				covered[img] = true
 			}
-			if finished && resync > 0 {
-				if t := p.CreationTimestamp.Add(resync); nextDue.IsZero() || t.Before(nextDue) {
-					nextDue = t
-				}
+			wakeAt(retry)
+		case failed: // rule 2
+			d.Rejected = append(d.Rejected, p)
+			replace(p, keep, due)
+		case due: // rule 3
+			replace(p, keep, true)
+		case finished && len(keep) < len(images): // rule 4
+			replace(p, keep, false)
+		default: // rule 5
+			kept++
+			for _, img := range keep {
+				covered[img] = true
+			}
+			if finished && len(images) < cfg.batchSize() {
+				mergeable = append(mergeable, p)
+			}
+			if finished && in.Resync > 0 {
+				wakeAt(p.CreationTimestamp.Add(in.Resync))
 			}
 		}
 	}
 
-	var missing []string // rule 5
-	for _, w := range sortedUnique(wanted) {
+	var uncovered []string // rule 6
+	for _, w := range sortedUnique(in.Wanted) {
 		if !covered[w] {
-			missing = append(missing, w)
+			uncovered = append(uncovered, w)
 		}
 	}
-	// An image both due and elsewhere covered needs no second pod.
-	refresh = uncovered(refresh, covered)
-	inRefresh := map[string]bool{}
-	for _, img := range refresh {
-		inRefresh[img] = true
-	}
-	var fresh []string
-	for _, img := range append(missing, rebatch...) {
-		if !inRefresh[img] {
-			fresh = append(fresh, img)
+	if cfg.MaxPods > 0 {
+		for _, p := range cfg.merge(kept, len(uncovered), mergeable) {
+			replace(p, Images(p), false)
+			uncovered = append(uncovered, Images(p)...)
 		}
+		uncovered = sortedUnique(uncovered)
 	}
-	d.Create = append(d.Create, cfg.batches(refresh, nextGen, corev1.PullAlways)...)
-	d.Create = append(d.Create, cfg.batches(fresh, nextGen, corev1.PullIfNotPresent)...)
-	if !nextDue.IsZero() {
-		d.RequeueAfter = max(nextDue.Sub(now), time.Second)
+	batches := split(uncovered, cfg.batchSize())
+	if free := cfg.MaxPods - len(pods); cfg.MaxPods > 0 && len(batches) > max(free, 0) {
+		for _, b := range batches[max(free, 0):] {
+			d.Waiting += len(b)
+			for _, img := range b {
+				if pullAgain[img] {
+					d.Owed = append(d.Owed, img)
+				}
+			}
+		}
+		batches = batches[:max(free, 0)]
+	}
+	for _, b := range batches {
+		d.Create = append(d.Create, cfg.pod(b, nextGen, func(img string) corev1.PullPolicy {
+			if pullAgain[img] {
+				return corev1.PullAlways
+			}
+			return corev1.PullIfNotPresent
+		}))
+	}
+	if !wake.IsZero() {
+		d.RequeueAfter = max(wake.Sub(in.Now), time.Second)
 	}
 	return d
 }
 
-func uncovered(images []string, covered map[string]bool) []string {
-	var out []string
-	for _, img := range images {
-		if !covered[img] {
-			out = append(out, img)
+// merge picks the finished pods to merge, fewest images first: the fewest
+// that make the kept pods and the new ones the uncovered images need fit in
+// MaxPods, else those that come closest (none if merging cannot help).
+func (c Config) merge(kept, uncovered int, mergeable []*corev1.Pod) []*corev1.Pod {
+	size := c.batchSize()
+	need := func(kept, uncovered int) int { return kept + (uncovered+size-1)/size }
+	best := need(kept, uncovered)
+	if best <= c.MaxPods {
+		return nil
+	}
+	sorted := append([]*corev1.Pod(nil), mergeable...)
+	sort.SliceStable(sorted, func(i, j int) bool { return len(sorted[i].Spec.Containers) < len(sorted[j].Spec.Containers) })
+	picked := 0
+	for k, p := range sorted {
+		kept, uncovered = kept-1, uncovered+len(p.Spec.Containers)
+		if n := need(kept, uncovered); n < best {
+			best, picked = n, k+1
+		}
+		if best <= c.MaxPods {
+			break
 		}
 	}
-	return out
+	return sorted[:picked]
 }
 
-// batches splits images (sorted, distinct) into pods of at most BatchSize.
-func (c Config) batches(images []string, generation int, policy corev1.PullPolicy) []*corev1.Pod {
-	images = sortedUnique(images)
-	size := c.BatchSize
-	if size < 1 {
-		size = 1
-	}
-	var pods []*corev1.Pod
+func (c Config) batchSize() int { return max(c.BatchSize, 1) }
+
+// split cuts images (sorted, distinct) into batches of at most size.
+func split(images []string, size int) [][]string {
+	var out [][]string
 	for len(images) > 0 {
 		n := min(size, len(images))
-		pods = append(pods, c.Pod(images[:n], generation, policy))
+		out = append(out, images[:n:n])
 		images = images[n:]
 	}
-	return pods
+	return out
 }

@@ -2,6 +2,7 @@ package prefetch
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"sort"
 	"strings"
@@ -54,75 +55,267 @@ func existing(images []string, generation int, created time.Time, state string) 
 	return p
 }
 
+// planned is a Decision as a test reads it: each created pod as
+// "GEN: IMAGE...", images by short name, "!" marking PullAlways; deleted pods
+// by name.
 type planned struct {
-	create [][]string // images of each created pod
-	policy []corev1.PullPolicy
-	delete []string // names
+	create   []string
+	delete   []string
+	rejected []string
+	owed     []string
+	waiting  int
+}
+
+func short(image string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(image, "docker.io/library/"), ":latest")
 }
 
 func summarize(d Decision) planned {
 	var p planned
 	for _, c := range d.Create {
-		p.create = append(p.create, Images(c))
-		p.policy = append(p.policy, c.Spec.Containers[0].ImagePullPolicy)
+		var images []string
+		for _, ctr := range c.Spec.Containers {
+			name := short(ctr.Image)
+			if ctr.ImagePullPolicy == corev1.PullAlways {
+				name += "!"
+			}
+			images = append(images, name)
+		}
+		p.create = append(p.create, fmt.Sprintf("%d: %s", Generation(c), strings.Join(images, " ")))
 	}
 	for _, del := range d.Delete {
 		p.delete = append(p.delete, del.Name)
 	}
+	for _, r := range d.Rejected {
+		p.rejected = append(p.rejected, r.Name)
+	}
+	for _, img := range d.Owed {
+		p.owed = append(p.owed, short(img))
+	}
+	p.waiting = d.Waiting
+	return p
+}
+
+// rejected makes p look as the kubelet leaves a pod it refused at admission:
+// phase Failed, no container status.
+func rejected(p *corev1.Pod) *corev1.Pod {
+	p.Status = corev1.PodStatus{Phase: corev1.PodFailed, Reason: "OutOfpods",
+		Message: "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 110, capacity: 110"}
+	return p
+}
+
+func deleting(p *corev1.Pod) *corev1.Pod {
+	p.DeletionTimestamp = ptrTo(metav1.NewTime(t0))
 	return p
 }
 
 func TestPlan(t *testing.T) {
-	a, b, c, d := img("a"), img("b"), img("c"), img("d")
+	a, b, c, d, e, f := img("a"), img("b"), img("c"), img("d"), img("e"), img("f")
 	cachedAB := existing([]string{a, b}, 0, t0, "cached")
 	pullingAB := existing([]string{a, b}, 0, t0, "pulling")
 	failedC := existing([]string{c}, 0, t0, "failed")
 	oldAB := existing([]string{a, b}, 2, t0.Add(-time.Hour), "cached")
-	deleting := existing([]string{d}, 0, t0, "cached")
-	deleting.DeletionTimestamp = ptrTo(metav1.NewTime(t0))
+	deletingD := deleting(existing([]string{d}, 0, t0, "cached"))
+	foreign := existing([]string{c}, 0, t0, "cached")
+	foreign.OwnerReferences = nil
+	impostor := existing([]string{a}, 0, t0, "cached")
+	impostor.OwnerReferences[0].UID = "another-install"
+	// Rejected pods of generation 0 and 3: replaced 30s and 4m after creation.
+	rejectedAB := rejected(existing([]string{a, b}, 0, t0.Add(-29*time.Second), "none"))
+	rejectedABDue := rejected(existing([]string{a, b}, 0, t0.Add(-30*time.Second), "none"))
+	rejectedGen3 := rejected(existing([]string{c}, 3, t0.Add(-3*time.Minute), "none"))
+	rejectedGen3Due := rejected(existing([]string{c}, 3, t0.Add(-4*time.Minute), "none"))
+	rejectedGen9 := rejected(existing([]string{c}, 9, t0.Add(-10*time.Minute), "none"))
+	rejectedOld := rejected(existing([]string{a, b}, 0, t0.Add(-time.Hour), "none"))
 
 	for _, tc := range []struct {
-		name   string
-		wanted []string
-		pods   []*corev1.Pod
-		resync time.Duration
-		want   planned
+		name    string
+		wanted  []string
+		pods    []*corev1.Pod
+		resync  time.Duration
+		maxPods int
+		owed    []string
+		want    planned
+		requeue time.Duration
 	}{
 		{name: "nothing wanted, nothing there"},
-		{name: "new images are batched", wanted: []string{d, c, b, a, img("e")},
-			want: planned{create: [][]string{{a, b, c}, {d, img("e")}}, policy: []corev1.PullPolicy{"IfNotPresent", "IfNotPresent"}}},
+		{name: "new images are batched", wanted: []string{d, c, b, a, e},
+			want: planned{create: []string{"0: a b c", "0: d e"}}},
 		{name: "covered images need nothing", wanted: []string{a, b}, pods: []*corev1.Pod{cachedAB}},
 		{name: "rule 1: a pod of unwanted images goes", wanted: []string{c}, pods: []*corev1.Pod{cachedAB, failedC},
 			want: planned{delete: []string{cachedAB.Name}}},
 		{name: "rule 1 applies to pods still pulling", wanted: nil, pods: []*corev1.Pod{pullingAB},
 			want: planned{delete: []string{pullingAB.Name}}},
-		{name: "rule 2: a finished pod due for resync is pulled again", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
-			want: planned{create: [][]string{{a, b}}, policy: []corev1.PullPolicy{"Always"}, delete: []string{oldAB.Name}}},
-		{name: "rule 2 waits for an unfinished pod", wanted: []string{a, b},
+		{name: "rule 1 applies to rejected pods at once", wanted: []string{c}, pods: []*corev1.Pod{rejectedAB},
+			want: planned{create: []string{"0: c"}, delete: []string{rejectedAB.Name}}},
+		{name: "rule 2: a rejected pod stands for its images during its back-off", wanted: []string{a, b},
+			pods: []*corev1.Pod{rejectedAB}, requeue: time.Second},
+		{name: "rule 2: a rejected pod is replaced once its back-off is over", wanted: []string{a, b},
+			pods: []*corev1.Pod{rejectedABDue},
+			want: planned{create: []string{"1: a b"}, delete: []string{rejectedABDue.Name}, rejected: []string{rejectedABDue.Name}}},
+		{name: "rule 2: the back-off doubles with the generation", wanted: []string{c},
+			pods: []*corev1.Pod{rejectedGen3}, requeue: time.Minute},
+		{name: "rule 2: generation 3 is retried after 4 minutes", wanted: []string{c}, pods: []*corev1.Pod{rejectedGen3Due},
+			want: planned{create: []string{"4: c"}, delete: []string{rejectedGen3Due.Name}, rejected: []string{rejectedGen3Due.Name}}},
+		{name: "rule 2: the back-off stops growing at 10 minutes", wanted: []string{c}, pods: []*corev1.Pod{rejectedGen9},
+			want: planned{create: []string{"10: c"}, delete: []string{rejectedGen9.Name}, rejected: []string{rejectedGen9.Name}}},
+		{name: "rule 2: only the wanted images of a rejected pod are replaced", wanted: []string{a},
+			pods: []*corev1.Pod{rejectedABDue},
+			want: planned{create: []string{"1: a"}, delete: []string{rejectedABDue.Name}, rejected: []string{rejectedABDue.Name}}},
+		{name: "rule 2: a rejected pod due for resync is pulled afresh", wanted: []string{a, b}, pods: []*corev1.Pod{rejectedOld},
+			resync: time.Minute,
+			want:   planned{create: []string{"1: a! b!"}, delete: []string{rejectedOld.Name}, rejected: []string{rejectedOld.Name}}},
+		{name: "rule 2 waits out the back-off even when resync is shorter", wanted: []string{a, b}, pods: []*corev1.Pod{rejectedAB},
+			resync: 10 * time.Second, requeue: time.Second},
+		{name: "rule 3: a finished pod due for resync is pulled again", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
+			want: planned{create: []string{"3: a! b!"}, delete: []string{oldAB.Name}}},
+		{name: "rule 3 waits for an unfinished pod", wanted: []string{a, b},
 			pods: []*corev1.Pod{existing([]string{a, b}, 0, t0.Add(-time.Hour), "pulling")}, resync: time.Minute},
 		{name: "resync off", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}},
-		{name: "rule 3: a finished pod with unwanted images is re-batched", wanted: []string{a}, pods: []*corev1.Pod{cachedAB},
-			want: planned{create: [][]string{{a}}, policy: []corev1.PullPolicy{"IfNotPresent"}, delete: []string{cachedAB.Name}}},
-		{name: "rule 4: a pulling pod with an unwanted image is left alone", wanted: []string{a}, pods: []*corev1.Pod{pullingAB}},
-		{name: "rule 5: a new image does not disturb the others", wanted: []string{a, b, d}, pods: []*corev1.Pod{pullingAB},
-			want: planned{create: [][]string{{d}}, policy: []corev1.PullPolicy{"IfNotPresent"}}},
+		{name: "rule 4: a finished pod with unwanted images is re-batched", wanted: []string{a}, pods: []*corev1.Pod{cachedAB},
+			want: planned{create: []string{"1: a"}, delete: []string{cachedAB.Name}}},
+		{name: "rule 5: a pulling pod with an unwanted image is left alone", wanted: []string{a}, pods: []*corev1.Pod{pullingAB}},
+		{name: "rule 6: a new image does not disturb the others", wanted: []string{a, b, d}, pods: []*corev1.Pod{pullingAB},
+			want: planned{create: []string{"0: d"}}},
+		{name: "rule 6: a new image shares the pod of a resync", wanted: []string{a, b, d}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
+			want: planned{create: []string{"3: a! b! d"}, delete: []string{oldAB.Name}}},
 		{name: "a failed image keeps its pod", wanted: []string{c}, pods: []*corev1.Pod{failedC}},
-		{name: "a pod being deleted covers nothing", wanted: []string{d}, pods: []*corev1.Pod{deleting},
-			want: planned{create: [][]string{{d}}, policy: []corev1.PullPolicy{"IfNotPresent"}}},
+		{name: "a pod being deleted covers nothing", wanted: []string{d}, pods: []*corev1.Pod{deletingD},
+			want: planned{create: []string{"0: d"}}},
+		{name: "ownership: a pod without our owner is neither deleted nor counted", wanted: []string{c},
+			pods: []*corev1.Pod{foreign}, want: planned{create: []string{"0: c"}}},
+		{name: "ownership: another install's pod is left alone", wanted: nil, pods: []*corev1.Pod{impostor}},
+		{name: "cap: no more pods than the cap", wanted: []string{a, b, c, d, e, f, img("g")}, maxPods: 2,
+			want: planned{create: []string{"0: a b c", "0: d e f"}, waiting: 1}},
+		{name: "cap: terminating pods count until gone", wanted: []string{a, b, c, d}, pods: []*corev1.Pod{deletingD}, maxPods: 2,
+			want: planned{create: []string{"0: a b c"}, waiting: 1}},
+		{name: "cap: foreign pods do not count", wanted: []string{a, b, c, d}, pods: []*corev1.Pod{foreign}, maxPods: 2,
+			want: planned{create: []string{"0: a b c", "0: d"}}},
+		{name: "cap: a resync at the cap deletes first and owes the fresh pull", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB},
+			resync: time.Minute, maxPods: 1,
+			want: planned{delete: []string{oldAB.Name}, owed: []string{"a", "b"}, waiting: 2}},
+		{name: "cap: owed images are pulled afresh once there is room", wanted: []string{a, b, c}, owed: []string{a, b, e}, maxPods: 1,
+			want: planned{create: []string{"0: a! b! c"}}},
+		{name: "cap: owed images a kept pod holds are paid", wanted: []string{a, b}, pods: []*corev1.Pod{cachedAB}, owed: []string{a},
+			maxPods: 1},
+		{name: "cap: a rejected pod at the cap is replaced when it is gone", wanted: []string{a, b}, pods: []*corev1.Pod{rejectedABDue},
+			maxPods: 1,
+			want:    planned{delete: []string{rejectedABDue.Name}, rejected: []string{rejectedABDue.Name}, waiting: 2}},
+		{name: "cap: under a lowered cap, finished pods are merged", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedAB, failedC},
+			maxPods: 1, want: planned{delete: []string{failedC.Name, cachedAB.Name}, waiting: 3}},
+		{name: "cap: full pods are not merged", wanted: []string{a, b, c, d}, maxPods: 1,
+			pods: []*corev1.Pod{existing([]string{a, b, c}, 0, t0, "cached")}, want: planned{waiting: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := summarize(Plan(t0, tc.wanted, tc.pods, tc.resync, cfg))
-			if !reflect.DeepEqual(got, tc.want) {
+			c := cfg
+			c.MaxPods = tc.maxPods
+			in := Input{Now: t0, Wanted: tc.wanted, Pods: tc.pods, Resync: tc.resync, Owed: tc.owed}
+			d := Plan(in, c)
+			if got := summarize(d); !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("plan:\n got  %+v\n want %+v", got, tc.want)
 			}
+			if tc.requeue != 0 && d.RequeueAfter != tc.requeue {
+				t.Fatalf("RequeueAfter = %s, want %s", d.RequeueAfter, tc.requeue)
+			}
+			if tc.maxPods > 0 {
+				checkCap(t, tc.pods, d, c)
+			}
 		})
+	}
+}
+
+// checkCap fails unless a plan keeps the node's owned pods, deleted ones
+// still terminating, within the cap: it creates nothing when the node is at
+// the cap already, and never goes past it.
+func checkCap(t *testing.T, pods []*corev1.Pod, d Decision, c Config) {
+	t.Helper()
+	before := 0
+	for _, p := range pods {
+		if c.Owns(p) {
+			before++
+		}
+	}
+	if len(d.Create) > 0 && before+len(d.Create) > c.MaxPods {
+		t.Fatalf("%d pods before the plan, %d created: past the cap of %d", before, len(d.Create), c.MaxPods)
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	for gen, want := range map[int]time.Duration{
+		-1: 30 * time.Second, 0: 30 * time.Second, 1: time.Minute, 2: 2 * time.Minute, 4: 8 * time.Minute,
+		5: 10 * time.Minute, 1000: 10 * time.Minute, math.MaxInt: 10 * time.Minute,
+	} {
+		if got := RetryDelay(gen); got != want {
+			t.Errorf("RetryDelay(%d) = %s, want %s", gen, got, want)
+		}
+	}
+}
+
+// Images added one at a time make one-image pods; at the cap, finished pods
+// that are not full are merged, so the cap never stops the images it has room
+// for.
+func TestPlanMergesSmallPodsAtTheCap(t *testing.T) {
+	c := cfg // 3 images a pod
+	c.MaxPods = 2
+	a, b, cc, d := img("a"), img("b"), img("c"), img("d")
+	wanted := []string{a, b, cc, d}
+	pods := []*corev1.Pod{existing([]string{a}, 0, t0, "cached"), existing([]string{b}, 0, t0, "cached")}
+	// 2 pods kept + 1 for c and d would make 3: merge the smallest.
+	first := Plan(Input{Now: t0, Wanted: wanted, Pods: pods}, c)
+	if got := summarize(first); !reflect.DeepEqual(got, planned{delete: []string{pods[0].Name}, waiting: 3}) {
+		t.Fatalf("first plan: %+v", got)
+	}
+	// Once the merged pod is gone, its image and the new ones share a pod.
+	second := Plan(Input{Now: t0, Wanted: wanted, Pods: pods[1:]}, c)
+	if got := summarize(second); !reflect.DeepEqual(got, planned{create: []string{"0: a c d"}}) {
+		t.Fatalf("second plan: %+v", got)
+	}
+	// Then nothing moves.
+	third := Plan(Input{Now: t0, Wanted: wanted, Pods: []*corev1.Pod{pods[1], existing([]string{a, cc, d}, 1, t0, "cached")}}, c)
+	if got := summarize(third); !reflect.DeepEqual(got, planned{}) {
+		t.Fatalf("third plan: %+v", got)
+	}
+	// Pulling pods are never merged: the plan waits for them.
+	busy := []*corev1.Pod{existing([]string{a}, 0, t0, "pulling"), existing([]string{b}, 0, t0, "pulling")}
+	if got := summarize(Plan(Input{Now: t0, Wanted: wanted, Pods: busy}, c)); !reflect.DeepEqual(got, planned{waiting: 2}) {
+		t.Fatalf("plan over pulling pods: %+v", got)
+	}
+}
+
+// However the pods stand, a plan never takes the node past the cap.
+func TestPlanRespectsTheCap(t *testing.T) {
+	var wanted []string
+	for i := range 12 {
+		wanted = append(wanted, img(fmt.Sprintf("i%02d", i)))
+	}
+	states := []string{"cached", "pulling", "failed", "rejected", "deleting"}
+	for maxPods := 1; maxPods <= 5; maxPods++ {
+		for seed := range 50 {
+			var pods []*corev1.Pod
+			for i := range seed % 7 {
+				n := 1 + (seed+i)%3
+				images := wanted[(seed*i)%10 : (seed*i)%10+n]
+				p := existing(images, i%3, t0.Add(-time.Duration(seed)*time.Minute), states[(seed+i)%len(states)])
+				switch states[(seed+i)%len(states)] {
+				case "rejected":
+					rejected(p)
+				case "deleting":
+					deleting(p)
+				}
+				pods = append(pods, p)
+			}
+			c := cfg
+			c.MaxPods = maxPods
+			d := Plan(Input{Now: t0, Wanted: wanted[:3*maxPods], Pods: pods, Resync: 10 * time.Minute}, c)
+			checkCap(t, pods, d, c)
+		}
 	}
 }
 
 func TestPlanReplacementNeverReusesAName(t *testing.T) {
 	a, b := img("a"), img("b")
 	old := existing([]string{a, b}, 4, t0.Add(-time.Hour), "cached")
-	d := Plan(t0, []string{a, b}, []*corev1.Pod{old}, time.Minute, cfg)
+	d := Plan(Input{Now: t0, Wanted: []string{a, b}, Pods: []*corev1.Pod{old}, Resync: time.Minute}, cfg)
 	if len(d.Create) != 1 || d.Create[0].Name == old.Name {
 		t.Fatalf("replacement %v has the name of the pod it replaces", d.Create)
 	}
@@ -136,7 +329,7 @@ func TestPlanIsIdempotent(t *testing.T) {
 	for i := 0; i < 23; i++ {
 		wanted = append(wanted, img(fmt.Sprintf("i%02d", i)))
 	}
-	first := Plan(t0, wanted, nil, time.Hour, cfg)
+	first := Plan(Input{Now: t0, Wanted: wanted, Resync: time.Hour}, cfg)
 	if len(first.Create) != 8 { // 23 images, 3 a pod
 		t.Fatalf("created %d pods, want 8", len(first.Create))
 	}
@@ -145,7 +338,7 @@ func TestPlanIsIdempotent(t *testing.T) {
 	for _, p := range first.Create {
 		pods = append(pods, existing(Images(p), Generation(p), t0, "cached"))
 	}
-	second := Plan(t0.Add(time.Minute), wanted, pods, time.Hour, cfg)
+	second := Plan(Input{Now: t0.Add(time.Minute), Wanted: wanted, Pods: pods, Resync: time.Hour}, cfg)
 	if len(second.Create)+len(second.Delete) != 0 {
 		t.Fatalf("second plan is not empty: %+v", summarize(second))
 	}
@@ -155,7 +348,7 @@ func TestPlanIsIdempotent(t *testing.T) {
 	// The same inputs, shuffled, give the same pods.
 	shuffled := append([]string(nil), wanted...)
 	sort.Sort(sort.Reverse(sort.StringSlice(shuffled)))
-	again := Plan(t0, shuffled, nil, time.Hour, cfg)
+	again := Plan(Input{Now: t0, Wanted: shuffled, Resync: time.Hour}, cfg)
 	for i := range first.Create {
 		if first.Create[i].Name != again.Create[i].Name {
 			t.Fatalf("pod %d: %s vs %s for the same images", i, first.Create[i].Name, again.Create[i].Name)
@@ -242,6 +435,6 @@ func BenchmarkPlan(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		Plan(t0, wanted, pods, time.Hour, big)
+		Plan(Input{Now: t0, Wanted: wanted, Pods: pods, Resync: time.Hour}, big)
 	}
 }

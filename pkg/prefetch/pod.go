@@ -33,6 +33,27 @@ type Config struct {
 	PriorityClassName string
 	ImagePullSecrets  []string
 	BatchSize         int
+	// MaxPods is the most prefetch pods the node may hold at once, pods
+	// still terminating included (0: no limit): prefetch pods are bound
+	// with nodeName, past the scheduler, and must leave the kubelet's
+	// max-pods to the workloads.
+	MaxPods int
+}
+
+// Owns reports whether pod belongs to this daemon: it carries Owner's UID
+// among its owner references (any pod does when Owner is unset). Pods that
+// merely carry the prefetch labels are someone else's: never deleted,
+// never counted as holding an image.
+func (c Config) Owns(pod *corev1.Pod) bool {
+	if c.Owner == nil {
+		return true
+	}
+	for _, ref := range pod.OwnerReferences {
+		if ref.UID == c.Owner.UID {
+			return true
+		}
+	}
+	return false
 }
 
 const (
@@ -51,6 +72,13 @@ const (
 // images and the generation, so two daemons making the same plan create the
 // same pod and one of them gets AlreadyExists.
 func (c Config) Pod(images []string, generation int, policy corev1.PullPolicy) *corev1.Pod {
+	return c.pod(images, generation, func(string) corev1.PullPolicy { return policy })
+}
+
+// pod is Pod with a pull policy per image: a plan may put images due for a
+// fresh pull and images only to be held in the same pod. The name does not
+// depend on the policies.
+func (c Config) pod(images []string, generation int, policy func(image string) corev1.PullPolicy) *corev1.Pod {
 	images = sortedUnique(images)
 	labels := cachestate.NodeLabels(c.NodeName)
 	labels[cachestate.LabelGeneration] = strconv.Itoa(generation)
@@ -108,7 +136,7 @@ func (c Config) Pod(images []string, generation int, policy corev1.PullPolicy) *
 		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{
 			Name:            names[i],
 			Image:           img,
-			ImagePullPolicy: policy,
+			ImagePullPolicy: policy(img),
 			Command:         []string{wardenDir + "/warden"},
 			VolumeMounts:    []corev1.VolumeMount{{Name: "warden", MountPath: wardenDir, ReadOnly: true}},
 			SecurityContext: containerSecurity(),
@@ -125,7 +153,9 @@ func containerSecurity() *corev1.SecurityContext {
 	}
 }
 
-// name is "icd-<node, at most 36 characters>-<10 hex>": a valid DNS label.
+// name is "icd-<node, at most 36 characters>-<16 hex>": a valid DNS label, and 64 bits
+// of hash, so that no crafted set of images takes the name of another (a
+// create would then meet AlreadyExists and its images would get no pod).
 func (c Config) name(images []string, generation int) string {
 	h := sha256.New()
 	h.Write([]byte(c.NodeName))
@@ -139,16 +169,21 @@ func (c Config) name(images []string, generation int) string {
 	if len(node) > 36 {
 		node = strings.Trim(node[:36], "-")
 	}
-	return "icd-" + node + "-" + hex.EncodeToString(h.Sum(nil))[:10]
+	return "icd-" + node + "-" + hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
 
 // containerNames gives each image a readable container name, unique in the
-// pod: its repository's last path component, cut short, and 6 hex digits of
-// the reference's hash.
+// pod whatever the references: its repository's last path component, cut
+// short, and 6 hex digits of the reference's hash. The hash only keeps names
+// stable and readable; 24 bits are easily collided on purpose, so a name
+// already taken gets the image's index in the list as a suffix, then the next
+// free one. The names depend only on the (sorted) list, and stay DNS labels
+// of at most 63 characters.
 func containerNames(images []string) []string {
 	names := make([]string, len(images))
+	taken := make(map[string]bool, len(images))
 	for i, img := range images {
 		repo := img
 		if at := strings.Index(repo, "@"); at >= 0 {
@@ -165,7 +200,15 @@ func containerNames(images []string) []string {
 			base = "image-" + base
 		}
 		sum := sha256.Sum256([]byte(img))
-		names[i] = base + "-" + hex.EncodeToString(sum[:])[:6]
+		plain := base + "-" + hex.EncodeToString(sum[:])[:6]
+		// plain has at most 53 characters ("image-", 40, "-", 6): a suffix
+		// of up to 9 digits fits in a DNS label.
+		name := plain
+		for n := i; taken[name]; n++ {
+			name = plain + "-" + strconv.Itoa(n)
+		}
+		taken[name] = true
+		names[i] = name
 	}
 	return names
 }
@@ -179,11 +222,18 @@ func Images(pod *corev1.Pod) []string {
 	return out
 }
 
-// Generation returns a prefetch pod's generation (0 if unlabelled).
+// Generation returns a prefetch pod's generation (0 if unlabelled or
+// malformed).
 func Generation(pod *corev1.Pod) int {
-	g, _ := strconv.Atoi(pod.Labels[cachestate.LabelGeneration])
+	g, err := strconv.Atoi(pod.Labels[cachestate.LabelGeneration])
+	if err != nil || g < 0 || g > maxGeneration {
+		return 0
+	}
 	return g
 }
+
+// maxGeneration keeps Generation()+1 far from overflowing.
+const maxGeneration = 1 << 30
 
 func sortedUnique(in []string) []string {
 	out := append([]string(nil), in...)

@@ -1,13 +1,15 @@
 package source
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
+	yaml "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 )
 
 // The ConfigMap contract of the seed README, shared by the daemon (which
@@ -34,7 +36,8 @@ func ConfigMapKey(cm *corev1.ConfigMap) string {
 
 // ImagesFromConfigMap returns the normalised, distinct, sorted images that
 // cm lists, and what is wrong with it. Each problem names the ConfigMap, the
-// key and, for a bad entry, the entry.
+// key and, for a bad entry, the entry; there are at most MaxProblems of
+// them, then a count (which Problems.Add takes back as that many).
 //
 // A bad entry (not a valid reference, not a string) is reported and skipped
 // while the other entries are kept: one typo must not stop the rest being
@@ -54,7 +57,7 @@ func ImagesFromConfigMap(cm *corev1.ConfigMap) (images []string, problems []erro
 	if !ok {
 		return nil, []error{missingKey(name, key, cm)}
 	}
-	where := fmt.Sprintf("ConfigMap %s key %q", name, key)
+	where := fmt.Sprintf("ConfigMap %s key %s", name, imageref.Quote(key))
 	images, problems, err := ParseImageList(value)
 	if err != nil {
 		return nil, []error{fmt.Errorf("%s: %w", where, err)}
@@ -68,64 +71,147 @@ func ImagesFromConfigMap(cm *corev1.ConfigMap) (images []string, problems []erro
 // missingKey says why key is not in cm's data, and where to look instead.
 func missingKey(name, key string, cm *corev1.ConfigMap) error {
 	if _, inBinary := cm.BinaryData[key]; inBinary {
-		return fmt.Errorf("ConfigMap %s: key %q is in binaryData; the image list is read from data only", name, key)
+		return fmt.Errorf("ConfigMap %s: key %s is in binaryData; the image list is read from data only", name, imageref.Quote(key))
 	}
 	if _, annotated := cm.Annotations[KeyAnnotation]; annotated && key != DefaultKey {
-		return fmt.Errorf("ConfigMap %s has no key %q in data (the key named by annotation %s)", name, key, KeyAnnotation)
+		return fmt.Errorf("ConfigMap %s has no key %s in data (the key named by annotation %s)", name, imageref.Quote(key), KeyAnnotation)
 	}
-	return fmt.Errorf("ConfigMap %s has no key %q in data (to read another key, name it in annotation %s)", name, key, KeyAnnotation)
+	return fmt.Errorf("ConfigMap %s has no key %s in data (to read another key, name it in annotation %s)", name, imageref.Quote(key), KeyAnnotation)
 }
+
+// ExpectedForm is how an image list is written, for messages that say how
+// to fix one.
+const ExpectedForm = `a YAML list of strings such as ["alpine", "nginx:1.27"]`
 
 // ParseImageList reads an image list as a ConfigMap holds it: a JSON or
 // YAML list of strings (JSON is YAML, so one parser reads both, block and
 // flow style alike). It returns the normalised, distinct, sorted images and
-// a problem for each entry it skipped; err means the value as a whole is
-// not a list, and then there are no images. "[]" is the empty list; an
-// empty value is an error, because it is more often a mistake than a
-// choice.
+// the problems of the entries it skipped (at most MaxProblems of them, then
+// a count); err means the value as a whole is not a list, and then there are
+// no images. "[]" is the empty list; an empty value is an error, because it
+// is more often a mistake than a choice.
+//
+// The value is a tenant's and may be hostile, so time and memory are linear
+// in its length: the YAML is read as a node tree in which an alias stays a
+// pointer to its anchor, never a copy, and an alias entry is refused rather
+// than expanded (2,000 aliases of one 20 KB string would otherwise be 40 MB).
+// Entries are read one level deep and only from the first document.
 func ParseImageList(value string) (images []string, problems []error, err error) {
 	if strings.TrimSpace(value) == "" {
 		return nil, nil, errors.New(`the value is empty; write a list such as ["alpine", "nginx:1.27"], or [] for none`)
 	}
-	var doc any
-	// UseNumber keeps a number entry as written (1.10 stays "1.10" as far
-	// as JSON allows) for the problem that reports it.
-	if err := yaml.Unmarshal([]byte(value), &doc, func(d *json.Decoder) *json.Decoder { d.UseNumber(); return d }); err != nil {
-		return nil, nil, fmt.Errorf(`the value is not valid JSON or YAML (expected a list such as ["alpine", "nginx:1.27"]): %w`, err)
+	root, err := parseDocument(value)
+	if err != nil {
+		return nil, nil, err
 	}
-	list, ok := doc.([]any)
-	if !ok {
-		return nil, nil, fmt.Errorf(`the value is %s, not a list of image references; write a list such as ["alpine", "nginx:1.27"]`, describe(doc))
+	if root == nil || root.Kind != yaml.SequenceNode {
+		return nil, nil, fmt.Errorf("the value is %s, not a list of image references; write %s", describe(root), ExpectedForm)
 	}
-	set := imageSet{}
-	for i, entry := range list {
-		s, ok := entry.(string)
-		if !ok {
-			problems = append(problems, fmt.Errorf("entry %d is %s, not a string; quote it if it is an image reference", i+1, describe(entry)))
+	set := imageref.Set{}
+	var found Problems
+	for i, entry := range root.Content {
+		if entry.Kind == yaml.AliasNode {
+			found.Add(fmt.Errorf("entry %d: YAML aliases (*%s) are not allowed in an image list; write each image out", i+1, imageref.Shorten(entry.Value)))
 			continue
 		}
-		if err := set.add(s); err != nil {
-			problems = append(problems, fmt.Errorf("entry %d: %w", i+1, err))
+		if !isString(entry) {
+			found.Add(fmt.Errorf("entry %d is %s, not a string; quote it if it is an image reference", i+1, describe(entry)))
+			continue
+		}
+		if err := set.Add(entry.Value); err != nil {
+			found.Add(fmt.Errorf("entry %d: %w", i+1, err))
 		}
 	}
-	return set.sorted(), problems, nil
+	return set.Sorted(), found.Errors(), nil
 }
 
-// describe names the kind of a decoded YAML value the way a user wrote it.
-func describe(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return "null"
-	case string:
-		return fmt.Sprintf("a single string (%q)", v)
-	case json.Number, float64:
-		return fmt.Sprintf("a number (%v)", v)
-	case bool:
-		return fmt.Sprintf("a boolean (%v)", v)
-	case []any:
-		return "a list"
-	case map[string]any:
-		return "a map"
+// parseDocument parses value as one YAML document and returns its root node,
+// nil for a document that holds nothing (only comments).
+func parseDocument(value string) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(strings.NewReader(value))
+	var doc yaml.Node
+	switch err := dec.Decode(&doc); {
+	case errors.Is(err, io.EOF):
+		return nil, nil
+	case err != nil:
+		return nil, notYAML(err)
 	}
-	return fmt.Sprintf("a %T", v)
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, notYAML(err)
+	default:
+		return nil, fmt.Errorf("the value holds more than one YAML document (a line \"---\" starts another); write one list, %s", ExpectedForm)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, nil
+	}
+	return doc.Content[0], nil
+}
+
+// notYAML reports a value the parser refused. The parser's message is cut
+// rather than wrapped: it may quote the value (an unknown anchor's name),
+// and it carries nothing to unwrap.
+func notYAML(err error) error {
+	return fmt.Errorf("the value is not valid JSON or YAML (expected %s): %s", ExpectedForm, imageref.Shorten(err.Error()))
+}
+
+// describe names the kind of a YAML node the way a user wrote it, quoting
+// at most imageref.MaxQuoted bytes of its value.
+func describe(n *yaml.Node) string {
+	if n == nil {
+		return "null"
+	}
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a map"
+	case yaml.AliasNode:
+		return fmt.Sprintf("a YAML alias (*%s)", imageref.Shorten(n.Value))
+	}
+	if isYAML11Bool(n) {
+		return fmt.Sprintf("a boolean (%s)", n.Value)
+	}
+	switch tag := n.ShortTag(); tag {
+	case "!!str", "!!merge":
+		return fmt.Sprintf("a single string (%s)", imageref.Quote(n.Value))
+	case "!!int", "!!float":
+		return fmt.Sprintf("a number (%s)", imageref.Shorten(n.Value))
+	case "!!bool":
+		return fmt.Sprintf("a boolean (%s)", imageref.Shorten(n.Value))
+	case "!!null":
+		return "null"
+	case "!!timestamp":
+		return fmt.Sprintf("a timestamp (%s)", imageref.Shorten(n.Value))
+	default:
+		return fmt.Sprintf("a value tagged %s", imageref.Quote(tag))
+	}
+}
+
+// isString reports whether n is a string as a user means it: a scalar that
+// YAML reads as a string, "<<" included (a merge key only inside a map), but
+// not a plain word that YAML 1.1 reads as a boolean.
+func isString(n *yaml.Node) bool {
+	if n.Kind != yaml.ScalarNode || isYAML11Bool(n) {
+		return false
+	}
+	tag := n.ShortTag()
+	return tag == "!!str" || tag == "!!merge"
+}
+
+// yaml11Bools are the plain words that YAML 1.1 reads as booleans and YAML
+// 1.2 as strings. sigs.k8s.io/yaml, and so kubectl and this parser before it
+// read a node tree, take them for booleans: "- yes" stays a mistake
+// reported, not an image named "yes".
+var yaml11Bools = map[string]bool{
+	"y": true, "Y": true, "yes": true, "Yes": true, "YES": true, "on": true, "On": true, "ON": true,
+	"n": true, "N": true, "no": true, "No": true, "NO": true, "off": true, "Off": true, "OFF": true,
+}
+
+// isYAML11Bool reports whether n is one of yaml11Bools written plain (not
+// quoted, not tagged).
+func isYAML11Bool(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Style == 0 && yaml11Bools[n.Value]
 }

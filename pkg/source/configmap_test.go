@@ -1,6 +1,7 @@
 package source
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -86,6 +87,8 @@ func TestImagesFromConfigMap(t *testing.T) {
 			problems: []string{"the value is a map, not a list"}},
 		{name: "a bare string", cm: imageConfigMap(images("alpine"), nil),
 			problems: []string{`the value is a single string ("alpine"), not a list`}},
+		{name: "a boolean", cm: imageConfigMap(images("yes"), nil),
+			problems: []string{"the value is a boolean (yes), not a list"}},
 		{name: "a comma-separated string", cm: imageConfigMap(images("alpine, debian"), nil),
 			problems: []string{`a single string ("alpine, debian")`}},
 		{name: "a number", cm: imageConfigMap(images("42"), nil),
@@ -93,6 +96,49 @@ func TestImagesFromConfigMap(t *testing.T) {
 		{name: "malformed JSON", cm: imageConfigMap(images(`["alpine", "debian"`), nil),
 			problems: []string{"the value is not valid JSON or YAML"}},
 		{name: "malformed YAML", cm: imageConfigMap(images("- alpine\n  - debian: [\n"), nil),
+			problems: []string{"the value is not valid JSON or YAML"}},
+		{name: "numbers are quoted as written",
+			cm:       imageConfigMap(images(`["alpine", "nginx:1.27", 1.10, 0x1F]`), nil),
+			want:     []string{alpine, nginx},
+			problems: []string{"entry 3 is a number (1.10), not a string; quote it if it is an image reference", "entry 4 is a number (0x1F)"}},
+		{name: "YAML 1.1 booleans are booleans, as kubectl reads them",
+			cm:       imageConfigMap(images("- yes\n- 'no'\n- !!str on\n- Off\n"), nil),
+			want:     []string{"docker.io/library/no:latest", "docker.io/library/on:latest"},
+			problems: []string{"entry 1 is a boolean (yes), not a string", "entry 4 is a boolean (Off)"}},
+		{name: "other scalars are named",
+			cm:       imageConfigMap(images("- 2024-01-02\n- .inf\n- !!binary YWxwaW5l\n- !custom alpine\n- ~\n"), nil),
+			problems: []string{"entry 1 is a timestamp (2024-01-02)", "entry 2 is a number (.inf)", `entry 3 is a value tagged "!!binary"`, `entry 4 is a value tagged "!custom"`, "entry 5 is null"}},
+		{name: "explicit strings and block scalars are strings",
+			cm:   imageConfigMap(images("- !!str alpine\n- |-\n  nginx:1.27\n"), nil),
+			want: []string{alpine, nginx}},
+		{name: "a JSON string with escapes",
+			cm:   imageConfigMap(images(`["\u0061lpine"]`), nil),
+			want: []string{alpine}},
+		{name: "aliases are refused, not expanded",
+			cm:       imageConfigMap(images("- &base alpine\n- *base\n- nginx:1.27\n"), nil),
+			want:     []string{alpine, nginx},
+			problems: []string{"entry 2: YAML aliases (*base) are not allowed in an image list; write each image out"}},
+		{name: "aliases in flow style",
+			cm:       imageConfigMap(images(`[&a "alpine", *a]`), nil),
+			want:     []string{alpine},
+			problems: []string{"entry 2: YAML aliases (*a) are not allowed"}},
+		{name: "an alias of a list is not followed",
+			cm:       imageConfigMap(images("- &l [alpine, debian]\n- *l\n"), nil),
+			problems: []string{"entry 1 is a list", "entry 2: YAML aliases (*l)"}},
+		{name: "an unknown alias", cm: imageConfigMap(images("- *nothing\n"), nil),
+			problems: []string{`the value is not valid JSON or YAML (expected a YAML list of strings such as ["alpine", "nginx:1.27"]): yaml: unknown anchor 'nothing' referenced`}},
+		{name: "a second document", cm: imageConfigMap(images("- alpine\n---\n- debian\n"), nil),
+			problems: []string{`the value holds more than one YAML document (a line "---" starts another); write one list, a YAML list of strings such as ["alpine", "nginx:1.27"]`}},
+		{name: "an empty second document", cm: imageConfigMap(images("- alpine\n---\n"), nil),
+			problems: []string{"more than one YAML document"}},
+		{name: "one document with markers", cm: imageConfigMap(images("---\n- alpine\n...\n"), nil),
+			want: []string{alpine}},
+		{name: "a broken second document", cm: imageConfigMap(images("- alpine\n---\n- [\n"), nil),
+			problems: []string{"the value is not valid JSON or YAML"}},
+		{name: "an IPv6 registry quoted", cm: imageConfigMap(images(`- "[::1]:5000/app:v1"`+"\n"), nil),
+			want: []string{"[::1]:5000/app:v1"}},
+		{name: "an IPv6 registry unquoted is YAML's flow list",
+			cm:       imageConfigMap(images("- [::1]:5000/app:v1\n"), nil),
 			problems: []string{"the value is not valid JSON or YAML"}},
 		{name: "nil ConfigMap", cm: nil, problems: []string{"no ConfigMap"}},
 	} {
@@ -131,5 +177,169 @@ func TestConfigMapDefaultsMatchTheSeed(t *testing.T) {
 	// The seed README is the contract: these strings are in users' clusters.
 	if DefaultConfigMapSelector != "app.kubernetes.io/part-of=image-cache-daemon" || DefaultKey != "images" || KeyAnnotation != "image-cache-daemon/key" {
 		t.Fatalf("ConfigMap contract changed: %q %q %q", DefaultConfigMapSelector, DefaultKey, KeyAnnotation)
+	}
+}
+
+// aliasBomb is the platform team's finding: one anchored 20 KB scalar
+// aliased 2,000 times, a 30 KB value that a parser expanding aliases makes
+// 40 MB of strings (and ~260 MiB at peak).
+func aliasBomb() string {
+	return "- &a " + strings.Repeat("x", 20<<10) + "\n" + strings.Repeat("- *a\n", 2000)
+}
+
+// ones is the other finding: a 1 MiB value of [1,1,1,...], half a million
+// entries that are not strings.
+func ones(n int) string { return "[" + strings.Repeat("1,", n-1) + "1]" }
+
+// Hostile values cost little: aliases are refused without being expanded,
+// problems are capped at MaxProblems and a count, and every quoted value is
+// cut short.
+func TestParseImageListHostile(t *testing.T) {
+	huge := strings.Repeat("a", 1<<20)
+	for _, tc := range []struct {
+		name  string
+		value string
+		// maxAlloc bounds the bytes one call allocates.
+		maxAlloc uint64
+		want     []string
+		// problems: the first problems must contain these, in order;
+		// more: the count in the last problem, if any were dropped.
+		problems []string
+		more     int
+		err      string
+	}{
+		{name: "alias bomb", value: aliasBomb(), maxAlloc: 4 << 20,
+			problems: []string{`entry 1: invalid image reference "` + strings.Repeat("x", 128) + `…" (+20352 bytes): it is 20480 bytes long`,
+				"entry 2: YAML aliases (*a) are not allowed in an image list; write each image out"},
+			more: 2001 - MaxProblems},
+		{name: "alias bomb in flow style", value: `[&a "` + strings.Repeat("x", 20<<10) + `"` + strings.Repeat(", *a", 2000) + "]", maxAlloc: 4 << 20,
+			problems: []string{"entry 1: invalid image reference", "entry 2: YAML aliases (*a)"}, more: 2001 - MaxProblems},
+		{name: "billion laughs", maxAlloc: 1 << 20,
+			value: func() string {
+				var b strings.Builder
+				b.WriteString("- &l0 [" + strings.Repeat(`"lol",`, 9) + `"lol"]` + "\n")
+				for i := 1; i < 10; i++ {
+					fmt.Fprintf(&b, "- &l%d [%s*l%d]\n", i, strings.Repeat(fmt.Sprintf("*l%d,", i-1), 9), i-1)
+				}
+				return b.String()
+			}(),
+			problems: func() (p []string) {
+				for i := 1; i <= 10; i++ {
+					p = append(p, fmt.Sprintf("entry %d is a list, not a string", i))
+				}
+				return p
+			}()},
+		{name: "a megabyte of numbers", value: ones(512 << 10), maxAlloc: 256 << 20,
+			problems: []string{"entry 1 is a number (1), not a string"}, more: 512<<10 - MaxProblems},
+		{name: "many invalid references", value: strings.Repeat("- A\n", 64<<10), maxAlloc: 128 << 20,
+			problems: []string{`entry 1: invalid image reference "A"`}, more: 64<<10 - MaxProblems},
+		{name: "a megabyte reference", value: `["alpine", "` + huge + `"]`, maxAlloc: 16 << 20,
+			want:     []string{"docker.io/library/alpine:latest"},
+			problems: []string{`entry 2: invalid image reference "` + strings.Repeat("a", 128) + `…" (+1048448 bytes): it is 1048576 bytes long; an image reference is at most 1024 bytes`}},
+		{name: "a megabyte number", value: "- 1." + huge[:0] + strings.Repeat("0", 1<<20) + "\n", maxAlloc: 16 << 20,
+			problems: []string{"entry 1 is a number (1." + strings.Repeat("0", 126) + "… (+1048450 bytes)), not a string"}},
+		{name: "a megabyte string", value: huge, maxAlloc: 16 << 20,
+			err: `the value is a single string ("` + strings.Repeat("a", 128) + `…" (+1048448 bytes)), not a list`},
+		{name: "a megabyte anchor name", value: "- *" + huge + "\n", maxAlloc: 16 << 20,
+			err: "yaml: unknown anchor '" + strings.Repeat("a", 128-len("yaml: unknown anchor '")) + "… (+"},
+		{name: "deep nesting", value: strings.Repeat("[", 9000) + strings.Repeat("]", 9000), maxAlloc: 16 << 20,
+			problems: []string{"entry 1 is a list"}},
+		{name: "too deep", value: strings.Repeat("[", 1<<20), maxAlloc: 64 << 20,
+			err: "exceeded max depth"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var images []string
+			var problems []error
+			var err error
+			alloc := bytesAllocatedBy(func() { images, problems, err = ParseImageList(tc.value) })
+			if alloc > tc.maxAlloc*allocSlack {
+				t.Errorf("ParseImageList of %d bytes allocated %d bytes, want at most %d", len(tc.value), alloc, tc.maxAlloc*allocSlack)
+			}
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %.500v, want one that says %q", err, tc.err)
+				}
+				if len(err.Error()) > maxProblemMessage {
+					t.Errorf("err is %d bytes long", len(err.Error()))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("err = %.500v", err)
+			}
+			if !reflect.DeepEqual(images, tc.want) {
+				t.Errorf("images = %q, want %q", images, tc.want)
+			}
+			wantLen := len(tc.problems)
+			if tc.more > 0 {
+				wantLen = MaxProblems + 1
+			}
+			if len(problems) != wantLen {
+				t.Fatalf("%d problems, want %d", len(problems), wantLen)
+			}
+			for i, want := range tc.problems {
+				if !strings.HasPrefix(problems[i].Error(), want) {
+					t.Errorf("problem %d = %.300q, want it to begin %.300q", i+1, problems[i], want)
+				}
+			}
+			if tc.more > 0 {
+				if got, want := problems[MaxProblems].Error(), fmt.Sprintf("... and %d more problems", tc.more); got != want {
+					t.Errorf("last problem = %q, want %q", got, want)
+				}
+			}
+			for _, p := range problems {
+				if len(p.Error()) > maxProblemMessage {
+					t.Errorf("a problem of %d bytes: %.300q", len(p.Error()), p)
+				}
+			}
+		})
+	}
+}
+
+// Time and memory grow linearly with the value: twice the entries cost at
+// most about twice as much, whatever their shape. (A parser that expands
+// aliases costs aliases x anchor size: four times as much here.)
+func TestParseImageListIsLinear(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		value func(n int) string
+	}{
+		{"numbers", ones},
+		{"invalid references", func(n int) string { return strings.Repeat("- A\n", n) }},
+		{"valid references", func(n int) string {
+			var b strings.Builder
+			for i := range n {
+				fmt.Fprintf(&b, "- registry.example/app%d:v1\n", i)
+			}
+			return b.String()
+		}},
+		{"aliases of a long anchor", func(n int) string {
+			return "- &a " + strings.Repeat("x", n) + "\n" + strings.Repeat("- *a\n", n/10)
+		}},
+		{"nested lists", func(n int) string { return strings.Repeat("- [[[[1]]]]\n", n) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 5000
+			small, large := tc.value(n), tc.value(2*n)
+			a1 := bytesAllocatedBy(func() { _, _, _ = ParseImageList(small) })
+			a2 := bytesAllocatedBy(func() { _, _, _ = ParseImageList(large) })
+			if float64(a2) > 2.5*float64(a1) {
+				t.Errorf("%d bytes allocated %d; %d bytes allocated %d (x%.1f), want about twice as much", len(small), a1, len(large), a2, float64(a2)/float64(a1))
+			}
+		})
+	}
+}
+
+// A key name is the tenant's too, and is quoted short.
+func TestImagesFromConfigMapQuotesTheKeyShort(t *testing.T) {
+	key := strings.Repeat("k", 1<<20)
+	for _, cm := range []*corev1.ConfigMap{
+		imageConfigMap(nil, map[string]string{KeyAnnotation: key}),
+		imageConfigMap(map[string]string{key: "[1]"}, map[string]string{KeyAnnotation: key}),
+	} {
+		_, problems := ImagesFromConfigMap(cm)
+		if len(problems) != 1 || len(problems[0].Error()) > 1<<10 || !strings.Contains(problems[0].Error(), `…" (+1048448 bytes)`) {
+			t.Errorf("problems = %.300q, want one that quotes the key short", problems)
+		}
 	}
 }

@@ -25,6 +25,8 @@ type gatedSource struct {
 
 	mu      sync.RWMutex
 	checked bool
+	missing bool
+	problem error
 	inner   Source
 }
 
@@ -36,48 +38,54 @@ func WhenServed(name string, gvr schema.GroupVersionResource, dc discovery.Disco
 
 func (g *gatedSource) Name() string { return g.name }
 
-func (g *gatedSource) Start(ctx context.Context, onChange func()) {
-	go func() {
-		reported := false
-		for {
-			served, err := g.served()
-			var inner Source
-			if served {
-				inner, err = g.build()
-			}
-			switch {
-			case served && err == nil:
-				inner.Start(ctx, onChange)
-				g.mu.Lock()
-				g.inner, g.checked = inner, true
-				g.mu.Unlock()
-				onChange()
-				return
-			case err != nil:
-				// Discovery itself failed, or building the source: keep the
-				// last verdict and retry.
-				if g.reporter != nil {
-					g.reporter.Problems(g.name, nil, []error{fmt.Errorf("starting to read %s: %w", g.gvr.GroupResource(), err)})
-				}
-			default:
-				if !reported && g.reporter != nil {
-					g.reporter.Problems(g.name, nil, []error{fmt.Errorf(
-						"%s is not served by the API server (is its CRD installed?); waiting for it, checking every %s",
-						g.gvr.GroupResource(), g.interval)})
-					reported = true
-				}
-				g.mu.Lock()
-				g.checked = true
-				g.mu.Unlock()
-				onChange()
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(g.interval):
-			}
+func (g *gatedSource) Run(ctx context.Context, onChange func()) {
+	reported := false
+	for {
+		served, err := g.served()
+		var inner Source
+		if served {
+			inner, err = g.build()
 		}
-	}()
+		switch {
+		case served && err == nil:
+			g.mu.Lock()
+			g.inner, g.checked, g.missing, g.problem = inner, true, false, nil
+			g.mu.Unlock()
+			onChange()
+			inner.Run(ctx, onChange)
+			return
+		case err != nil:
+			// Discovery itself failed, or building the source: keep the
+			// last verdict, report a new error once, and retry.
+			err = fmt.Errorf("starting to read %s: %w", g.gvr.GroupResource(), err)
+			g.mu.Lock()
+			repeated := g.problem != nil && g.problem.Error() == err.Error()
+			g.problem = err
+			g.mu.Unlock()
+			if !repeated && g.reporter != nil {
+				g.reporter.Problems(g.name, nil, []error{err})
+			}
+		default:
+			if !reported && g.reporter != nil {
+				g.reporter.Problems(g.name, nil, []error{g.missingError()})
+				reported = true
+			}
+			g.mu.Lock()
+			g.checked, g.missing, g.problem = true, true, nil
+			g.mu.Unlock()
+			onChange()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(g.interval):
+		}
+	}
+}
+
+func (g *gatedSource) missingError() error {
+	return fmt.Errorf("%s is not served by the API server (is its CRD installed?); waiting for it, checking every %s",
+		g.gvr.GroupResource(), g.interval)
 }
 
 // served asks discovery whether the group/version lists the resource.
@@ -106,6 +114,19 @@ func (g *gatedSource) HasSynced() bool {
 		return g.inner.HasSynced()
 	}
 	return g.checked
+}
+
+func (g *gatedSource) Health() Health {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.inner != nil {
+		return g.inner.Health()
+	}
+	h := Health{Source: g.name, Synced: g.checked, Missing: g.missing}
+	if g.problem != nil {
+		h.Problem = g.problem.Error()
+	}
+	return h
 }
 
 func (g *gatedSource) Wanted() []Want {

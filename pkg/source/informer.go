@@ -2,10 +2,13 @@ package source
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,22 +35,69 @@ type ParseFunc func(obj runtime.Object) (images []string, problems []error)
 // cheap union and the daemon's memory grows with the images, not with the
 // size of the objects it watches.
 type objectSource struct {
-	name     string
-	kind     string
-	informer cache.SharedIndexInformer
-	reporter Reporter
+	name      string
+	kind      string
+	informers []cache.SharedIndexInformer
+	reporter  Reporter
 
 	mu     sync.RWMutex
 	byKey  map[string][]Want
-	synced func() bool
+	synced []func() bool
+	// troubled holds the keys of objects with problems.
+	troubled map[string]bool
+	// objects counts the objects read.
+	objects map[string]bool
+	// watchErr is the last error of a LIST or WATCH, and when it happened:
+	// the reflector retries with a back-off of at most half a minute, so an
+	// error older than watchErrFresh has been overcome.
+	watchErr   error
+	watchErrAt time.Time
+	now        func() time.Time
 }
 
-// NewInformerSource returns a Source fed by informer, which must not have
-// started: the source sets its transform, so that the informer's store holds
-// for each object only its identity and what parse found in it. gvk is the
-// objects' kind (for origins, "ConfigMap ns/name", and for Events).
-func NewInformerSource(name string, gvk schema.GroupVersionKind, informer cache.SharedIndexInformer, parse ParseFunc, reporter Reporter) (Source, error) {
-	err := informer.SetTransform(func(obj any) (any, error) {
+// watchErrFresh is how long a LIST or WATCH error counts as current.
+const watchErrFresh = 90 * time.Second
+
+// NewInformerSource returns a Source fed by informers (one per namespace
+// watched, or one for all), which must not have started: the source sets
+// their transform, so that an informer's store holds for each object only
+// its identity and what parse found in it, problems capped at MaxProblems.
+// gvk is the objects' kind (for origins, "ConfigMap ns/name", and for
+// Events).
+func NewInformerSource(name string, gvk schema.GroupVersionKind, informers []cache.SharedIndexInformer, parse ParseFunc, reporter Reporter) (Source, error) {
+	s := &objectSource{name: name, kind: gvk.Kind, informers: informers, reporter: reporter,
+		byKey: map[string][]Want{}, troubled: map[string]bool{}, objects: map[string]bool{}, now: time.Now}
+	for _, inf := range informers {
+		if err := inf.SetTransform(parseTransform(gvk, parse)); err != nil {
+			return nil, fmt.Errorf("%s informer: %w", name, err)
+		}
+		if err := inf.SetWatchErrorHandlerWithContext(s.watchError); err != nil {
+			return nil, fmt.Errorf("%s informer: %w", name, err)
+		}
+	}
+	return s, nil
+}
+
+// watchError keeps a failed LIST or WATCH for Health, and reports it when it
+// differs from the last one: the reflector retries every few seconds, and
+// the same error on every retry would drown every other log line.
+func (s *objectSource) watchError(_ context.Context, _ *cache.Reflector, err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return // a watch closed by the server: the reflector just watches again
+	}
+	s.mu.Lock()
+	repeated := s.watchErr != nil && s.watchErr.Error() == err.Error()
+	s.watchErr, s.watchErrAt = err, s.now()
+	s.mu.Unlock()
+	if !repeated && s.reporter != nil {
+		s.reporter.Problems(s.name, nil, []error{fmt.Errorf("reading %s: %w", s.kind+"s", err)})
+	}
+}
+
+// parseTransform replaces each object, as it enters an informer, by what
+// parse finds in it.
+func parseTransform(gvk schema.GroupVersionKind, parse ParseFunc) cache.TransformFunc {
+	return func(obj any) (any, error) {
 		o, ok := obj.(runtime.Object)
 		if !ok {
 			return obj, nil
@@ -61,18 +111,18 @@ func NewInformerSource(name string, gvk schema.GroupVersionKind, informer cache.
 		if err != nil {
 			return nil, err
 		}
-		images, problems := parse(o)
+		images, found := parse(o)
+		var problems Problems
+		for _, p := range found {
+			problems.Add(p)
+		}
 		return &parsed{
 			TypeMeta: metav1.TypeMeta{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind},
 			ObjectMeta: metav1.ObjectMeta{Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUID(),
 				ResourceVersion: m.GetResourceVersion()},
-			Images: images, Problems: problems,
+			Images: images, Problems: problems.Errors(),
 		}, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%s informer: %w", name, err)
 	}
-	return &objectSource{name: name, kind: gvk.Kind, informer: informer, reporter: reporter, byKey: map[string][]Want{}}, nil
 }
 
 // parsed stands for a watched object in the informer's store: the identity
@@ -93,8 +143,19 @@ func (p *parsed) DeepCopyObject() runtime.Object {
 
 func (s *objectSource) Name() string { return s.name }
 
-func (s *objectSource) Start(ctx context.Context, onChange func()) {
-	reg, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+func (s *objectSource) Run(ctx context.Context, onChange func()) {
+	var wg sync.WaitGroup
+	for _, inf := range s.informers {
+		if s.watch(inf, onChange) {
+			wg.Go(func() { inf.RunWithContext(ctx) })
+		}
+	}
+	wg.Wait()
+}
+
+// watch registers the handlers on informer; false once it has stopped.
+func (s *objectSource) watch(informer cache.SharedIndexInformer, onChange func()) bool {
+	reg, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if s.update(obj) {
 				onChange()
@@ -121,18 +182,47 @@ func (s *objectSource) Start(ctx context.Context, onChange func()) {
 	})
 	if err != nil {
 		// Only possible once the informer has stopped, that is when ctx ended.
-		return
+		return false
 	}
 	s.mu.Lock()
-	s.synced = reg.HasSynced
+	s.synced = append(s.synced, reg.HasSynced)
 	s.mu.Unlock()
-	go s.informer.RunWithContext(ctx)
+	return true
 }
 
 func (s *objectSource) HasSynced() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.synced != nil && s.synced()
+	return s.hasSynced()
+}
+
+func (s *objectSource) hasSynced() bool {
+	if len(s.synced) < len(s.informers) {
+		return false
+	}
+	for _, synced := range s.synced {
+		if !synced() {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *objectSource) Health() Health {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h := Health{Source: s.name, Synced: s.hasSynced(), Objects: len(s.objects), Skipped: len(s.troubled)}
+	for key := range s.troubled {
+		h.SkippedSample = append(h.SkippedSample, s.kind+" "+key)
+	}
+	sort.Strings(h.SkippedSample)
+	if len(h.SkippedSample) > maxSkippedSample {
+		h.SkippedSample = h.SkippedSample[:maxSkippedSample]
+	}
+	if s.watchErr != nil && s.now().Sub(s.watchErrAt) < watchErrFresh {
+		h.Problem = s.watchErr.Error()
+	}
+	return h
 }
 
 func (s *objectSource) Wanted() []Want {
@@ -170,6 +260,12 @@ func (s *objectSource) update(obj any) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.objects[key] = true
+	if len(p.Problems) > 0 {
+		s.troubled[key] = true
+	} else {
+		delete(s.troubled, key)
+	}
 	if slices.Equal(s.byKey[key], wants) {
 		return false
 	}
@@ -188,6 +284,8 @@ func (s *objectSource) remove(obj any) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.objects, key)
+	delete(s.troubled, key)
 	if _, ok := s.byKey[key]; !ok {
 		return false
 	}

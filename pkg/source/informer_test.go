@@ -40,13 +40,15 @@ func TestInformerStoreHoldsOnlyParseResults(t *testing.T) {
 	kube := kubefake.NewClientset()
 	inf := coreinformers.NewConfigMapInformer(kube, metav1.NamespaceAll, 0, cache.Indexers{})
 	rep := &objectRecorder{}
-	src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), inf, parseConfigMap, rep)
+	src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), []cache.SharedIndexInformer{inf}, parseConfigMap, rep)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	set := NewSetOf(src)
+	set.Start(ctx, func() {})
+	defer set.Wait()
 	defer cancel()
-	src.Start(ctx, func() {})
 	eventually(t, "HasSynced", src.HasSynced)
 
 	cm := &corev1.ConfigMap{

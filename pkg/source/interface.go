@@ -19,15 +19,45 @@ type Want struct {
 type Source interface {
 	// Name is the source's short name, used in logs and metric labels.
 	Name() string
-	// Start begins watching in the background until ctx ends; onChange is
-	// called, cheaply and possibly often, whenever Wanted may have changed.
-	Start(ctx context.Context, onChange func())
+	// Run watches until ctx ends, and returns only when everything it
+	// started has stopped; onChange is called, cheaply and possibly often,
+	// whenever Wanted may have changed.
+	Run(ctx context.Context, onChange func())
 	// HasSynced reports whether the source has seen its initial state, so
 	// that the daemon never deletes pods on the strength of a partial view.
 	HasSynced() bool
 	// Wanted returns the images the source wants now.
 	Wanted() []Want
+	// Health says whether the source can read what it should.
+	Health() Health
 }
+
+// Health is where a source stands, as status and readiness show it.
+type Health struct {
+	// Source is the source's Name.
+	Source string `json:"source"`
+	// Synced: the source has read its initial state.
+	Synced bool `json:"synced"`
+	// Missing: the resource is not served (an Argo CRD is not installed);
+	// the source waits for it. Not a fault: a cluster without Argo has none.
+	Missing bool `json:"missing,omitempty"`
+	// Problem says what keeps the source from reading (a forbidden or
+	// failing LIST or WATCH), empty when nothing does.
+	Problem string `json:"problem,omitempty"`
+	// Objects is the number of objects read; Skipped of those, the ones
+	// with problems (reported on each object as an Event).
+	Objects int `json:"objects,omitempty"`
+	Skipped int `json:"skipped,omitempty"`
+	// SkippedSample names the first few of them, "Kind namespace/name".
+	SkippedSample []string `json:"skippedSample,omitempty"`
+}
+
+// maxSkippedSample is how many skipped objects a Health names.
+const maxSkippedSample = 5
+
+// OK reports whether the source does its job: synced, and nothing keeps it
+// from reading. A missing CRD is OK: there is nothing to read.
+func (h Health) OK() bool { return h.Synced && h.Problem == "" }
 
 // Images groups wants by image: each image with the sorted, distinct origins
 // that want it. The result's images are sorted.
@@ -56,4 +86,18 @@ func Images(wants []Want) []Image {
 type Image struct {
 	Image   string   `json:"image"`
 	Origins []string `json:"origins"`
+}
+
+// HealthAnnotation is the annotation on each daemon pod that holds its
+// HealthReport as JSON: `kubectl imagecache status` reads it.
+const HealthAnnotation = "image-cache-daemon/health"
+
+// HealthReport is what a daemon publishes about its sources.
+type HealthReport struct {
+	Sources []Health `json:"sources"`
+	// OverLimit is the number of wanted images left out by the daemon's
+	// limits (--max-images, --max-prefetch-pods); OverLimitSample names a
+	// few of them with what wants them.
+	OverLimit       int     `json:"overLimit,omitempty"`
+	OverLimitSample []Image `json:"overLimitSample,omitempty"`
 }

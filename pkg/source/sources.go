@@ -1,20 +1,26 @@
 package source
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
-	argoclient "github.com/argoproj/argo-workflows/v3/pkg/client/clientset/versioned"
-	argoinformers "github.com/argoproj/argo-workflows/v3/pkg/client/informers/externalversions/workflow/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/dcherman/image-cache-daemon/pkg/argo"
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 )
 
 // Config chooses the sources and how they look.
@@ -30,13 +36,35 @@ type Config struct {
 	CronWorkflows            bool
 	// CRDCheckInterval is how often a missing Argo CRD is looked for again.
 	CRDCheckInterval time.Duration
+	// Namespaces limits the namespaced sources (ConfigMaps, WorkflowTemplates,
+	// CronWorkflows) to these namespaces; empty means every namespace.
+	Namespaces []string
+	// Budget bounds the reading of one Argo object; zero fields take
+	// argo.DefaultBudget's.
+	Budget argo.Budget
 }
 
-// Clients are the API clients the sources read with.
+// Clients are the API clients the sources read with. The Argo kinds are
+// read through the dynamic client and decoded one object at a time: a typed
+// informer fails its whole LIST when one stored object does not decode, and
+// the Argo CRDs let anyone store such an object.
 type Clients struct {
 	Kube      kubernetes.Interface
-	Argo      argoclient.Interface
+	Dynamic   dynamic.Interface
 	Discovery discovery.DiscoveryInterface
+}
+
+// MaxObjectBytes is the largest Argo object that is read (as JSON); a
+// larger one is skipped and reported. The API server stores objects of up to
+// about 1.5 MiB; no workflow written by hand comes near this.
+const MaxObjectBytes = 1 << 20
+
+// namespaces returns the namespaces to watch: every one, or those listed.
+func (c Config) namespaces() []string {
+	if len(c.Namespaces) == 0 {
+		return []string{metav1.NamespaceAll}
+	}
+	return c.Namespaces
 }
 
 // New builds the sources that cfg turns on. Nothing runs until Start.
@@ -47,9 +75,12 @@ func New(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ConfigMap selector %q: %w", cfg.Selector, err)
 		}
-		inf := coreinformers.NewFilteredConfigMapInformer(c.Kube, metav1.NamespaceAll, 0, cache.Indexers{},
-			func(o *metav1.ListOptions) { o.LabelSelector = sel.String() })
-		src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), inf, parseConfigMap, reporter)
+		var infs []cache.SharedIndexInformer
+		for _, ns := range cfg.namespaces() {
+			infs = append(infs, coreinformers.NewFilteredConfigMapInformer(c.Kube, ns, 0, cache.Indexers{},
+				func(o *metav1.ListOptions) { o.LabelSelector = sel.String() }))
+		}
+		src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), infs, parseConfigMap, reporter)
 		if err != nil {
 			return nil, err
 		}
@@ -59,30 +90,32 @@ func New(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 	if interval <= 0 {
 		interval = 30 * time.Second
 	}
-	argo := []struct {
+	parse := workflowParser(cfg.Budget)
+	for _, a := range []struct {
 		on       bool
 		name     string
 		kind     string
 		resource string
-		informer func() cache.SharedIndexInformer
+		cluster  bool
 	}{
-		{cfg.WorkflowTemplates, "workflowtemplates", "WorkflowTemplate", "workflowtemplates", func() cache.SharedIndexInformer {
-			return argoinformers.NewWorkflowTemplateInformer(c.Argo, metav1.NamespaceAll, 0, cache.Indexers{})
-		}},
-		{cfg.ClusterWorkflowTemplates, "clusterworkflowtemplates", "ClusterWorkflowTemplate", "clusterworkflowtemplates", func() cache.SharedIndexInformer {
-			return argoinformers.NewClusterWorkflowTemplateInformer(c.Argo, 0, cache.Indexers{})
-		}},
-		{cfg.CronWorkflows, "cronworkflows", "CronWorkflow", "cronworkflows", func() cache.SharedIndexInformer {
-			return argoinformers.NewCronWorkflowInformer(c.Argo, metav1.NamespaceAll, 0, cache.Indexers{})
-		}},
-	}
-	for _, a := range argo {
+		{cfg.WorkflowTemplates, "workflowtemplates", "WorkflowTemplate", "workflowtemplates", false},
+		{cfg.ClusterWorkflowTemplates, "clusterworkflowtemplates", "ClusterWorkflowTemplate", "clusterworkflowtemplates", true},
+		{cfg.CronWorkflows, "cronworkflows", "CronWorkflow", "cronworkflows", false},
+	} {
 		if !a.on {
 			continue
 		}
 		gvr := wfv1.SchemeGroupVersion.WithResource(a.resource)
+		nss := cfg.namespaces()
+		if a.cluster {
+			nss = []string{metav1.NamespaceAll}
+		}
 		sources = append(sources, WhenServed(a.name, gvr, c.Discovery, interval, reporter, func() (Source, error) {
-			return NewInformerSource(a.name, wfv1.SchemeGroupVersion.WithKind(a.kind), a.informer(), parseWorkflowObject, reporter)
+			var infs []cache.SharedIndexInformer
+			for _, ns := range nss {
+				infs = append(infs, dynamicinformer.NewFilteredDynamicInformer(c.Dynamic, gvr, ns, 0, cache.Indexers{}, nil).Informer())
+			}
+			return NewInformerSource(a.name, wfv1.SchemeGroupVersion.WithKind(a.kind), infs, parse, reporter)
 		}))
 	}
 	return sources, nil
@@ -96,23 +129,76 @@ func parseConfigMap(obj runtime.Object) ([]string, []error) {
 	return ImagesFromConfigMap(cm)
 }
 
-// parseWorkflowObject reads the workflow spec of any of the three Argo kinds.
-func parseWorkflowObject(obj runtime.Object) ([]string, []error) {
-	var spec *wfv1.WorkflowSpec
+// workflowParser reads the workflow spec of any of the three Argo kinds,
+// each object decoded on its own: an object that does not decode, or is
+// too large, is reported and wants nothing, and no other object is affected.
+func workflowParser(b argo.Budget) ParseFunc {
+	return func(obj runtime.Object) ([]string, []error) {
+		spec, err := decodeWorkflowSpec(obj)
+		if err != nil {
+			return nil, []error{err}
+		}
+		images, skipped, err := argo.Images(spec, b)
+		if err != nil {
+			return nil, []error{err}
+		}
+		problems := make([]error, len(skipped))
+		for i, s := range skipped {
+			problems[i] = s
+		}
+		return images, problems
+	}
+}
+
+// decodeWorkflowSpec decodes the workflow spec of an Argo object as the
+// dynamic client delivers it (typed objects are accepted too, for tests).
+func decodeWorkflowSpec(obj runtime.Object) (*wfv1.WorkflowSpec, error) {
 	switch o := obj.(type) {
 	case *wfv1.WorkflowTemplate:
-		spec = &o.Spec
+		return &o.Spec, nil
 	case *wfv1.ClusterWorkflowTemplate:
-		spec = &o.Spec
+		return &o.Spec, nil
 	case *wfv1.CronWorkflow:
-		spec = &o.Spec.WorkflowSpec
-	default:
-		return nil, []error{fmt.Errorf("expected an Argo template, got %T", obj)}
+		return &o.Spec.WorkflowSpec, nil
+	case *unstructured.Unstructured:
+		raw, err := o.MarshalJSON()
+		if err != nil {
+			return nil, fmt.Errorf("reading the %s: %w", o.GetKind(), err)
+		}
+		if len(raw) > MaxObjectBytes {
+			return nil, fmt.Errorf("the %s is %d bytes long; objects over %d bytes are not read, and none of its images is cached", o.GetKind(), len(raw), MaxObjectBytes)
+		}
+		switch o.GetKind() {
+		case "WorkflowTemplate":
+			var t wfv1.WorkflowTemplate
+			return &t.Spec, decodeJSON(raw, &t)
+		case "ClusterWorkflowTemplate":
+			var t wfv1.ClusterWorkflowTemplate
+			return &t.Spec, decodeJSON(raw, &t)
+		case "CronWorkflow":
+			var t wfv1.CronWorkflow
+			return &t.Spec.WorkflowSpec, decodeJSON(raw, &t)
+		}
+		return nil, fmt.Errorf("expected an Argo template, got kind %s", imageref.Quote(o.GetKind()))
 	}
-	images, skipped := ImagesFromWorkflowSpec(spec)
-	var problems []error
-	for _, s := range skipped {
-		problems = append(problems, s)
+	return nil, fmt.Errorf("expected an Argo template, got %T", obj)
+}
+
+// decodeJSON decodes raw into v and says, for a user, which field did not
+// decode; the Argo controller would refuse the object for the same reason.
+func decodeJSON(raw []byte, v any) error {
+	err := json.Unmarshal(raw, v)
+	if err == nil {
+		return nil
 	}
-	return images, problems
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Errorf("the object does not decode: field %s holds a JSON %s where Argo expects %s; none of its images is cached until it is fixed",
+			imageref.Quote(typeErr.Field), typeErr.Value, typeErr.Type)
+	}
+	msg := err.Error()
+	if len(msg) > 256 {
+		msg = msg[:256] + "…"
+	}
+	return fmt.Errorf("the object does not decode (%s); none of its images is cached until it is fixed", msg)
 }

@@ -15,7 +15,10 @@ func NewStatic(images []string) Source {
 	return s
 }
 
-func (s *staticSource) Name() string                  { return "static" }
-func (s *staticSource) Start(context.Context, func()) {}
-func (s *staticSource) HasSynced() bool               { return true }
-func (s *staticSource) Wanted() []Want                { return append([]Want(nil), s.wants...) }
+func (s *staticSource) Name() string                      { return "static" }
+func (s *staticSource) Run(ctx context.Context, _ func()) { <-ctx.Done() }
+func (s *staticSource) HasSynced() bool                   { return true }
+func (s *staticSource) Wanted() []Want                    { return append([]Want(nil), s.wants...) }
+func (s *staticSource) Health() Health {
+	return Health{Source: s.Name(), Synced: true, Objects: len(s.wants)}
+}

@@ -182,10 +182,10 @@ func TestPlugin(t *testing.T) {
 		if _, err := env.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("namespace %s: %v", ns, err)
 		}
-		if _, err := env.client.RbacV1().ClusterRoles().Get(ctx, install.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		if _, err := env.client.RbacV1().ClusterRoles().Get(ctx, install.RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("clusterrole: %v", err)
 		}
-		if _, err := env.client.RbacV1().ClusterRoleBindings().Get(ctx, install.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		if _, err := env.client.RbacV1().ClusterRoleBindings().Get(ctx, install.RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("clusterrolebinding: %v", err)
 		}
 		pods, err := env.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=image-cache-daemon"})

@@ -1,9 +1,11 @@
-package daemon
+package options
 
 import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func valid() *Options {
@@ -29,6 +31,11 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"--prefetch-priority-class", func(o *Options) { o.PrefetchPriorityClass = "Not_Valid" }},
 		{"--image-pull-secret", func(o *Options) { o.ImagePullSecrets = []string{"UPPER"} }},
 		{"--batch-size", func(o *Options) { o.BatchSize = 0 }},
+		{"--source-namespace", func(o *Options) { o.SourceNamespaces = []string{"Not_A_Namespace"} }},
+		{"--max-images", func(o *Options) { o.MaxImages = 0 }},
+		{"--max-images", func(o *Options) { o.MaxImages = -5 }},
+		{"--max-prefetch-pods", func(o *Options) { o.MaxPrefetchPods = 0 }},
+		{"--max-prefetch-pods", func(o *Options) { o.MaxPrefetchPods = -1 }},
 		{"--metrics-bind-address", func(o *Options) { o.MetricsAddress = "8080" }},
 	} {
 		t.Run(tc.flag, func(t *testing.T) {
@@ -46,14 +53,40 @@ func TestValidateNamesTheFlag(t *testing.T) {
 	o := valid()
 	o.ResyncPeriod = 0
 	o.PrefetchTolerations = "- operator: Exists\n"
+	o.MaxImages, o.MaxPrefetchPods = 1, 1
 	if err := o.Validate(); err != nil {
-		t.Fatalf("resync off and a YAML toleration list refused: %v", err)
+		t.Fatalf("resync off, a YAML toleration list and limits of 1 refused: %v", err)
+	}
+}
+
+// The limits on one node are flags with safe defaults.
+func TestLimitFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		images int
+		pods   int
+	}{
+		{nil, 1000, 50},
+		{[]string{"--max-images=20000", "--max-prefetch-pods=5"}, 20000, 5},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+			o := NewOptions()
+			o.AddFlags(fs)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			if o.MaxImages != tc.images || o.MaxPrefetchPods != tc.pods {
+				t.Fatalf("--max-images %d --max-prefetch-pods %d, want %d and %d", o.MaxImages, o.MaxPrefetchPods, tc.images, tc.pods)
+			}
+		})
 	}
 }
 
 // The original's flags keep their names and defaults.
 func TestSeedFlags(t *testing.T) {
-	fs := NewCommand().Flags()
+	fs := pflag.NewFlagSet("image-cache-daemon", pflag.ContinueOnError)
+	NewOptions().AddFlags(fs)
 	for name, def := range map[string]string{
 		"configmap-selector":                    "app.kubernetes.io/part-of=image-cache-daemon",
 		"image":                                 "[]",

@@ -1,6 +1,8 @@
-// Package daemon wires the image-cache-daemon: its options, the sources of
-// wanted images, the prefetch controller, metrics and health endpoints.
-package daemon
+// Package options holds the daemon's command-line options: their flags,
+// defaults and validation. It is a leaf the plugin can import to read an
+// installed daemon's arguments exactly as the daemon does, without linking
+// the daemon's controller or metrics.
+package options
 
 import (
 	"errors"
@@ -36,6 +38,8 @@ type Options struct {
 	WatchArgoCronWorkflows            bool
 	WatchArgoWorkflowTemplates        bool
 	WatchConfigMaps                   bool
+	// SourceNamespaces limits the namespaced sources to these namespaces.
+	SourceNamespaces []string
 
 	// Prefetch pod settings, so that prefetching reaches every node that
 	// workloads reach, private registries included.
@@ -43,6 +47,11 @@ type Options struct {
 	PrefetchPriorityClass string
 	ImagePullSecrets      []string
 	BatchSize             int
+
+	// Bounds on what one node caches, whatever the sources ask: a single
+	// ConfigMap can name tens of thousands of images.
+	MaxImages       int
+	MaxPrefetchPods int
 
 	MetricsAddress string
 	HealthAddress  string
@@ -59,6 +68,8 @@ func NewOptions() *Options {
 		WatchArgoWorkflowTemplates:        true,
 		WatchConfigMaps:                   true,
 		BatchSize:                         20,
+		MaxImages:                         1000,
+		MaxPrefetchPods:                   50,
 		MetricsAddress:                    ":8080",
 		HealthAddress:                     ":8081",
 	}
@@ -77,12 +88,15 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.WatchArgoClusterWorkflowTemplates, "watch-argo-cluster-workflow-templates", o.WatchArgoClusterWorkflowTemplates, "Whether or not to watch cluster workflow templates")
 	fs.BoolVar(&o.WatchArgoCronWorkflows, "watch-argo-cron-workflows", o.WatchArgoCronWorkflows, "Whether or not to watch cron workflows")
 	fs.BoolVar(&o.WatchArgoWorkflowTemplates, "watch-argo-workflow-templates", o.WatchArgoWorkflowTemplates, "Whether or not to watch workflow templates")
+	fs.StringArrayVar(&o.SourceNamespaces, "source-namespace", o.SourceNamespaces, "Read ConfigMaps, WorkflowTemplates and CronWorkflows only in this namespace (repeatable; default: every namespace)")
 	fs.BoolVar(&o.WatchConfigMaps, "watch-configmaps", o.WatchConfigMaps, "Whether or not to watch ConfigMaps for images to pull.  Must match the --config-map-selector")
 
 	fs.StringVar(&o.PrefetchTolerations, "prefetch-tolerations", o.PrefetchTolerations, "Tolerations of the prefetch pods, as a JSON or YAML list (default: the tolerations of this daemon's own pod)")
 	fs.StringVar(&o.PrefetchPriorityClass, "prefetch-priority-class", o.PrefetchPriorityClass, "PriorityClass of the prefetch pods")
 	fs.StringArrayVar(&o.ImagePullSecrets, "image-pull-secret", o.ImagePullSecrets, "Name of a Secret in the daemon's namespace that prefetch pods use to pull (repeatable)")
 	fs.IntVar(&o.BatchSize, "batch-size", o.BatchSize, "Most images one prefetch pod pulls; fewer, larger pods mean fewer pod sandboxes per node")
+	fs.IntVar(&o.MaxImages, "max-images", o.MaxImages, "Most images cached on each node; when the sources want more, each object that wants images gets its turn (round-robin) until the limit, and the rest is reported")
+	fs.IntVar(&o.MaxPrefetchPods, "max-prefetch-pods", o.MaxPrefetchPods, "Most prefetch pods on each node, never more than a quarter of the node's allocatable pods; with --batch-size it also bounds the images cached")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus metrics endpoint (/metrics); empty disables it")
 	fs.StringVar(&o.HealthAddress, "health-bind-address", o.HealthAddress, "Address of the /healthz and /readyz endpoints; empty disables them")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path to a kubeconfig, when not running in a pod")
@@ -132,8 +146,21 @@ func (o *Options) Validate() error {
 			bad("image-pull-secret", "%q: %s", s, msg)
 		}
 	}
+	for _, ns := range o.SourceNamespaces {
+		for _, msg := range validation.IsDNS1123Label(ns) {
+			bad("source-namespace", "%q: %s", ns, msg)
+		}
+	}
 	if o.BatchSize < 1 || o.BatchSize > 100 {
 		bad("batch-size", "must be between 1 and 100, got %d", o.BatchSize)
+	}
+	for _, limit := range []struct {
+		flag  string
+		value int
+	}{{"max-images", o.MaxImages}, {"max-prefetch-pods", o.MaxPrefetchPods}} {
+		if limit.value < 1 {
+			bad(limit.flag, "must be at least 1, got %d", limit.value)
+		}
 	}
 	for _, a := range []struct{ flag, value string }{
 		{"metrics-bind-address", o.MetricsAddress}, {"health-bind-address", o.HealthAddress},
@@ -187,5 +214,6 @@ func (o *Options) SourceConfig() (source.Config, error) {
 		WorkflowTemplates:        o.WatchArgoWorkflowTemplates,
 		ClusterWorkflowTemplates: o.WatchArgoClusterWorkflowTemplates,
 		CronWorkflows:            o.WatchArgoCronWorkflows,
+		Namespaces:               o.SourceNamespaces,
 	}, nil
 }

@@ -1,4 +1,4 @@
-package source
+package argo
 
 import (
 	"fmt"
@@ -189,8 +189,11 @@ func TestImagesFromWorkflowSpec(t *testing.T) {
 		}, want: []string{hub("alpine:3.20"), hub("app:v7"), hub("nginx:1.27")}},
 		{name: "input parameter: value, else default", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
 			{Name: "a", Inputs: inputs(param("img", "alpine:3.20", "ignored")), Container: ctr("{{inputs.parameters.img}}")},
-			{Name: "b", Inputs: inputs(param("tag", nil, "1.27")), Script: script("nginx:{{\tinputs.parameters.tag  }}")},
-		}}, want: []string{hub("alpine:3.20"), hub("nginx:1.27")}},
+			{Name: "b", Inputs: inputs(param("tag", nil, "1.27")), Script: script("nginx:{{ inputs.parameters.tag  }}")},
+			// Argo substitutes into JSON, where a tab is an escape it does not trim.
+			{Name: "c", Inputs: inputs(param("tag", nil, "1.27")), Script: script("nginx:{{\tinputs.parameters.tag}}")},
+		}}, want: []string{hub("alpine:3.20"), hub("nginx:1.27")},
+			skipped: []skip{{"c", "script", "Argo does not substitute it as written"}}},
 		{name: "inputs are the template's own", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
 			{Name: "a", Inputs: inputs(param("img", nil, "alpine")), Container: ctr("{{inputs.parameters.img}}")},
 			{Name: "b", Container: ctr("{{inputs.parameters.img}}")},
@@ -282,9 +285,9 @@ func TestImagesFromWorkflowSpec(t *testing.T) {
 		}}, skipped: []skip{{"leaf", "container", `is passed from a source read only when the workflow runs`}}},
 		{name: "more ways of calling than are read are reported", spec: &wfv1.WorkflowSpec{Templates: []wfv1.Template{
 			{Name: "main", Steps: steps(wfv1.WorkflowStep{Name: "many", Template: "run", Arguments: args(param("image", "{{item}}", nil)),
-				WithItems: manyItems(t, maxScopes+1)})},
+				WithItems: manyItems(t, DefaultBudget().MaxScopes+1)})},
 			{Name: "run", Inputs: inputs(param("image", nil, nil)), Container: ctr("{{inputs.parameters.image}}")},
-		}}, want: manyImages(maxScopes), skipped: []skip{{"run", "container", "called in more than 64 ways"}}},
+		}}, want: manyImages(DefaultBudget().MaxScopes), skipped: []skip{{"run", "container", "called in more than 64 ways"}}},
 
 		// What cannot be resolved, or is not an image.
 		{name: "unresolvable placeholders are skipped", spec: &wfv1.WorkflowSpec{
@@ -342,7 +345,7 @@ func TestImagesFromWorkflowSpec(t *testing.T) {
 		}, want: []string{hub("alpine")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, skipped := ImagesFromWorkflowSpec(tc.spec)
+			got, skipped := readSpec(t, tc.spec)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("images = %q, want %q", got, tc.want)
 			}
@@ -358,7 +361,7 @@ func TestImagesFromWorkflowSpec(t *testing.T) {
 					t.Errorf("skipped[%d] = %+v does not carry the image", i, s)
 				}
 			}
-			again, skippedAgain := ImagesFromWorkflowSpec(tc.spec)
+			again, skippedAgain := readSpec(t, tc.spec)
 			if !reflect.DeepEqual(again, got) || !reflect.DeepEqual(skippedAgain, skipped) {
 				t.Errorf("a second parse differs: %q %v", again, skippedAgain)
 			}
@@ -421,7 +424,7 @@ spec:
 	if err := yaml.UnmarshalStrict([]byte(workflowTemplate), &wt); err != nil {
 		t.Fatal(err)
 	}
-	images, skipped := ImagesFromWorkflowSpec(&wt.Spec)
+	images, skipped := readSpec(t, &wt.Spec)
 	want := []string{"127.0.0.1:5000/tools:v1", "docker.io/fluent/fluent-bit:3", hub("alpine"), hub("python:3.12")}
 	if !reflect.DeepEqual(images, want) {
 		t.Errorf("WorkflowTemplate images = %q, want %q", images, want)
@@ -446,7 +449,7 @@ spec:
 	if err := yaml.UnmarshalStrict([]byte(cronWorkflow), &cw); err != nil {
 		t.Fatal(err)
 	}
-	images, skipped = ImagesFromWorkflowSpec(&cw.Spec.WorkflowSpec)
+	images, skipped = readSpec(t, &cw.Spec.WorkflowSpec)
 	if !reflect.DeepEqual(images, []string{hub("busybox:1.36")}) || len(skipped) != 0 {
 		t.Errorf("CronWorkflow: images %q, skipped %v", images, skipped)
 	}
@@ -455,7 +458,18 @@ spec:
 	if err := yaml.UnmarshalStrict([]byte(strings.Replace(workflowTemplate, "kind: WorkflowTemplate", "kind: ClusterWorkflowTemplate", 1)), &cwt); err != nil {
 		t.Fatal(err)
 	}
-	if images, _ := ImagesFromWorkflowSpec(&cwt.Spec); !reflect.DeepEqual(images, want) {
+	if images, _ := readSpec(t, &cwt.Spec); !reflect.DeepEqual(images, want) {
 		t.Errorf("ClusterWorkflowTemplate images = %q, want %q", images, want)
 	}
+}
+
+// images reads spec within the default budget, which no spec of these
+// tests exceeds.
+func readSpec(t *testing.T, spec *wfv1.WorkflowSpec) ([]string, []Skipped) {
+	t.Helper()
+	got, skipped, err := Images(spec, DefaultBudget())
+	if err != nil {
+		t.Fatalf("Images: %v", err)
+	}
+	return got, skipped
 }

@@ -1,0 +1,119 @@
+package argo
+
+import (
+	"fmt"
+)
+
+// Budget bounds the work of reading one spec, so that no object, however
+// written, costs more than a known amount of time and memory. Every figure
+// is per object.
+type Budget struct {
+	// MaxValueBytes is the longest string a placeholder may resolve to, and
+	// the longest parameter value, item or image field that is read at all.
+	// No image reference is longer than about 520 bytes (a 255-byte name, a
+	// 128-byte tag and a digest); a longer value is refused, not resolved.
+	MaxValueBytes int
+	// MaxRounds is how deep parameter values may refer to other parameters;
+	// it also ends a loop of parameters that refer to each other.
+	MaxRounds int
+	// MaxScopes is how many ways of calling one template (call sites x the
+	// caller's own ways x withItems items) are followed; the others are
+	// reported.
+	MaxScopes int
+	// MaxSteps bounds the walk of the spec: templates visited and call
+	// sites followed. Calls that form cycles can make the walk exponential;
+	// the budget ends it.
+	MaxSteps int
+	// MaxWork bounds the bytes resolved and the parameters copied, in all.
+	MaxWork int
+	// MaxExpressionBytes and MaxExpressionNodes bound a {{=expression}}
+	// that is evaluated. Only a subset of the expression language is
+	// evaluated (see safeExpression); others are skipped as known only when
+	// the workflow runs.
+	MaxExpressionBytes int
+	MaxExpressionNodes int
+}
+
+// DefaultBudget is what the daemon and the plugin use: far above any
+// workflow written by hand (hundreds of templates, thousands of items),
+// and small enough that a node's daemon reads a hostile object in
+// milliseconds and a few MiB.
+func DefaultBudget() Budget {
+	return Budget{
+		MaxValueBytes:      1024,
+		MaxRounds:          8,
+		MaxScopes:          64,
+		MaxSteps:           20_000,
+		MaxWork:            8 << 20,
+		MaxExpressionBytes: 1024,
+		MaxExpressionNodes: 64,
+	}
+}
+
+// TooComplexError says that a spec needs more than its Budget. None of its
+// images is read: a part would depend on the order of the walk.
+type TooComplexError struct {
+	// What names the limit that was reached.
+	What string
+	// Limit is its value.
+	Limit int
+}
+
+func (e *TooComplexError) Error() string {
+	return fmt.Sprintf("the workflow spec is too complex to read: it needs more than %d %s; none of its images is cached (simplify its calls and parameters, or list its images in a ConfigMap)", e.Limit, e.What)
+}
+
+// evaluator carries the budget through one read of a spec.
+type evaluator struct {
+	b           Budget
+	steps, work int
+}
+
+func newEvaluator(b Budget) *evaluator {
+	d := DefaultBudget()
+	// A zero field takes the default, so Budget{} is the default budget.
+	for _, f := range []struct {
+		v   *int
+		def int
+	}{
+		{&b.MaxValueBytes, d.MaxValueBytes}, {&b.MaxRounds, d.MaxRounds}, {&b.MaxScopes, d.MaxScopes},
+		{&b.MaxSteps, d.MaxSteps}, {&b.MaxWork, d.MaxWork},
+		{&b.MaxExpressionBytes, d.MaxExpressionBytes}, {&b.MaxExpressionNodes, d.MaxExpressionNodes},
+	} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
+	}
+	return &evaluator{b: b}
+}
+
+// step spends one step of the walk.
+func (e *evaluator) step() {
+	e.steps++
+	if e.steps > e.b.MaxSteps {
+		panic(&TooComplexError{What: "steps (templates visited and calls followed)", Limit: e.b.MaxSteps})
+	}
+}
+
+// spend spends n units of work (bytes resolved, parameters copied).
+func (e *evaluator) spend(n int) {
+	e.work += n
+	if e.work > e.b.MaxWork {
+		panic(&TooComplexError{What: "units of work (bytes resolved and parameters copied)", Limit: e.b.MaxWork})
+	}
+}
+
+// recover turns a budget panic into *err. The walk is deeply recursive;
+// unwinding it at once is simpler and cheaper than an error at every level.
+// Any other panic is not ours and goes on.
+func (e *evaluator) recover(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	tc, ok := r.(*TooComplexError)
+	if !ok {
+		panic(r)
+	}
+	*err = tc
+}

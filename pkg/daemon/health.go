@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/dcherman/image-cache-daemon/pkg/metrics"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
+)
+
+// healthInterval is how often the daemon looks at its sources' health and,
+// when it changed, writes it onto its own pod.
+const healthInterval = 10 * time.Second
+
+// health publishes what the daemon knows about its sources where users
+// look: on its own pod (the annotation source.HealthAnnotation, which
+// `kubectl imagecache status` shows, a line per problem) and in readiness.
+type health struct {
+	client    kubernetes.Interface
+	namespace string
+	pod       string
+	sources   *source.Set
+	overLimit func() (int, []source.Image)
+	metrics   *metrics.Metrics
+	last      string
+}
+
+// report is the daemon's health as of now.
+func (h *health) report() source.HealthReport {
+	r := source.HealthReport{Sources: h.sources.Health()}
+	if h.overLimit != nil {
+		r.OverLimit, r.OverLimitSample = h.overLimit()
+	}
+	return r
+}
+
+// run publishes the report every healthInterval until ctx ends.
+func (h *health) run(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	for {
+		if err := h.publish(ctx); err != nil {
+			logger.Error(err, "Publishing health on the daemon's pod")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// publish writes the report onto the pod when it differs from the last one
+// written, so an unchanged daemon makes no requests.
+func (h *health) publish(ctx context.Context) error {
+	r := h.report()
+	if h.metrics != nil {
+		for _, s := range r.Sources {
+			ok := 0.0
+			if s.OK() {
+				ok = 1
+			}
+			h.metrics.SourceHealthy.WithLabelValues(s.Source).Set(ok)
+			h.metrics.SourceObjectsSkipped.WithLabelValues(s.Source).Set(float64(s.Skipped))
+		}
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if string(raw) == h.last {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{source.HealthAnnotation: string(raw)}}})
+	if err != nil {
+		return err
+	}
+	_, err = h.client.CoreV1().Pods(h.namespace).Patch(ctx, h.pod, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
+	if err != nil {
+		return fmt.Errorf("patching pod %s/%s: %w", h.namespace, h.pod, err)
+	}
+	h.last = string(raw)
+	return nil
+}
+
+// ready says whether the daemon does its job, and if not, why: readiness
+// fails while a source cannot read (a forbidden LIST), so a rollout that
+// breaks RBAC stops instead of leaving every node without its images.
+func (h *health) ready() error {
+	for _, s := range h.sources.Health() {
+		if s.Problem != "" {
+			return fmt.Errorf("source %s: %s", s.Source, s.Problem)
+		}
+		if !s.Synced {
+			return fmt.Errorf("source %s has not synced yet", s.Source)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package install
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+var (
+	namespaceGVK   = corev1.SchemeGroupVersion.WithKind("Namespace")
+	roleGVK        = rbacv1.SchemeGroupVersion.WithKind("Role")
+	roleBindingGVK = rbacv1.SchemeGroupVersion.WithKind("RoleBinding")
+)
+
+// Install installs o, or updates the installation in o.Namespace:
+//   - a source namespace that does not exist is refused before anything
+//     changes (its Role cannot be created, and creating the namespace would
+//     hide a typo);
+//   - a namespace that existed before is shared, not taken over: notes (if
+//     not nil) is told so before anything changes;
+//   - Objects(o) are applied;
+//   - the Roles of source namespaces o no longer reads are deleted;
+//   - the ClusterRole and ClusterRoleBinding that installations shared
+//     before they had their own are removed if only this one used them.
+func (a *Applier) Install(ctx context.Context, o Options, notes io.Writer) ([]Result, error) {
+	if err := a.checkSourceNamespaces(ctx, o); err != nil {
+		return nil, err
+	}
+	ns, err := a.get(ctx, namespaceGVK, "", o.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	if ns != nil && foreignNamespace(ns) && notes != nil {
+		if _, err := fmt.Fprintln(notes, sharedNamespaceNote(o.Namespace)); err != nil {
+			return nil, fmt.Errorf("writing a note: %w", err)
+		}
+	}
+	results, err := a.Apply(ctx, Objects(o))
+	if err != nil {
+		return results, err
+	}
+	installed, err := a.installedSourceNamespaces(ctx, o.Namespace)
+	if err != nil {
+		return results, err
+	}
+	var stale []runtime.Object
+	for _, sns := range installed {
+		if !slices.Contains(o.sourceNamespaces(), sns) {
+			stale = append(stale, sourceRBAC(o, sns)...)
+		}
+	}
+	if len(stale) > 0 {
+		rs, err := a.Delete(ctx, stale)
+		results = append(results, rs...)
+		if err != nil {
+			return results, err
+		}
+	}
+	rs, err := a.removeLegacyRBAC(ctx, o.Namespace)
+	return append(results, rs...), err
+}
+
+// Uninstall deletes the installation in namespace: the objects Objects
+// makes, the Roles it keeps in source namespaces (found by their labels),
+// and the ClusterRole and ClusterRoleBinding installations shared before
+// they had their own if only this one used them. A namespace that existed
+// before the installation is kept.
+func (a *Applier) Uninstall(ctx context.Context, namespace string) ([]Result, error) {
+	// Only the kinds and names of the objects matter to Delete.
+	o := DefaultOptions("")
+	o.Namespace = namespace
+	var err error
+	if o.SourceNamespaces, err = a.installedSourceNamespaces(ctx, namespace); err != nil {
+		return nil, err
+	}
+	results, err := a.Delete(ctx, Objects(o))
+	if err != nil {
+		return results, err
+	}
+	rs, err := a.removeLegacyRBAC(ctx, namespace)
+	return append(results, rs...), err
+}
+
+// sharedNamespaceNote says what installing into a namespace that existed
+// before means.
+func sharedNamespaceNote(namespace string) string {
+	return fmt.Sprintf("namespace %s existed before image-cache-daemon: it is used as it is "+
+		"(its Pod Security labels are not changed, and the restricted profile is not enforced on the prefetch pods there); "+
+		"uninstall will keep it and remove only image-cache-daemon's objects in it.", namespace)
+}
+
+// checkSourceNamespaces refuses source namespaces that do not exist (the
+// install namespace is created by the installation).
+func (a *Applier) checkSourceNamespaces(ctx context.Context, o Options) error {
+	var missing []string
+	for _, sns := range o.sourceNamespaces() {
+		if sns == o.Namespace {
+			continue
+		}
+		ns, err := a.get(ctx, namespaceGVK, "", sns)
+		if err != nil {
+			return err
+		}
+		if ns == nil {
+			missing = append(missing, sns)
+		}
+	}
+	switch len(missing) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("source namespace %s does not exist: create it first (kubectl create namespace %[1]s) or leave it out of --source-namespace; nothing was applied", missing[0])
+	default:
+		return fmt.Errorf("source namespaces %s do not exist: create them first (kubectl create namespace NAME) or leave them out of --source-namespace; nothing was applied", strings.Join(missing, ", "))
+	}
+}
+
+// installedSourceNamespaces returns the namespaces that hold a Role or
+// RoleBinding of the installation in namespace granting it its sources,
+// sorted.
+func (a *Applier) installedSourceNamespaces(ctx context.Context, namespace string) ([]string, error) {
+	selector := k8slabels.SelectorFromSet(k8slabels.Set{"app.kubernetes.io/part-of": Name, InstanceLabel: namespace}).String()
+	var out []string
+	for _, gvk := range []schema.GroupVersionKind{roleGVK, roleBindingGVK} {
+		ri, err := a.resourceFor(gvk, metav1.NamespaceAll)
+		if err != nil {
+			return nil, err
+		}
+		list, err := ri.List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return nil, fmt.Errorf("listing the %ss of the installation in namespace %s: %w", gvk.Kind, namespace, err)
+		}
+		for _, item := range list.Items {
+			if item.GetName() == RBACName(namespace) && !slices.Contains(out, item.GetNamespace()) {
+				out = append(out, item.GetNamespace())
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// get reads one object; nil when there is none.
+func (a *Applier) get(ctx context.Context, gvk schema.GroupVersionKind, namespace, name string) (*unstructured.Unstructured, error) {
+	ri, err := a.resourceFor(gvk, namespace)
+	if err != nil {
+		return nil, err
+	}
+	u, err := ri.Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		where := name
+		if namespace != "" {
+			where = namespace + "/" + name
+		}
+		return nil, fmt.Errorf("reading %s %s: %w", gvk.Kind, where, err)
+	}
+	return u, nil
+}

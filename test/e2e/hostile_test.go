@@ -1,0 +1,184 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/dcherman/image-cache-daemon/internal/testcluster"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
+)
+
+// argoResource is the dynamic client of an Argo kind, so that a test can
+// store what Argo's Go types cannot hold (the CRDs keep unknown fields).
+func argoResource(t *testing.T, resource, ns string) dynamic.ResourceInterface {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(env.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := dyn.Resource(schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: resource})
+	if ns == "" {
+		return r
+	}
+	return r.Namespace(ns)
+}
+
+// argoObject creates an Argo object from its kind and spec and deletes it
+// when the test ends.
+func argoObject(t *testing.T, kind, ns, name string, spec map[string]any) {
+	t.Helper()
+	resource := strings.ToLower(kind) + "s"
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "argoproj.io/v1alpha1", "kind": kind, "metadata": map[string]any{"name": name}, "spec": spec,
+	}}
+	r := argoResource(t, resource, ns)
+	if _, err := r.Create(context.Background(), u, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating %s %s: %v", kind, name, err)
+	}
+	t.Cleanup(func() { _ = r.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+}
+
+// container is a workflow spec of one container template; a CronWorkflow
+// holds it under workflowSpec.
+func container(kind string, c map[string]any) map[string]any {
+	spec := map[string]any{"templates": []any{map[string]any{"name": "main", "container": c}}}
+	if kind == "CronWorkflow" {
+		return map[string]any{"schedules": []any{"0 0 * * *"}, "workflowSpec": spec}
+	}
+	return spec
+}
+
+// chainSpec is n templates, each calling the next from two steps and the
+// last calling the first: exponential to walk without a budget.
+func chainSpec(n int) map[string]any {
+	var templates []any
+	for i := 0; i < n; i++ {
+		next := fmt.Sprintf("t%d", (i+1)%n)
+		arg := map[string]any{"parameters": []any{map[string]any{"name": "x", "value": "{{inputs.parameters.x}}"}}}
+		templates = append(templates, map[string]any{
+			"name": fmt.Sprintf("t%d", i), "inputs": map[string]any{"parameters": []any{map[string]any{"name": "x"}}},
+			"container": map[string]any{"image": "{{inputs.parameters.x}}"},
+			"steps": []any{[]any{
+				map[string]any{"name": "a", "template": next, "arguments": arg},
+				map[string]any{"name": "b", "template": next, "arguments": arg},
+			}},
+		})
+	}
+	return map[string]any{"entrypoint": "t0", "arguments": map[string]any{"parameters": []any{map[string]any{"name": "x", "value": "alpine"}}},
+		"templates": templates}
+}
+
+// TestHostileObjects writes, next to good objects, every kind of object a
+// tenant can write to hurt the daemon: undecodable Argo objects of all three
+// kinds, parameters that expand without end, a cycle of calls, a YAML alias
+// bomb and a megabyte of non-images. The good objects, including those
+// written after the hostile ones, are cached; the daemon never restarts;
+// every hostile object gets a Warning Event; list and status name them.
+func TestHostileObjects(t *testing.T) {
+	installArgoCRDs(t)
+	t.Cleanup(func() { _ = testcluster.DeleteArgoCRDs(context.Background(), env.config) })
+	ns := "icd-hostile-" + strings.ToLower(rand.String(4))
+	o := install.DefaultOptions("e2e")
+	o.Namespace = ns
+	o.Image = daemonImage(t)
+	o.ResyncPeriod = 0
+	installDaemon(t, o)
+	users := newNamespace(t)
+	img := func(name string) string {
+		return randomImage(t, "e2e/hostile-"+name+":"+rand.String(5), uint64(rand.Int()))
+	}
+
+	good := map[string]string{}
+	good["cm-before"] = img("cm-before")
+	imageList(t, users, "good-before", fmt.Sprintf("[%q]", good["cm-before"]))
+	good["wt-before"] = img("wt-before")
+	argoObject(t, "WorkflowTemplate", users, "good-before", container("WorkflowTemplate", map[string]any{"image": good["wt-before"]}))
+
+	type hostile struct{ ns, name string }
+	var hostiles []hostile
+	argoHostile := func(kind, ns, name string, spec map[string]any) {
+		argoObject(t, kind, ns, name, spec)
+		eventNS := ns
+		if eventNS == "" {
+			eventNS = metav1.NamespaceDefault // Events on cluster-scoped objects
+		}
+		hostiles = append(hostiles, hostile{eventNS, name})
+	}
+	// Fields that do not decode into Argo's types, one per kind.
+	argoHostile("WorkflowTemplate", users, "bool-command", container("WorkflowTemplate", map[string]any{"image": "alpine", "command": []any{true}}))
+	argoHostile("CronWorkflow", users, "number-image", container("CronWorkflow", map[string]any{"image": 5}))
+	cwt := users + "-bad-quantity"
+	argoHostile("ClusterWorkflowTemplate", "", cwt, container("ClusterWorkflowTemplate",
+		map[string]any{"image": "alpine", "resources": map[string]any{"limits": map[string]any{"cpu": "lots"}}}))
+	// A parameter that names itself 7 times, and a 24-template cycle.
+	self := strings.Repeat("{{workflow.parameters.a}}", 7)
+	argoHostile("WorkflowTemplate", users, "self-reference", map[string]any{
+		"arguments": map[string]any{"parameters": []any{map[string]any{"name": "a", "value": self}}},
+		"templates": []any{map[string]any{"name": "main", "container": map[string]any{"image": "{{workflow.parameters.a}}"}}},
+	})
+	argoHostile("WorkflowTemplate", users, "call-cycle", chainSpec(24))
+	// A YAML alias bomb and a megabyte of numbers.
+	bomb := "- &a " + strings.Repeat("x", 20_000) + "\n" + strings.Repeat("- *a\n", 2000)
+	imageList(t, users, "alias-bomb", bomb)
+	hostiles = append(hostiles, hostile{users, "alias-bomb"})
+	imageList(t, users, "numbers", "["+strings.Repeat("1,", 450_000)+"1]")
+	hostiles = append(hostiles, hostile{users, "numbers"})
+
+	good["cm-after"] = img("cm-after")
+	imageList(t, users, "good-after", fmt.Sprintf("[%q]", good["cm-after"]))
+	for _, kind := range []string{"WorkflowTemplate", "CronWorkflow", "ClusterWorkflowTemplate"} {
+		key := strings.ToLower(kind) + "-after"
+		good[key] = img(key)
+		where, name := users, "good-after"
+		if kind == "ClusterWorkflowTemplate" {
+			where, name = "", users+"-good-after"
+		}
+		argoObject(t, kind, where, name, container(kind, map[string]any{"image": good[key]}))
+	}
+
+	for what, image := range good {
+		t.Run("cached: "+what, func(t *testing.T) { waitCached(t, ns, image) })
+	}
+	for _, h := range hostiles {
+		t.Run("event: "+h.name, func(t *testing.T) { waitEvent(t, h.ns, h.name, "InvalidImages") })
+	}
+	assertDaemonNotRestarted(t, ns)
+
+	bin := buildGo(t, "github.com/dcherman/image-cache-daemon/cmd/kubectl-imagecache")
+	t.Run("list names the hostile objects", func(t *testing.T) {
+		out := mustPlugin(t, bin, "list", "-n", ns)
+		for _, image := range good {
+			if !strings.Contains(out, mustNormalize(t, image)[len("127.0.0.1:5000/"):]) {
+				t.Errorf("list does not show %s:\n%s", image, out)
+			}
+		}
+		for _, h := range hostiles {
+			if !strings.Contains(out, "skipped: ") || !strings.Contains(out, "/"+h.name+": ") && !strings.Contains(out, " "+h.name+": ") {
+				t.Errorf("list does not name %s:\n%s", h.name, out)
+			}
+		}
+	})
+	t.Run("status names the hostile objects", func(t *testing.T) {
+		var out string
+		err := wait.PollUntilContextTimeout(context.Background(), 2*time.Second, time.Minute, true, func(context.Context) (bool, error) {
+			out = mustPlugin(t, bin, "status", "-n", ns)
+			return strings.Contains(out, "WorkflowTemplate "+users+"/bool-command") &&
+				strings.Contains(out, "ConfigMap "+users+"/alias-bomb"), nil
+		})
+		if err != nil {
+			t.Errorf("status never named the hostile objects:\n%s", out)
+		}
+	})
+}
