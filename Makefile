@@ -51,7 +51,7 @@ test-fuzz: ## run every Go fuzz target for FUZZTIME each (default 10s; e.g. make
 	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 e2e: image ## e2e tests against a running local cluster (make cluster-up first)
-	ICD_IMAGE=$$(cat bin/image-ref) ICD_E2E_ARTIFACTS=$(CURDIR)/e2e-artifacts go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/...
+	ICD_IMAGE=$$(cat bin/image-ref) ICD_E2E_ARTIFACTS=$(CURDIR)/e2e-artifacts KUBECTL=$$(hack/kube/build.sh)/kubectl go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/...
 
 bench: image ## print the benchmark figures, on a running local cluster (make cluster-up first)
 	go run ./hack/bench

@@ -275,6 +275,10 @@ failSwapOn: false
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 imageServiceEndpoint: unix://$CONTAINERD_SOCK
 podLogsDir: $STATE/pod-logs
+# Report every image in node.status.images (the kubelet's default is the 50
+# largest): the e2e tests check there that an image is on the node, and a
+# run pushes more than 50 small ones.
+nodeStatusMaxImages: -1
 # The machine's disk may be nearly full on a busy CI box; only evict when it
 # really is, so that tests are not disturbed by evictions.
 evictionHard:

@@ -107,6 +107,11 @@ func FromPod(pod *corev1.Pod) []ImageStatus {
 				st.State, st.Reason = Failed, term.Reason
 				st.Message = fmt.Sprintf("exited with code %d: %s", term.ExitCode, term.Message)
 			}
+		case seen && cs.State.Waiting != nil && rateLimited(cs.State.Waiting):
+			// The kubelet refused to start the pull under its own pull
+			// budget: nothing is known about the image yet, and the kubelet
+			// tries again after its back-off.
+			st.State, st.Reason, st.Message = Pending, cs.State.Waiting.Reason, cs.State.Waiting.Message
 		case seen && cs.State.Waiting != nil && failedReasons[cs.State.Waiting.Reason]:
 			st.State, st.Reason, st.Message = Failed, cs.State.Waiting.Reason, cs.State.Waiting.Message
 		case pod.Status.Phase == corev1.PodFailed:
@@ -124,6 +129,17 @@ func FromPod(pod *corev1.Pod) []ImageStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+// rateLimitedMessage is what the kubelet says when a pull is over its
+// registryPullQPS/registryBurst budget (ErrImagePull, then ImagePullBackOff
+// with the same message).
+const rateLimitedMessage = "pull QPS exceeded"
+
+// rateLimited reports whether a waiting container only waits for the
+// kubelet's pull budget.
+func rateLimited(w *corev1.ContainerStateWaiting) bool {
+	return (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && strings.Contains(w.Message, rateLimitedMessage)
 }
 
 type failure struct{ reason, message string }

@@ -160,3 +160,20 @@ func BenchmarkFromPod(b *testing.B) {
 		FromPod(p)
 	}
 }
+
+// A pull the kubelet refused under its own rate limit says nothing about
+// the image: it is pending, not failed, and the pod is not finished.
+func TestPullQPSExceededIsPending(t *testing.T) {
+	for _, reason := range []string{"ErrImagePull", "ImagePullBackOff"} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "p"},
+			Spec:       corev1.PodSpec{NodeName: "n", Containers: []corev1.Container{{Name: "a", Image: "docker.io/library/a:latest"}}},
+			Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Name: "a",
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "pull QPS exceeded"}}}}},
+		}
+		st := FromPod(pod)
+		if len(st) != 1 || st[0].State != Pending || Finished(pod) {
+			t.Errorf("%s: pull QPS exceeded reads %+v, finished %v; want pending", reason, st, Finished(pod))
+		}
+	}
+}

@@ -36,6 +36,10 @@ import (
 // FieldManager names this daemon's writes.
 const FieldManager = "image-cache-daemon"
 
+// sourceGrace is how long the controller waits for every source before it
+// works with those that have synced.
+var sourceGrace = time.Minute
+
 // syncKey is the only key of the queue: a node has one set of prefetch pods,
 // and any change is handled by planning that whole set again.
 const syncKey = "node"
@@ -168,16 +172,25 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForNamedCacheSync("prefetch pods", ctx.Done(), c.podsSync) {
 		return fmt.Errorf("prefetch pod cache never synced: %w", ctx.Err())
 	}
-	// Never act on a partial view: a source that has not synced would make
-	// its images look unwanted and their pods deleted.
-	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+	// Wait a while for every source, so that the first sync sees the whole
+	// picture; a source that cannot sync (a forbidden namespace) must not
+	// stop caching for the others, so after sourceGrace the daemon works
+	// on with what it has, deleting nothing (see sync).
+	graceCtx, cancel := context.WithTimeout(ctx, sourceGrace)
+	err := wait.PollUntilContextCancel(graceCtx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		return c.sources.HasSynced(), nil
 	})
-	if err != nil {
-		return fmt.Errorf("sources never synced: %w", err)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("sources never synced: %w", ctx.Err())
+	case err != nil:
+		logger.Info("Not every source has synced; caching what the others want, deleting no prefetch pod until they have (kubectl imagecache status says why)",
+			"waited", sourceGrace)
+	default:
+		logger.Info("Caches synced, reconciling")
 	}
 	c.ready.Store(true)
-	logger.Info("Caches synced, reconciling")
 
 	c.enqueue()
 	var wg sync.WaitGroup
@@ -220,11 +233,6 @@ func (c *Controller) Wanted() []source.Image {
 // asks for. It returns when to look again for a resync or a retry.
 func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	logger := klog.FromContext(ctx)
-	wanted := c.Wanted()
-	podCap := c.podCap(ctx)
-	limit := min(c.cfg.MaxImages, podCap*max(c.cfg.Prefetch.BatchSize, 1))
-	images, over := fairShare(wanted, limit)
-	c.reportOverLimit(ctx, over, limit, podCap)
 	listed, err := c.pods.List(labels.SelectorFromSet(cachestate.PrefetchLabels()))
 	if err != nil {
 		return 0, fmt.Errorf("listing prefetch pods: %w", err)
@@ -235,9 +243,19 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 			pods = append(pods, p)
 		}
 	}
+	wanted, resync := c.Wanted(), c.cfg.Resync
+	if !c.sources.HasSynced() {
+		// A partial view: what the pods hold may be wanted by a source
+		// not read yet, so it is all kept, and nothing is refreshed.
+		wanted, resync = withHeld(wanted, pods), 0
+	}
+	podCap := c.podCap(ctx)
+	limit := min(c.cfg.MaxImages, podCap*max(c.cfg.Prefetch.BatchSize, 1))
+	images, over := fairShare(wanted, limit)
+	c.reportOverLimit(ctx, over, limit, podCap)
 	pcfg := c.cfg.Prefetch
 	pcfg.MaxPods = podCap
-	plan := prefetch.Plan(prefetch.Input{Now: c.now(), Wanted: images, Pods: pods, Resync: c.cfg.Resync, Owed: c.owed}, pcfg)
+	plan := prefetch.Plan(prefetch.Input{Now: c.now(), Wanted: images, Pods: pods, Resync: resync, Owed: c.owed}, pcfg)
 	c.owed = plan.Owed
 
 	var errs []error
@@ -288,6 +306,27 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	}
 	c.record(len(wanted), images, pods)
 	return plan.RequeueAfter, errors.Join(errs...)
+}
+
+// heldOrigin is the origin of images kept only because a prefetch pod holds
+// them while a source has not synced.
+const heldOrigin = "held while a source is not synced"
+
+// withHeld adds to wanted every image the pods hold, so that a sync on a
+// partial view deletes nothing.
+func withHeld(wanted []source.Image, pods []*corev1.Pod) []source.Image {
+	var wants []source.Want
+	for _, w := range wanted {
+		for _, o := range w.Origins {
+			wants = append(wants, source.Want{Image: w.Image, Origin: o})
+		}
+	}
+	for _, p := range pods {
+		for _, img := range prefetch.Images(p) {
+			wants = append(wants, source.Want{Image: img, Origin: heldOrigin})
+		}
+	}
+	return source.Images(wants)
 }
 
 // podCap is the most prefetch pods this node may hold: --max-prefetch-pods,

@@ -31,14 +31,15 @@ import (
 // fixedSource is a Source whose wants the test sets: images wanted by
 // "test", and wants with their own origins.
 type fixedSource struct {
-	images []string
-	wants  []source.Want
+	images   []string
+	wants    []source.Want
+	unsynced bool
 }
 
 func (f *fixedSource) Name() string                { return "fixed" }
 func (f *fixedSource) Run(context.Context, func()) {}
 func (f *fixedSource) Health() source.Health       { return source.Health{Source: "fixed", Synced: true} }
-func (f *fixedSource) HasSynced() bool             { return true }
+func (f *fixedSource) HasSynced() bool             { return !f.unsynced }
 func (f *fixedSource) Wanted() []source.Want {
 	w := append([]source.Want(nil), f.wants...)
 	for _, img := range f.images {
@@ -217,6 +218,21 @@ func TestSyncDeletesPodsOfUnwantedImages(t *testing.T) {
 	want := []string{"get nodes node-1", "create pods " + newPod.Name, "delete pods " + old.Name}
 	if got := f.sync(t); !reflect.DeepEqual(got, want) {
 		t.Fatalf("sync made %v, want %v", got, want)
+	}
+}
+
+// While a source has not synced (say a namespace it may not read), the
+// daemon still caches what the others want, and deletes nothing: the held
+// images may be wanted by the source it cannot see.
+func TestSyncOnAPartialViewCreatesButDeletesNothing(t *testing.T) {
+	cfg := testConfig().Prefetch
+	old := existing(cfg, []string{img("gone")}, 0, t0)
+	f := newFixture(t, nil, node(110), old)
+	f.src.images, f.src.unsynced = []string{img("new")}, true
+	newPod := cfg.Pod([]string{img("new")}, 0, corev1.PullIfNotPresent)
+	want := []string{"get nodes node-1", "create pods " + newPod.Name}
+	if got := f.sync(t); !reflect.DeepEqual(got, want) {
+		t.Fatalf("sync on a partial view made %v, want %v", got, want)
 	}
 }
 

@@ -51,6 +51,7 @@ func Run(ctx context.Context, o *options.Options) error {
 	if err != nil {
 		return err
 	}
+	useWardenConfigMap(ctx, kube, &pcfg)
 	logger.Info("Starting", "version", version.String(), "node", o.NodeName, "wardenImage", pcfg.WardenImage,
 		"owner", pcfg.Owner.Kind+"/"+pcfg.Owner.Name, "resyncPeriod", o.ResyncPeriod,
 		"maxImages", o.MaxImages, "maxPrefetchPods", o.MaxPrefetchPods)
@@ -60,7 +61,11 @@ func Run(ctx context.Context, o *options.Options) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(eventScheme(), corev1.EventSource{Component: "image-cache-daemon", Host: o.NodeName})
-	reporter := &reporter{self: self, logger: logger, recorder: recorder, metrics: m}
+	election, err := newReporterElection(kube, o.PodNamespace, o.PodName)
+	if err != nil {
+		return fmt.Errorf("reporter election: %w", err)
+	}
+	reporter := &reporter{self: self, logger: logger, recorder: recorder, metrics: m, leading: election.leading}
 
 	scfg, err := o.SourceConfig()
 	if err != nil {
@@ -84,7 +89,11 @@ func Run(ctx context.Context, o *options.Options) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { podInformer.RunWithContext(ctx); return nil })
+	g.Go(func() error { election.run(ctx); return nil })
 	g.Go(func() error {
+		// The first read reports every object's problems: let the
+		// election settle who sends them as Events first.
+		election.wait(ctx, 15*time.Second)
 		sources.Start(ctx, ctrl.Enqueue)
 		sources.Wait()
 		return nil

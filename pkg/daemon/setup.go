@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
+	goruntime "runtime"
 	"strings"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
@@ -9,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -17,6 +20,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
+	"github.com/dcherman/image-cache-daemon/pkg/warden"
 )
 
 // Event reasons; fixed so that alerts and `kubectl get events
@@ -66,6 +70,29 @@ func prefetchConfig(o *options.Options, self *corev1.Pod) (prefetch.Config, erro
 	}, nil
 }
 
+// useWardenConfigMap makes prefetch pods mount the warden executable for
+// this node's architecture from the installer's ConfigMap, with that
+// ConfigMap as their controller: then they have no emptyDir and a
+// controller, and a plain `kubectl drain` evicts them even while they pull.
+// Without the ConfigMap (an installation by an older version), the pods
+// keep the init container and emptyDir; the reason is logged once.
+func useWardenConfigMap(ctx context.Context, client kubernetes.Interface, cfg *prefetch.Config) {
+	logger := klog.FromContext(ctx)
+	cm, err := client.CoreV1().ConfigMaps(cfg.Namespace).Get(ctx, warden.ConfigMap, metav1.GetOptions{})
+	if err != nil {
+		logger.Info("Prefetch pods copy the warden with an init container into an emptyDir, which keeps a plain kubectl drain from evicting them while they pull; run kubectl imagecache install again to fix",
+			"configMap", klog.KRef(cfg.Namespace, warden.ConfigMap), "err", err)
+		return
+	}
+	if _, ok := cm.BinaryData[goruntime.GOARCH]; !ok {
+		logger.Info("The warden ConfigMap has no executable for this node's architecture; prefetch pods copy the warden with an init container",
+			"configMap", klog.KObj(cm), "architecture", goruntime.GOARCH)
+		return
+	}
+	cfg.Warden = &prefetch.WardenSource{ConfigMap: cm.Name, Key: goruntime.GOARCH}
+	cfg.Controller = &metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: cm.Name, UID: cm.UID}
+}
+
 // ownImage is the image of the daemon's container (the one running the
 // daemon binary), else the release image of this version.
 func ownImage(self *corev1.Pod) string {
@@ -103,6 +130,10 @@ type reporter struct {
 	logger   klog.Logger
 	recorder record.EventRecorder
 	metrics  *metrics.Metrics
+	// leading says whether this daemon reports problems found in objects
+	// as Events (see ReporterLease); nil means always. The others log them
+	// at -v=2 and count them.
+	leading func() bool
 }
 
 func (r *reporter) Problems(source string, obj runtime.Object, problems []error) {
@@ -113,6 +144,10 @@ func (r *reporter) Problems(source string, obj runtime.Object, problems []error)
 			if r.self != nil {
 				r.recorder.Event(r.self, corev1.EventTypeWarning, ReasonSourceProblem, p.Error())
 			}
+			continue
+		}
+		if r.leading != nil && !r.leading() {
+			r.logger.V(2).Info("Skipping what cannot be cached (the reporter daemon sends the Event)", "source", source, "object", klog.KObj(objectMeta(obj)), "problem", p.Error())
 			continue
 		}
 		r.logger.Error(p, "Skipping what cannot be cached", "source", source, "object", klog.KObj(objectMeta(obj)))

@@ -24,7 +24,7 @@ func results(rs []install.Result) string {
 func TestApplyKeepsAnExistingImageList(t *testing.T) {
 	var list runtime.Object
 	for _, obj := range install.Objects(install.DefaultOptions("v1.0.0")) {
-		if u, _ := install.Unstructured(obj); u.GetKind() == "ConfigMap" {
+		if u, _ := install.Unstructured(obj); u.GetKind() == "ConfigMap" && u.GetName() == install.DefaultConfigMap {
 			list = obj.DeepCopyObject()
 		}
 	}
@@ -38,7 +38,7 @@ func TestApplyKeepsAnExistingImageList(t *testing.T) {
 		t.Errorf("results:\n%s\nwant the image list kept", results(rs))
 	}
 	for _, act := range *acts {
-		if strings.HasPrefix(act, "apply ConfigMap") {
+		if strings.HasPrefix(act, "apply ConfigMap") && strings.HasSuffix(act, "/"+install.DefaultConfigMap) {
 			t.Errorf("the existing image list was applied over: %v", *acts)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
+	"github.com/dcherman/image-cache-daemon/pkg/warden"
 )
 
 // Names of the installed objects.
@@ -207,10 +208,15 @@ func sourceRules(o Options) []rbacv1.PolicyRule {
 // get its own pod (pkg/daemon, run.go: the owner and image of the prefetch
 // pods), list and watch the prefetch pods (the pod informer, run.go),
 // create and delete them (controller.go), and patch its own pod's health
-// annotation (health.go), which `kubectl imagecache status` reads.
+// annotation (health.go), which `kubectl imagecache status` reads; and get
+// the warden ConfigMap (setup.go), which prefetch pods mount; and hold the
+// reporter Lease (leader.go), so that one daemon, not every node's, sends
+// the Events about objects' problems.
 func podRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{warden.ConfigMap}, Verbs: []string{"get"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
 	}
 }
 
@@ -252,7 +258,21 @@ func Objects(o Options) []runtime.Object {
 		ObjectMeta: meta(DefaultConfigMap, "images"),
 		Data:       map[string]string{source.DefaultKey: "[]\n"},
 	}
-	return append(objs, images, daemonSet(o))
+	// The warden executables that prefetch pods mount: no init container,
+	// no emptyDir, so a plain kubectl drain evicts a pod still pulling.
+	wardens := &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: meta(warden.ConfigMap, "warden"),
+		BinaryData: map[string][]byte{},
+	}
+	for _, arch := range warden.Architectures {
+		exe, err := warden.Executable(arch)
+		if err != nil {
+			panic(err) // the built-in architectures always have one
+		}
+		wardens.BinaryData[arch] = exe
+	}
+	return append(objs, images, wardens, daemonSet(o))
 }
 
 func rbacType(kind string) metav1.TypeMeta {

@@ -28,7 +28,17 @@ type Config struct {
 	// the pods, a daemon restart keeps them. It must not be a controller
 	// reference: the DaemonSet controller would release pods that carry its
 	// controller reference but do not match its selector.
-	Owner             *metav1.OwnerReference
+	Owner *metav1.OwnerReference
+	// Warden, when set, is the ConfigMap key (ConfigMap/Key) of the tiny
+	// warden executable for this node's architecture: the pods mount it
+	// and need neither an init container nor an emptyDir. Empty means the
+	// older way: an init container copies the warden from WardenImage into
+	// an emptyDir.
+	Warden *WardenSource
+	// Controller, when set, is the controller reference of every pod: an
+	// object no controller acts on (the warden ConfigMap). `kubectl drain`
+	// evicts pods that have a controller and no emptyDir without --force.
+	Controller        *metav1.OwnerReference
 	Tolerations       []corev1.Toleration
 	PriorityClassName string
 	ImagePullSecrets  []string
@@ -38,6 +48,11 @@ type Config struct {
 	// with nodeName, past the scheduler, and must leave the kubelet's
 	// max-pods to the workloads.
 	MaxPods int
+}
+
+// WardenSource names the ConfigMap key that holds the warden executable.
+type WardenSource struct {
+	ConfigMap, Key string
 }
 
 // Owns reports whether pod belongs to this daemon: it carries Owner's UID
@@ -62,8 +77,8 @@ const (
 	// UID and GID the prefetch containers run as: the restricted profile
 	// wants non-root, and images without a USER would run as root.
 	runAsID = 65532
-	// safeToEvict lets cluster-autoscaler drain a node despite the emptyDir
-	// and the missing controller; a prefetch pod is only a cache record.
+	// safeToEvict lets cluster-autoscaler drain a node whatever the
+	// warden's volume; a prefetch pod is only a cache record.
 	safeToEvict = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 )
 
@@ -110,23 +125,18 @@ func (c Config) pod(images []string, generation int, policy func(image string) c
 				RunAsGroup:     ptr.To[int64](runAsID),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
-			Volumes: []corev1.Volume{{Name: "warden", VolumeSource: corev1.VolumeSource{
-				EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("16Mi"))},
-			}}},
-			InitContainers: []corev1.Container{{
-				Name:            cachestate.WardenInitName,
-				Image:           c.WardenImage,
-				ImagePullPolicy: corev1.PullIfNotPresent,
-				Command:         []string{"/warden", "install", wardenDir},
-				VolumeMounts:    []corev1.VolumeMount{{Name: "warden", MountPath: wardenDir}},
-				SecurityContext: containerSecurity(),
-			}},
 		},
 	}
+	c.addWarden(&pod.Spec)
 	if c.Owner != nil {
 		owner := *c.Owner
 		owner.Controller = nil
 		pod.OwnerReferences = []metav1.OwnerReference{owner}
+	}
+	if c.Controller != nil {
+		ctrl := *c.Controller
+		ctrl.Controller = ptr.To(true)
+		pod.OwnerReferences = append(pod.OwnerReferences, ctrl)
 	}
 	for _, s := range c.ImagePullSecrets {
 		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: s})
@@ -143,6 +153,32 @@ func (c Config) pod(images []string, generation int, policy func(image string) c
 		})
 	}
 	return pod
+}
+
+// addWarden gives spec the warden volume: the executable from the warden
+// ConfigMap, or else an emptyDir that an init container fills from the
+// warden image.
+func (c Config) addWarden(spec *corev1.PodSpec) {
+	if w := c.Warden; w != nil {
+		spec.Volumes = []corev1.Volume{{Name: "warden", VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: w.ConfigMap},
+				Items:                []corev1.KeyToPath{{Key: w.Key, Path: "warden", Mode: ptr.To[int32](0o555)}},
+			},
+		}}}
+		return
+	}
+	spec.Volumes = []corev1.Volume{{Name: "warden", VolumeSource: corev1.VolumeSource{
+		EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("16Mi"))},
+	}}}
+	spec.InitContainers = []corev1.Container{{
+		Name:            cachestate.WardenInitName,
+		Image:           c.WardenImage,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Command:         []string{"/warden", "install", wardenDir},
+		VolumeMounts:    []corev1.VolumeMount{{Name: "warden", MountPath: wardenDir}},
+		SecurityContext: containerSecurity(),
+	}}
 }
 
 func containerSecurity() *corev1.SecurityContext {

@@ -96,3 +96,40 @@ func TestOwns(t *testing.T) {
 		})
 	}
 }
+
+// With the warden ConfigMap, a prefetch pod has nothing that keeps a plain
+// `kubectl drain` from evicting it: no emptyDir, no init container, and a
+// controller (the ConfigMap) besides its owner (the DaemonSet).
+func TestPodWithWardenConfigMapHasNoEmptyDirAndAController(t *testing.T) {
+	ds := &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "icd", UID: "ds-uid"}
+	cm := &metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: "image-cache-daemon-warden", UID: "cm-uid"}
+	old := Config{Namespace: "icd", NodeName: "n", WardenImage: "w", Owner: ds, BatchSize: 20}
+	if p := old.Pod([]string{"docker.io/library/a:latest"}, 0, corev1.PullIfNotPresent); p.Spec.Volumes[0].EmptyDir == nil || len(p.Spec.InitContainers) != 1 {
+		t.Fatalf("without the ConfigMap, want the init container and emptyDir: %+v", p.Spec)
+	}
+	cfg := old
+	cfg.Warden = &WardenSource{ConfigMap: cm.Name, Key: "arm64"}
+	cfg.Controller = cm
+	p := cfg.Pod([]string{"docker.io/library/a:latest", "docker.io/library/b:latest"}, 0, corev1.PullIfNotPresent)
+	if len(p.Spec.InitContainers) != 0 {
+		t.Errorf("init containers %v", p.Spec.InitContainers)
+	}
+	if len(p.Spec.Volumes) != 1 || p.Spec.Volumes[0].ConfigMap == nil || p.Spec.Volumes[0].EmptyDir != nil {
+		t.Fatalf("volumes %+v, want only the warden ConfigMap", p.Spec.Volumes)
+	}
+	item := p.Spec.Volumes[0].ConfigMap.Items
+	if len(item) != 1 || item[0].Key != "arm64" || item[0].Path != "warden" || item[0].Mode == nil || *item[0].Mode&0o111 == 0 {
+		t.Errorf("items %+v, want the node's architecture as an executable warden", item)
+	}
+	if c := metav1.GetControllerOf(p); c == nil || c.UID != cm.UID {
+		t.Errorf("controller %+v, want the warden ConfigMap", c)
+	}
+	if !cfg.Owns(p) {
+		t.Error("the pod is not owned by the DaemonSet any more")
+	}
+	for _, c := range p.Spec.Containers {
+		if len(c.Command) != 1 || c.Command[0] != "/icd/warden" {
+			t.Errorf("container %s runs %v", c.Name, c.Command)
+		}
+	}
+}

@@ -446,17 +446,27 @@ func podUIDs(t *testing.T, ns string) map[string]string {
 // assertNoDuplicates: no image is held by two live prefetch pods of one node.
 func assertNoDuplicates(t *testing.T, ns string) {
 	t.Helper()
-	seen := map[string]string{}
-	for _, p := range prefetchPods(t, ns) {
-		if p.DeletionTimestamp != nil {
-			continue
-		}
-		for _, c := range p.Spec.Containers {
-			if other, ok := seen[c.Image]; ok {
-				t.Errorf("%s is held by two prefetch pods: %s and %s", c.Image, other, p.Name)
+	// A re-batch creates the new pod a moment before it deletes the old
+	// one: what must hold is that duplicates do not last.
+	var dups []string
+	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 30*time.Second, true, func(context.Context) (bool, error) {
+		dups = nil
+		seen := map[string]string{}
+		for _, p := range prefetchPods(t, ns) {
+			if p.DeletionTimestamp != nil {
+				continue
 			}
-			seen[c.Image] = p.Name
+			for _, c := range p.Spec.Containers {
+				if other, ok := seen[c.Image]; ok {
+					dups = append(dups, fmt.Sprintf("%s is held by two prefetch pods: %s and %s", c.Image, other, p.Name))
+				}
+				seen[c.Image] = p.Name
+			}
 		}
+		return len(dups) == 0, nil
+	})
+	if err != nil {
+		t.Errorf("duplicates for 30 s:\n%s", strings.Join(dups, "\n"))
 	}
 }
 

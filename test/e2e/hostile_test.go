@@ -80,6 +80,20 @@ func chainSpec(n int) map[string]any {
 		"templates": templates}
 }
 
+// installWithUsers installs the daemon of this commit, resync off, into a
+// new namespace named with prefix, and makes a namespace for the users'
+// objects; it returns both.
+func installWithUsers(t *testing.T, prefix string) (ns, users string) {
+	t.Helper()
+	ns = prefix + strings.ToLower(rand.String(4))
+	o := install.DefaultOptions("e2e")
+	o.Namespace = ns
+	o.Image = daemonImage(t)
+	o.ResyncPeriod = 0
+	installDaemon(t, o)
+	return ns, newNamespace(t)
+}
+
 // TestHostileObjects writes, next to good objects, every kind of object a
 // tenant can write to hurt the daemon: undecodable Argo objects of all three
 // kinds, parameters that expand without end, a cycle of calls, a YAML alias
@@ -89,13 +103,7 @@ func chainSpec(n int) map[string]any {
 func TestHostileObjects(t *testing.T) {
 	installArgoCRDs(t)
 	t.Cleanup(func() { _ = testcluster.DeleteArgoCRDs(context.Background(), env.config) })
-	ns := "icd-hostile-" + strings.ToLower(rand.String(4))
-	o := install.DefaultOptions("e2e")
-	o.Namespace = ns
-	o.Image = daemonImage(t)
-	o.ResyncPeriod = 0
-	installDaemon(t, o)
-	users := newNamespace(t)
+	ns, users := installWithUsers(t, "icd-hostile-")
 	img := func(name string) string {
 		return randomImage(t, "e2e/hostile-"+name+":"+rand.String(5), uint64(rand.Int()))
 	}
