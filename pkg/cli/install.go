@@ -73,6 +73,8 @@ so installations in different namespaces never share them.`,
 	f.StringArrayVar(&o.ImagePullSecrets, "image-pull-secret", nil, "A Secret in the install namespace for pulling private images (repeatable)")
 	f.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "How often every image is pulled again (a moved tag is fetched anew); 0 disables")
 	f.StringArrayVar(&o.SourceNamespaces, "source-namespace", nil, "Read ConfigMaps, WorkflowTemplates and CronWorkflows only in this namespace, which must exist, and the install namespace; RBAC is granted there alone (repeatable; default: every namespace)")
+	f.StringVar(&o.StartupTaint, "startup-taint", "", "Key of a taint new nodes are registered with (e.g. imagecache.dcherman.github.io/warming); the daemon removes it once the node has every wanted image, an image failed, or --warm-timeout passed")
+	f.DurationVar(&o.WarmTimeout, "warm-timeout", o.WarmTimeout, "With --startup-taint: the longest a node keeps the taint after its creation while images pull (0: until cached or failed)")
 	f.BoolVar(&o.WatchConfigMaps, "watch-configmaps", o.WatchConfigMaps, "Read image lists from labelled ConfigMaps")
 	f.BoolVar(&o.WatchArgoWorkflowTemplates, "watch-argo-workflow-templates", o.WatchArgoWorkflowTemplates, "Cache the images of Argo WorkflowTemplates")
 	f.BoolVar(&o.WatchArgoClusterWorkflowTemplates, "watch-argo-cluster-workflow-templates", o.WatchArgoClusterWorkflowTemplates, "Cache the images of Argo ClusterWorkflowTemplates")
@@ -128,6 +130,14 @@ func (o *InstallOptions) Validate() error {
 		return errors.New("--dry-run=server is not supported: use --dry-run=client")
 	default:
 		return fmt.Errorf("--dry-run %q: want none or client", o.DryRun)
+	}
+	if o.StartupTaint != "" {
+		if msgs := validation.IsQualifiedName(o.StartupTaint); len(msgs) > 0 {
+			return fmt.Errorf("--startup-taint %q is not a taint key: %s", o.StartupTaint, strings.Join(msgs, "; "))
+		}
+	}
+	if o.WarmTimeout < 0 {
+		return fmt.Errorf("--warm-timeout must not be negative, got %s", o.WarmTimeout)
 	}
 	if o.Output != "" && o.Output != "yaml" && o.Output != "json" {
 		return fmt.Errorf("--output %q: want yaml or json", o.Output)

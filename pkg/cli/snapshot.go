@@ -30,6 +30,8 @@ type snapshot struct {
 	// Problems are what the daemons report about their sources and
 	// limits, each with the nodes whose daemon reports it.
 	Problems []problem
+	// Warm is each node's warm state as its daemon reports it.
+	Warm map[string]*source.Warmth
 }
 
 // problem is one thing that keeps daemons from caching, and where.
@@ -58,6 +60,12 @@ func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (
 				nodes[p.Spec.NodeName] = true
 				for _, msg := range daemonProblems(&p) {
 					byMessage[msg] = append(byMessage[msg], p.Spec.NodeName)
+				}
+				if w := daemonWarmth(&p); w != nil {
+					if s.Warm == nil {
+						s.Warm = map[string]*source.Warmth{}
+					}
+					s.Warm[p.Spec.NodeName] = w
 				}
 			}
 			for _, c := range p.Spec.Containers {
@@ -88,6 +96,15 @@ func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (
 	}
 	sort.Slice(s.Problems, func(i, j int) bool { return s.Problems[i].Message < s.Problems[j].Message })
 	return s, nil
+}
+
+// daemonWarmth reads the node's warm state from its daemon's health report.
+func daemonWarmth(p *corev1.Pod) *source.Warmth {
+	var r source.HealthReport
+	if err := json.Unmarshal([]byte(p.Annotations[source.HealthAnnotation]), &r); err != nil {
+		return nil
+	}
+	return r.Warm
 }
 
 // daemonProblems reads what a daemon pod says keeps it from caching: its

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
 // StatusOptions holds what the status command needs.
@@ -142,17 +143,18 @@ func (o *StatusOptions) filter(s *snapshot) {
 
 // statusDoc is the -o json|yaml document: stable field names for scripts.
 type statusDoc struct {
-	Nodes    []string                 `json:"nodes"`
-	Images   []imageRow               `json:"images"`
-	Status   []cachestate.ImageStatus `json:"status"`
-	Problems []problem                `json:"problems,omitempty"`
+	Nodes    []string                  `json:"nodes"`
+	Images   []imageRow                `json:"images"`
+	Status   []cachestate.ImageStatus  `json:"status"`
+	Problems []problem                 `json:"problems,omitempty"`
+	Warm     map[string]*source.Warmth `json:"warm,omitempty"`
 }
 
 func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 	rows := s.byImage(nil)
 	switch o.Output {
 	case "json", "yaml":
-		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems}
+		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems, Warm: s.Warm}
 		if doc.Nodes == nil {
 			doc.Nodes = []string{}
 		}
@@ -208,6 +210,11 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 	if _, err := fmt.Fprintln(w, summary(s, rows)); err != nil {
 		return err
 	}
+	if line := warmLine(s); line != "" {
+		if _, err := fmt.Fprintln(w, line); err != nil {
+			return err
+		}
+	}
 	for _, p := range s.Problems {
 		where := "on node " + strings.Join(p.Nodes, ", ")
 		switch {
@@ -223,6 +230,37 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 		}
 	}
 	return nil
+}
+
+// warmLine says which nodes are warm (every wanted image cached, as their
+// Node condition says), how long warming took, and why the others are not.
+func warmLine(s *snapshot) string {
+	if len(s.Warm) == 0 {
+		return ""
+	}
+	var warm int
+	var took, cold []string
+	for _, n := range s.Nodes {
+		w := s.Warm[n]
+		switch {
+		case w == nil:
+		case w.Warm:
+			warm++
+			if w.Took != "" {
+				took = append(took, n+" in "+w.Took)
+			}
+		default:
+			cold = append(cold, fmt.Sprintf("%s %s (%s)", n, w.Reason, w.Message))
+		}
+	}
+	line := fmt.Sprintf("warm: %d/%d nodes", warm, len(s.Nodes))
+	if len(took) > 0 {
+		line += "; warmed up: " + strings.Join(took, ", ")
+	}
+	if len(cold) > 0 {
+		line += "; not warm: " + strings.Join(cold, "; ")
+	}
+	return line
 }
 
 // summary is the line under the table.

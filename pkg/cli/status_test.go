@@ -48,8 +48,12 @@ func cluster() []runtime.Object {
 	alpine, nginx, missing := "docker.io/library/alpine:latest", "docker.io/library/nginx:1.27", "registry.example/missing:v1"
 	// Both daemons skip a hostile object; node-b's may not read ConfigMaps.
 	health := func(problem string) string {
+		warm := `{"warm":true,"reason":"Warm","message":"every wanted image is cached (3/3)","took":"42s"}`
+		if problem != "" {
+			warm = `{"warm":false,"reason":"Warming","message":"2/3 images cached"}`
+		}
 		return `{"sources":[{"source":"static","synced":true},{"source":"configmaps","synced":` + fmt.Sprint(problem == "") +
-			`,"problem":"` + problem + `"},{"source":"workflowtemplates","synced":true,"objects":3,"skipped":1,"skippedSample":["WorkflowTemplate team/bomb"]}]}`
+			`,"problem":"` + problem + `"},{"source":"workflowtemplates","synced":true,"objects":3,"skipped":1,"skippedSample":["WorkflowTemplate team/bomb"]}],"warm":` + warm + `}`
 	}
 	a, b := daemon("node-a"), daemon("node-b")
 	a.Annotations = map[string]string{source.HealthAnnotation: health("")}

@@ -31,6 +31,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/warm"
 )
 
 // FieldManager names this daemon's writes.
@@ -54,6 +55,7 @@ type Controller struct {
 	queue     workqueue.TypedRateLimitingInterface[string]
 	metrics   *metrics.Metrics
 	now       func() time.Time
+	started   time.Time // the controller's start: warm-up began, when the node cannot be read
 	ready     atomic.Bool
 	observed  map[types.UID]map[string]bool // cached containers already counted in PullDuration
 	observeMu sync.Mutex
@@ -64,6 +66,10 @@ type Controller struct {
 
 	overMu sync.Mutex
 	over   overLimit
+
+	warmProgress warm.Progress
+	warmMu       sync.Mutex
+	warmth       *source.Warmth
 }
 
 // ControllerConfig is what a Controller works with, besides its clients.
@@ -84,6 +90,11 @@ type ControllerConfig struct {
 	// Recorder records those Events; nil records none.
 	Recorder record.EventRecorder
 	Metrics  *metrics.Metrics
+	// Warm writes the node's warm condition and removes its startup taint;
+	// nil writes nothing. WarmTimeout bounds how long the taint is kept
+	// after the node's creation (0: no bound).
+	Warm        *warm.Node
+	WarmTimeout time.Duration
 }
 
 // nodeRefresh is how often the node's allocatable pods are read again.
@@ -92,6 +103,7 @@ const nodeRefresh = 5 * time.Minute
 // nodeCapacity is the node's allocatable pods, as last read.
 type nodeCapacity struct {
 	pods    int64 // 0: unknown
+	created time.Time
 	checked time.Time
 	failing bool // the last read failed (and was logged)
 }
@@ -140,6 +152,7 @@ func NewController(client kubernetes.Interface, podInformer cache.SharedIndexInf
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "prefetch"}),
 		metrics:  cfg.Metrics,
 		now:      time.Now,
+		started:  time.Now(),
 		observed: map[types.UID]map[string]bool{},
 	}
 	_, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -305,7 +318,55 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 		logger.V(2).Info("Images wait for room under the prefetch pod limit", "images", plan.Waiting, "maxPrefetchPods", podCap)
 	}
 	c.record(len(wanted), images, pods)
-	return plan.RequeueAfter, errors.Join(errs...)
+	requeue := plan.RequeueAfter
+	if c.cfg.Warm != nil {
+		recheck, err := c.syncWarm(ctx, images, pods)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if recheck > 0 && (requeue == 0 || recheck < requeue) {
+			requeue = recheck // the warm-up timeout comes with no pod event
+		}
+	}
+	return requeue, errors.Join(errs...)
+}
+
+// syncWarm writes whether the node is warm (every image within its limits
+// cached) onto the Node and removes the startup taint when it is time. It
+// returns when to look again for the warm-up timeout.
+func (c *Controller) syncWarm(ctx context.Context, images []string, pods []*corev1.Pod) (time.Duration, error) {
+	started := c.node.created
+	if started.IsZero() {
+		started = c.started
+	}
+	st := warm.Evaluate(warm.Input{Now: c.now(), Started: started, Timeout: c.cfg.WarmTimeout,
+		Wanted: images, Partial: !c.sources.HasSynced(), States: cachestate.Summarize(pods)})
+	_, err := c.cfg.Warm.Apply(ctx, st)
+	warming := 1.0
+	if st.Warm {
+		warming = 0
+	}
+	c.metrics.NodeWarming.Set(warming)
+	w := &source.Warmth{Warm: st.Warm, Reason: st.Reason, Message: st.Message}
+	if took, ok := c.warmProgress.Observe(st); ok {
+		c.metrics.WarmUpDuration.Observe(took.Seconds())
+		w.Took = took.Round(time.Second).String()
+	}
+	c.warmMu.Lock()
+	if w.Took == "" && c.warmth != nil && w.Warm {
+		w.Took = c.warmth.Took
+	}
+	c.warmth = w
+	c.warmMu.Unlock()
+	return st.RecheckAfter(), err
+}
+
+// Warmth returns the node's warm state as the last sync wrote it, nil
+// before the first or when the daemon writes none.
+func (c *Controller) Warmth() *source.Warmth {
+	c.warmMu.Lock()
+	defer c.warmMu.Unlock()
+	return c.warmth
 }
 
 // heldOrigin is the origin of images kept only because a prefetch pod holds
@@ -360,6 +421,7 @@ func (c *Controller) allocatablePods(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("reading node %s: %w", c.cfg.Prefetch.NodeName, err)
 	}
+	c.node.created = node.CreationTimestamp.Time // when warm-up began
 	q, ok := node.Status.Allocatable[corev1.ResourcePods]
 	if !ok {
 		return 0, nil

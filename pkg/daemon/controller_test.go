@@ -26,6 +26,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/warm"
 )
 
 // fixedSource is a Source whose wants the test sets: images wanted by
@@ -486,5 +487,41 @@ func TestPodInformerIndexesNamespaces(t *testing.T) {
 	inf := newPodInformer(fake.NewClientset(), "icd", "node-1")
 	if _, ok := inf.GetIndexer().GetIndexers()[cache.NamespaceIndex]; !ok {
 		t.Fatal("no namespace index: every namespaced List logs a warning and scans the whole cache")
+	}
+}
+
+// Once every wanted image is cached, the sync writes the node's Warm
+// condition and removes the startup taint, and only that taint.
+func TestSyncWarmsTheNode(t *testing.T) {
+	cfg := testConfig().Prefetch
+	n := node(110)
+	n.Spec.Taints = []corev1.Taint{{Key: "example.com/warming", Effect: corev1.TaintEffectNoSchedule}, {Key: "other", Effect: corev1.TaintEffectNoSchedule}}
+	pod := existing(cfg, []string{img("a")}, 0, t0)
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name, ImageID: img("a") + "@sha256:" + strings.Repeat("a", 64),
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(t0)}}}}
+	f := newFixture(t, func(c *ControllerConfig) { c.WarmTimeout = time.Hour }, n, pod)
+	f.ctrl.cfg.Warm = warm.NewNode(f.client, warm.NodeConfig{Name: "node-1", TaintKey: "example.com/warming", Recorder: record.NewFakeRecorder(10), FieldManager: FieldManager})
+	f.src.images = []string{img("a")}
+	f.waitCache(t, 1)
+	f.sync(t)
+	got, err := f.client.CoreV1().Nodes().Get(f.ctx, "node-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Spec.Taints) != 1 || got.Spec.Taints[0].Key != "other" {
+		t.Errorf("taints %v, want only the other one", got.Spec.Taints)
+	}
+	warmCond := false
+	for _, c := range got.Status.Conditions {
+		warmCond = warmCond || (c.Type == warm.ConditionType && c.Status == corev1.ConditionTrue)
+	}
+	if !warmCond {
+		t.Errorf("conditions %v, want %s True", got.Status.Conditions, warm.ConditionType)
+	}
+	if w := f.ctrl.Warmth(); w == nil || !w.Warm {
+		t.Errorf("Warmth() = %+v", w)
+	}
+	if v := value(t, f.ctrl.metrics.NodeWarming); v != 0 {
+		t.Errorf("image_cache_node_warming = %v on a warm node", v)
 	}
 }

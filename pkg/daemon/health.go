@@ -28,6 +28,7 @@ type health struct {
 	pod       string
 	sources   *source.Set
 	overLimit func() (int, []source.Image)
+	warmth    func() *source.Warmth
 	metrics   *metrics.Metrics
 	last      string
 }
@@ -37,6 +38,9 @@ func (h *health) report() source.HealthReport {
 	r := source.HealthReport{Sources: h.sources.Health()}
 	if h.overLimit != nil {
 		r.OverLimit, r.OverLimitSample = h.overLimit()
+	}
+	if h.warmth != nil {
+		r.Warm = h.warmth()
 	}
 	return r
 }

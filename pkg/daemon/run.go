@@ -23,6 +23,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
+	"github.com/dcherman/image-cache-daemon/pkg/warm"
 )
 
 // Run runs the daemon until ctx ends (SIGTERM), then shuts its servers down.
@@ -79,13 +80,14 @@ func Run(ctx context.Context, o *options.Options) error {
 	podInformer := newPodInformer(kube, o.PodNamespace, o.NodeName)
 	ctrl, err := NewController(kube, podInformer, sources, ControllerConfig{
 		Prefetch: pcfg, Resync: o.ResyncPeriod, MaxImages: o.MaxImages, MaxPods: o.MaxPrefetchPods,
-		Self: self, Recorder: recorder, Metrics: m,
+		Self: self, Recorder: recorder, Metrics: m, WarmTimeout: o.WarmTimeout,
+		Warm: warm.NewNode(kube, warm.NodeConfig{Name: o.NodeName, TaintKey: o.StartupTaint, Recorder: recorder, FieldManager: FieldManager}),
 	})
 	if err != nil {
 		return err
 	}
 
-	h := &health{client: kube, namespace: o.PodNamespace, pod: o.PodName, sources: sources, overLimit: ctrl.OverLimit, metrics: m}
+	h := &health{client: kube, namespace: o.PodNamespace, pod: o.PodName, sources: sources, overLimit: ctrl.OverLimit, warmth: ctrl.Warmth, metrics: m}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { podInformer.RunWithContext(ctx); return nil })

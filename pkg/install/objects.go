@@ -23,6 +23,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
+	"github.com/dcherman/image-cache-daemon/pkg/warm"
 )
 
 // Names of the installed objects.
@@ -62,6 +63,10 @@ type Options struct {
 	SourceNamespaces []string
 	// StaticImages are cached whatever the other sources say (--image).
 	StaticImages []string
+	// StartupTaint is the taint the daemon removes from its node once it is
+	// warm (--startup-taint); WarmTimeout bounds how long it is kept.
+	StartupTaint string
+	WarmTimeout  time.Duration
 	// ExtraArgs are passed to the daemon as they are.
 	ExtraArgs []string
 }
@@ -73,6 +78,7 @@ func DefaultOptions(v string) Options {
 		Image:                             version.Image(v),
 		ImagePullPolicy:                   corev1.PullIfNotPresent,
 		ResyncPeriod:                      15 * time.Minute,
+		WarmTimeout:                       warm.DefaultTimeout,
 		WatchConfigMaps:                   true,
 		WatchArgoWorkflowTemplates:        true,
 		WatchArgoClusterWorkflowTemplates: true,
@@ -192,9 +198,19 @@ func readRules(o Options, include func(namespaced bool) bool) []rbacv1.PolicyRul
 func clusterRules(o Options) []rbacv1.PolicyRule {
 	limited := len(o.sourceNamespaces()) > 0
 	rules := readRules(o, func(namespaced bool) bool { return !namespaced || !limited })
+	// nodes: get its own node's allocatable pods and creation
+	// (controller.go); patch nodes/status for the Warm condition and, with
+	// a startup taint, nodes to remove it (pkg/warm). RBAC cannot name the
+	// node, so nodePolicy admits only the daemon's own node and only those
+	// changes.
+	nodeVerbs := []string{"get"}
+	if o.StartupTaint != "" {
+		nodeVerbs = append(nodeVerbs, "patch")
+	}
 	return append(rules,
 		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: nodeVerbs},
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
 	)
 }
 
@@ -250,6 +266,7 @@ func Objects(o Options) []runtime.Object {
 		&rbacv1.RoleBinding{TypeMeta: rbacType("RoleBinding"), ObjectMeta: meta(Name, "rbac"),
 			RoleRef: roleRef("Role", Name), Subjects: subjects},
 	}
+	objs = append(objs, nodePolicy(o)...)
 	for _, sns := range o.sourceNamespaces() {
 		objs = append(objs, sourceRBAC(o, sns)...)
 	}
@@ -334,6 +351,9 @@ func Args(o Options) []string {
 	}
 	for _, ns := range o.sourceNamespaces() {
 		args = append(args, "--source-namespace="+ns)
+	}
+	if o.StartupTaint != "" {
+		args = append(args, "--startup-taint="+o.StartupTaint, "--warm-timeout="+o.WarmTimeout.String())
 	}
 	for _, img := range o.StaticImages {
 		args = append(args, "--image="+img)

@@ -107,7 +107,7 @@ func TestOptionsReachTheDaemonSet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if u.GetKind() != "Namespace" && u.GetKind() != "ClusterRole" && u.GetKind() != "ClusterRoleBinding" && u.GetNamespace() != "other" {
+		if u.GetNamespace() != "" && u.GetNamespace() != "other" {
 			t.Errorf("%s %s is in namespace %q, want other", u.GetKind(), u.GetName(), u.GetNamespace())
 		}
 	}
@@ -168,6 +168,7 @@ func TestRBACRules(t *testing.T) {
 	listWatch := []string{"list", "watch"}
 	events := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}}
 	nodes := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}}
+	nodeStatus := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}}
 	pods := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{warden.ConfigMap}, Verbs: []string{"get"}},
@@ -183,27 +184,32 @@ func TestRBACRules(t *testing.T) {
 		want map[string][]rbacv1.PolicyRule
 	}{
 		{"every namespace", func(*Options) {}, map[string][]rbacv1.PolicyRule{
-			"ClusterRole image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events, nodes},
+			"ClusterRole image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events, nodes, nodeStatus},
 			"Role icd/image-cache-daemon":        pods,
 		}},
 		{"sources switched off", func(o *Options) {
 			o.WatchArgoWorkflowTemplates, o.WatchArgoClusterWorkflowTemplates = false, false
 		}, map[string][]rbacv1.PolicyRule{
-			"ClusterRole image-cache-daemon:icd": {configMaps, argo("cronworkflows"), events, nodes},
+			"ClusterRole image-cache-daemon:icd": {configMaps, argo("cronworkflows"), events, nodes, nodeStatus},
 			"Role icd/image-cache-daemon":        pods,
 		}},
 		{"source namespaces", func(o *Options) { o.SourceNamespaces = []string{"team-a", "team-b"} }, map[string][]rbacv1.PolicyRule{
-			"ClusterRole image-cache-daemon:icd": {argo("clusterworkflowtemplates"), events, nodes},
+			"ClusterRole image-cache-daemon:icd": {argo("clusterworkflowtemplates"), events, nodes, nodeStatus},
 			"Role icd/image-cache-daemon":        pods,
 			"Role icd/image-cache-daemon:icd":    {configMaps, argo("workflowtemplates", "cronworkflows")},
 			"Role team-a/image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "cronworkflows")},
 			"Role team-b/image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "cronworkflows")},
 		}},
+		{"startup taint", func(o *Options) { o.StartupTaint = "example.com/warming" }, map[string][]rbacv1.PolicyRule{
+			"ClusterRole image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events,
+				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}}, nodeStatus},
+			"Role icd/image-cache-daemon": pods,
+		}},
 		{"source namespaces, ConfigMaps only", func(o *Options) {
 			o.SourceNamespaces = []string{"team-a"}
 			o.WatchArgoWorkflowTemplates, o.WatchArgoClusterWorkflowTemplates, o.WatchArgoCronWorkflows = false, false, false
 		}, map[string][]rbacv1.PolicyRule{
-			"ClusterRole image-cache-daemon:icd": {events, nodes},
+			"ClusterRole image-cache-daemon:icd": {events, nodes, nodeStatus},
 			"Role icd/image-cache-daemon":        pods,
 			"Role icd/image-cache-daemon:icd":    {configMaps},
 			"Role team-a/image-cache-daemon:icd": {configMaps},
@@ -285,7 +291,7 @@ func TestObjectsAreNamedPerInstallation(t *testing.T) {
 				}
 				clusterScoped := u.GetNamespace() == "" && u.GetKind() != "Namespace"
 				outside := u.GetNamespace() != "" && u.GetNamespace() != ns
-				if (clusterScoped || outside) && u.GetName() != RBACName(ns) {
+				if (clusterScoped || outside) && u.GetName() != RBACName(ns) && u.GetName() != PolicyName(ns) {
 					t.Errorf("%s is outside the install namespace but not named for it (%s)", id, RBACName(ns))
 				}
 			}

@@ -44,6 +44,12 @@ type Metrics struct {
 	// SourceObjectsSkipped counts, per source, the objects read with
 	// problems (undecodable, too large, too complex, invalid images).
 	SourceObjectsSkipped *prometheus.GaugeVec
+	// NodeWarming is 1 while this node is not warm (a wanted image is not
+	// cached), else 0: summed over daemons, the nodes warming.
+	NodeWarming prometheus.Gauge
+	// WarmUpDuration observes, once per daemon life, the time from the
+	// node's creation until every wanted image was cached on it.
+	WarmUpDuration prometheus.Histogram
 }
 
 // New returns the metrics registered on a fresh registry, together with the
@@ -96,6 +102,15 @@ func New() *Metrics {
 			Namespace: namespace, Name: "source_objects_skipped",
 			Help: "Objects of the source read with problems (undecodable, too large, too complex, invalid images); each has a Warning Event.",
 		}, []string{"source"}),
+		NodeWarming: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "node_warming",
+			Help: "1 while this node is not warm (a wanted image is not cached on it), else 0.",
+		}),
+		WarmUpDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "warm_up_duration_seconds",
+			Help:    "Time from the node's creation until every wanted image was cached on it.",
+			Buckets: prometheus.ExponentialBuckets(5, 2, 10),
+		}),
 		ImagesOverLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "images_over_limit",
 			Help: "Wanted images this node does not cache because of --max-images, --max-prefetch-pods or the node's pod capacity.",
@@ -106,7 +121,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.WantedImages, m.Images, m.PrefetchPods, m.PullDuration,
 		m.SourceErrors, m.ReconcileErrors, m.PodsCreated, m.PodsDeleted,
-		m.PodsRejected, m.ImagesOverLimit, m.SourceHealthy, m.SourceObjectsSkipped,
+		m.PodsRejected, m.ImagesOverLimit, m.SourceHealthy, m.SourceObjectsSkipped, m.NodeWarming, m.WarmUpDuration,
 	)
 	return m
 }

@@ -52,6 +52,12 @@ type Options struct {
 	// ConfigMap can name tens of thousands of images.
 	MaxImages       int
 	MaxPrefetchPods int
+	// StartupTaint is the taint the daemon removes from its node once the
+	// node is warm, images failed or WarmTimeout passed ("" removes none).
+	StartupTaint string
+	// WarmTimeout is how long after the node's creation a startup taint is
+	// kept for images still pulling (0: no limit).
+	WarmTimeout time.Duration
 
 	MetricsAddress string
 	HealthAddress  string
@@ -70,6 +76,7 @@ func NewOptions() *Options {
 		BatchSize:                         20,
 		MaxImages:                         1000,
 		MaxPrefetchPods:                   50,
+		WarmTimeout:                       10 * time.Minute,
 		MetricsAddress:                    ":8080",
 		HealthAddress:                     ":8081",
 	}
@@ -96,6 +103,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.ImagePullSecrets, "image-pull-secret", o.ImagePullSecrets, "Name of a Secret in the daemon's namespace that prefetch pods use to pull (repeatable)")
 	fs.IntVar(&o.BatchSize, "batch-size", o.BatchSize, "Most images one prefetch pod pulls; fewer, larger pods mean fewer pod sandboxes per node")
 	fs.IntVar(&o.MaxImages, "max-images", o.MaxImages, "Most images cached on each node; when the sources want more, each object that wants images gets its turn (round-robin) until the limit, and the rest is reported")
+	fs.StringVar(&o.StartupTaint, "startup-taint", o.StartupTaint, "Key of a taint to remove from this node once every wanted image is cached there, an image failed, or --warm-timeout passed (e.g. imagecache.dcherman.github.io/warming; default: none)")
+	fs.DurationVar(&o.WarmTimeout, "warm-timeout", o.WarmTimeout, "Longest time after the node's creation that --startup-taint is kept while images are pulling; 0 keeps it until they are cached or failed")
 	fs.IntVar(&o.MaxPrefetchPods, "max-prefetch-pods", o.MaxPrefetchPods, "Most prefetch pods on each node, never more than a quarter of the node's allocatable pods; with --batch-size it also bounds the images cached")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus metrics endpoint (/metrics); empty disables it")
 	fs.StringVar(&o.HealthAddress, "health-bind-address", o.HealthAddress, "Address of the /healthz and /readyz endpoints; empty disables them")
@@ -150,6 +159,14 @@ func (o *Options) Validate() error {
 		for _, msg := range validation.IsDNS1123Label(ns) {
 			bad("source-namespace", "%q: %s", ns, msg)
 		}
+	}
+	if o.StartupTaint != "" {
+		for _, msg := range validation.IsQualifiedName(o.StartupTaint) {
+			bad("startup-taint", "%q is not a taint key: %s", o.StartupTaint, msg)
+		}
+	}
+	if o.WarmTimeout < 0 {
+		bad("warm-timeout", "must not be negative, got %s", o.WarmTimeout)
 	}
 	if o.BatchSize < 1 || o.BatchSize > 100 {
 		bad("batch-size", "must be between 1 and 100, got %d", o.BatchSize)

@@ -32,6 +32,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"--image-pull-secret", func(o *Options) { o.ImagePullSecrets = []string{"UPPER"} }},
 		{"--batch-size", func(o *Options) { o.BatchSize = 0 }},
 		{"--source-namespace", func(o *Options) { o.SourceNamespaces = []string{"Not_A_Namespace"} }},
+		{"--startup-taint", func(o *Options) { o.StartupTaint = "not a key" }},
+		{"--warm-timeout", func(o *Options) { o.WarmTimeout = -time.Second }},
 		{"--max-images", func(o *Options) { o.MaxImages = 0 }},
 		{"--max-images", func(o *Options) { o.MaxImages = -5 }},
 		{"--max-prefetch-pods", func(o *Options) { o.MaxPrefetchPods = 0 }},

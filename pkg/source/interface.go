@@ -100,4 +100,16 @@ type HealthReport struct {
 	// few of them with what wants them.
 	OverLimit       int     `json:"overLimit,omitempty"`
 	OverLimitSample []Image `json:"overLimitSample,omitempty"`
+	// Warm is the node's warm condition as the daemon last wrote it.
+	Warm *Warmth `json:"warm,omitempty"`
+}
+
+// Warmth is whether a node has every wanted image, as its Node condition
+// says, and how long it took to get there.
+type Warmth struct {
+	Warm    bool   `json:"warm"`
+	Reason  string `json:"reason"`
+	Message string `json:"message,omitempty"`
+	// Took is the warm-up time, when this daemon saw the node warm up.
+	Took string `json:"took,omitempty"`
 }
