@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"maps"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -64,7 +65,7 @@ func (a *Applier) Apply(ctx context.Context, objs []runtime.Object) ([]Result, e
 		switch {
 		case before == nil:
 			r.Action = "created"
-		case before.GetResourceVersion() == after.GetResourceVersion():
+		case unchanged(before, after):
 			r.Action = "unchanged"
 		default:
 			r.Action = "configured"
@@ -109,6 +110,19 @@ func (a *Applier) Delete(ctx context.Context, objs []runtime.Object) ([]Result, 
 		results = append(results, r)
 	}
 	return results, nil
+}
+
+// unchanged reports whether an apply left obj as it was. For a kind with a
+// generation (one with a status, such as a DaemonSet or a
+// ValidatingAdmissionPolicy), a status written by its controller meanwhile
+// changes the resourceVersion but not the generation: only the spec and
+// the metadata the installer writes count.
+func unchanged(before, after *unstructured.Unstructured) bool {
+	if before.GetResourceVersion() == after.GetResourceVersion() {
+		return true
+	}
+	return before.GetGeneration() > 0 && before.GetGeneration() == after.GetGeneration() &&
+		maps.Equal(before.GetLabels(), after.GetLabels()) && maps.Equal(before.GetAnnotations(), after.GetAnnotations())
 }
 
 func (a *Applier) resource(u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
