@@ -114,7 +114,7 @@ func subjects(t *testing.T, rep Reporter) map[string]func() subject {
 		case "cronworkflows":
 			cfg.CronWorkflows = true
 		}
-		all, err := New(cfg, Clients{Kube: kube, Dynamic: dyn, Discovery: kube.Discovery()}, rep)
+		all, err := newSources(cfg, Clients{Kube: kube, Dynamic: dyn, Discovery: kube.Discovery()}, rep)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,7 +267,7 @@ func TestArgoSourceWaitsForItsCRD(t *testing.T) {
 	dyn := newDynamic()
 	rep := &recorder{}
 	disc := &lockedDiscovery{FakeDiscovery: kube.Discovery().(*fakediscovery.FakeDiscovery)}
-	all, err := New(Config{WorkflowTemplates: true, CRDCheckInterval: 20 * time.Millisecond},
+	all, err := newSources(Config{WorkflowTemplates: true, CRDCheckInterval: 20 * time.Millisecond},
 		Clients{Kube: kube, Dynamic: dyn, Discovery: disc}, rep)
 	if err != nil {
 		t.Fatal(err)

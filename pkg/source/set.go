@@ -20,7 +20,7 @@ type Set struct {
 
 // NewSet builds the sources that cfg turns on. Nothing runs until Start.
 func NewSet(cfg Config, c Clients, reporter Reporter) (*Set, error) {
-	sources, err := New(cfg, c, reporter)
+	sources, err := newSources(cfg, c, reporter)
 	if err != nil {
 		return nil, err
 	}

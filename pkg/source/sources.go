@@ -67,8 +67,8 @@ func (c Config) namespaces() []string {
 	return c.Namespaces
 }
 
-// New builds the sources that cfg turns on. Nothing runs until Start.
-func New(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
+// newSources builds the sources that cfg turns on. Nothing runs until Start.
+func newSources(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 	sources := []Source{NewStatic(cfg.Static)}
 	if cfg.ConfigMaps {
 		sel, err := labels.Parse(cfg.Selector)
