@@ -133,7 +133,13 @@ func (o *ListOptions) Run(ctx context.Context) error {
 		return err
 	}
 	for _, p := range skipped {
-		if _, err := fmt.Fprintf(o.Out, "skipped: %s: %s\n", p.Object, p.Problem); err != nil {
+		// An object's problem skips (some of) its images; a source's
+		// (a CRD not installed) is a note about the source.
+		label := "skipped: "
+		if strings.HasPrefix(p.Object, "source ") {
+			label = ""
+		}
+		if _, err := fmt.Fprintf(o.Out, "%s%s: %s\n", label, p.Object, p.Problem); err != nil {
 			return err
 		}
 	}

@@ -45,19 +45,23 @@ func (h *health) report() source.HealthReport {
 	return r
 }
 
-// run publishes the report every healthInterval until ctx ends.
+// run publishes the report until ctx ends: every second while the sources
+// sync (so that status does not show a start-up long gone), then every
+// healthInterval. Only a changed report is written.
 func (h *health) run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	t := time.NewTicker(healthInterval)
-	defer t.Stop()
 	for {
 		if err := h.publish(ctx); err != nil {
 			logger.Error(err, "Publishing health on the daemon's pod")
 		}
+		every := healthInterval
+		if !h.sources.HasSynced() {
+			every = time.Second
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(every):
 		}
 	}
 }

@@ -282,6 +282,9 @@ func Objects(o Options) []runtime.Object {
 		ObjectMeta: meta(warden.ConfigMap, "warden"),
 		BinaryData: map[string][]byte{},
 	}
+	// Not part-of: that label is the default --configmap-selector of image
+	// lists, and this ConfigMap is not one.
+	delete(wardens.Labels, "app.kubernetes.io/part-of")
 	for _, arch := range warden.Architectures {
 		exe, err := warden.Executable(arch)
 		if err != nil {

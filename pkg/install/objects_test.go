@@ -15,11 +15,13 @@ import (
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/api/validation/path"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/dcherman/image-cache-daemon/pkg/daemon"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
 )
 
@@ -332,5 +334,23 @@ func TestSourceNamespaceArgs(t *testing.T) {
 				t.Errorf("args %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// Only the image list matches the daemon's default ConfigMap selector:
+// another ConfigMap of the installation would be read as a broken list.
+func TestOnlyTheImageListMatchesTheSelector(t *testing.T) {
+	sel, err := k8slabels.Parse(source.DefaultConfigMapSelector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range Objects(DefaultOptions("v1.0.0")) {
+		cm, ok := obj.(*corev1.ConfigMap)
+		if !ok {
+			continue
+		}
+		if matches := sel.Matches(k8slabels.Set(cm.Labels)); matches != (cm.Name == DefaultConfigMap) {
+			t.Errorf("ConfigMap %s matches the image-list selector: %v", cm.Name, matches)
+		}
 	}
 }
