@@ -58,10 +58,11 @@ func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (
 		case "daemon":
 			if p.Spec.NodeName != "" {
 				nodes[p.Spec.NodeName] = true
-				for _, msg := range daemonProblems(&p) {
+				report, err := healthReport(&p)
+				for _, msg := range daemonProblems(&p, report, err) {
 					byMessage[msg] = append(byMessage[msg], p.Spec.NodeName)
 				}
-				if w := daemonWarmth(&p); w != nil {
+				if w := report.Warm; w != nil {
 					if s.Warm == nil {
 						s.Warm = map[string]*source.Warmth{}
 					}
@@ -98,18 +99,24 @@ func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (
 	return s, nil
 }
 
-// daemonWarmth reads the node's warm state from its daemon's health report.
-func daemonWarmth(p *corev1.Pod) *source.Warmth {
-	var r source.HealthReport
-	if err := json.Unmarshal([]byte(p.Annotations[source.HealthAnnotation]), &r); err != nil {
-		return nil
+// healthReport reads the health report a daemon publishes on its pod: an
+// empty one when there is none yet (an older daemon, or one just started).
+func healthReport(p *corev1.Pod) (*source.HealthReport, error) {
+	r := &source.HealthReport{}
+	raw, ok := p.Annotations[source.HealthAnnotation]
+	if !ok {
+		return r, nil
 	}
-	return r.Warm
+	if err := json.Unmarshal([]byte(raw), r); err != nil {
+		return &source.HealthReport{}, err
+	}
+	return r, nil
 }
 
-// daemonProblems reads what a daemon pod says keeps it from caching: its
-// readiness, and the health report it publishes on itself.
-func daemonProblems(p *corev1.Pod) []string {
+// daemonProblems says what keeps a daemon from caching: its pod's
+// readiness, and r, the health report it publishes (readErr if that does not
+// read).
+func daemonProblems(p *corev1.Pod, r *source.HealthReport, readErr error) []string {
 	var out []string
 	if p.Status.Phase == corev1.PodRunning {
 		for _, c := range p.Status.Conditions {
@@ -120,13 +127,8 @@ func daemonProblems(p *corev1.Pod) []string {
 	} else if p.Status.Phase != "" && p.DeletionTimestamp == nil {
 		out = append(out, fmt.Sprintf("the daemon pod is %s", p.Status.Phase))
 	}
-	raw, ok := p.Annotations[source.HealthAnnotation]
-	if !ok {
-		return out
-	}
-	var r source.HealthReport
-	if err := json.Unmarshal([]byte(raw), &r); err != nil {
-		return append(out, fmt.Sprintf("the daemon's health report does not read: %v", err))
+	if readErr != nil {
+		return append(out, fmt.Sprintf("the daemon's health report does not read: %v", readErr))
 	}
 	for _, h := range r.Sources {
 		switch {
