@@ -317,10 +317,11 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	if plan.Waiting > 0 {
 		logger.V(2).Info("Images wait for room under the prefetch pod limit", "images", plan.Waiting, "maxPrefetchPods", podCap)
 	}
-	c.record(len(wanted), images, pods)
+	states := cachestate.Summarize(pods)
+	c.record(len(wanted), images, pods, states)
 	requeue := plan.RequeueAfter
 	if c.cfg.Warm != nil {
-		recheck, err := c.syncWarm(ctx, images, pods)
+		recheck, err := c.syncWarm(ctx, images, states)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -334,13 +335,13 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 // syncWarm writes whether the node is warm (every image within its limits
 // cached) onto the Node and removes the startup taint when it is time. It
 // returns when to look again for the warm-up timeout.
-func (c *Controller) syncWarm(ctx context.Context, images []string, pods []*corev1.Pod) (time.Duration, error) {
+func (c *Controller) syncWarm(ctx context.Context, images []string, states []cachestate.ImageStatus) (time.Duration, error) {
 	started := c.node.created
 	if started.IsZero() {
 		started = c.started
 	}
 	st := warm.Evaluate(warm.Input{Now: c.now(), Started: started, Timeout: c.cfg.WarmTimeout,
-		Wanted: images, Partial: !c.sources.HasSynced(), States: cachestate.Summarize(pods)})
+		Wanted: images, Partial: !c.sources.HasSynced(), States: states})
 	_, err := c.cfg.Warm.Apply(ctx, st)
 	warming := 1.0
 	if st.Warm {
@@ -566,8 +567,9 @@ func (c *Controller) OverLimitSummary() string {
 }
 
 // record updates the metrics from the pods as listed: wanted is the number
-// of images the sources want, images those within this node's limits.
-func (c *Controller) record(wanted int, images []string, pods []*corev1.Pod) {
+// of images the sources want, images those within this node's limits,
+// states the per-image states of pods (cachestate.Summarize, made once a sync).
+func (c *Controller) record(wanted int, images []string, pods []*corev1.Pod, states []cachestate.ImageStatus) {
 	c.metrics.WantedImages.Set(float64(wanted))
 	c.metrics.PrefetchPods.Set(float64(len(pods)))
 	isWanted := make(map[string]bool, len(images))
@@ -576,7 +578,7 @@ func (c *Controller) record(wanted int, images []string, pods []*corev1.Pod) {
 	}
 	counts := map[cachestate.State]int{}
 	held := 0
-	for _, st := range cachestate.Summarize(pods) {
+	for _, st := range states {
 		if isWanted[st.Image] {
 			counts[st.State]++
 			held++
