@@ -73,12 +73,20 @@ func Familiar(s string) string {
 	if err != nil {
 		return s
 	}
+	short := reference.FamiliarString(named)
 	if t, ok := named.(reference.Tagged); ok && t.Tag() == "latest" {
 		if _, digested := named.(reference.Digested); !digested {
-			return reference.FamiliarName(named)
+			short = reference.FamiliarName(named)
 		}
 	}
-	return reference.FamiliarString(named)
+	// The short form drops "docker.io/"; for a Docker Hub path whose first
+	// component looks like a host ("docker.io/0.0/app") that names another
+	// registry, so it is shown in full instead.
+	full := reference.TagNameOnly(named).String()
+	if again, err := Normalize(short); err != nil || again != full {
+		return full
+	}
+	return short
 }
 
 // MaxLength is the longest input Normalize reads. The longest reference a

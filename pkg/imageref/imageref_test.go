@@ -161,6 +161,9 @@ func TestFamiliar(t *testing.T) {
 		{"localhost:5000/foo:latest", "localhost:5000/foo"},
 		{"not a reference", "not a reference"},
 		{"", ""},
+		// A Hub path that looks like a host: the short form would name another registry.
+		{"docker.io/0.0/app:latest", "docker.io/0.0/app:latest"},
+		{"docker.io/my.org/app:v1", "docker.io/my.org/app:v1"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			if got := Familiar(tc.in); got != tc.want {
