@@ -54,7 +54,7 @@ e2e: image ## e2e tests against a running local cluster (make cluster-up first)
 	ICD_IMAGE=$$(cat bin/image-ref) ICD_E2E_ARTIFACTS=$(CURDIR)/e2e-artifacts KUBECTL=$$(hack/kube/build.sh)/kubectl go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/...
 
 bench: image ## print the benchmark figures, on a running local cluster (make cluster-up first)
-	go run ./hack/bench
+	CRICTL=$$(hack/kube/build.sh)/crictl go run ./hack/bench
 
 test-e2e: ## bring the cluster up, run the e2e tests, bring it down
 	hack/cluster/up.sh

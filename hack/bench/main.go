@@ -51,6 +51,9 @@ type bench struct {
 	ns       string
 	image    string
 	warden   string
+	// crictlPath and containerd (its socket) pull images bare.
+	crictlPath string
+	containerd string
 }
 
 func main() {
@@ -69,19 +72,26 @@ func run() error {
 	statusNodes := flag.Int("status-nodes", 200, "simulated nodes for the status figure")
 	statusImages := flag.Int("status-images", 100, "images per node for the status figure")
 	statusRuns := flag.Int("status-runs", 5, "status runs per figure (the median is reported)")
-	only := flag.String("run", "status,overhead,pods,memory", "which figures to measure, comma-separated")
+	fills := flag.String("fills", "20x4MiB,10x64MiB,100x64KiB", "the cache fills to measure: N x SIZE, SIZE in KiB or MiB")
+	trials := flag.Int("trials", 3, "trials of each cache fill figure (median and spread are printed)")
+	crictl := flag.String("crictl", os.Getenv("CRICTL"), "crictl, for the bare pulls (make bench sets it)")
+	containerd := flag.String("containerd", "/run/icd-cluster/containerd/containerd.sock", "the local cluster's containerd socket")
+	only := flag.String("run", "fill,status,overhead,pods,memory", "which figures to measure, comma-separated")
 	flag.Parse()
 	want := map[string]bool{}
 	for _, f := range strings.Split(*only, ",") {
 		switch f = strings.TrimSpace(f); f {
-		case "status", "overhead", "pods", "memory":
+		case "fill", "status", "overhead", "pods", "memory":
 			want[f] = true
 		default:
-			return fmt.Errorf("-run %q: want some of status,overhead,pods,memory", f)
+			return fmt.Errorf("-run %q: want some of fill,status,overhead,pods,memory", f)
 		}
 	}
-	if *rounds < 1 || *statusRuns < 1 {
-		return errors.New("-rounds and -status-runs must be at least 1")
+	if *rounds < 1 || *statusRuns < 1 || *trials < 1 {
+		return errors.New("-rounds, -status-runs and -trials must be at least 1")
+	}
+	if want["fill"] && *crictl == "" {
+		return errors.New("-crictl (or CRICTL) is needed for the bare pulls: make bench sets it")
 	}
 
 	imageRef, err := os.ReadFile("bin/image-ref")
@@ -98,7 +108,7 @@ func run() error {
 		return err
 	}
 	b := &bench{cfg: cfg, kube: kube, registry: *registry, ns: "icd-bench", image: strings.TrimSpace(string(imageRef)),
-		warden: "bin/warden"}
+		warden: "bin/warden", crictlPath: *crictl, containerd: *containerd}
 	ctx := context.Background()
 
 	// Before the daemon is installed: its DaemonSet would put pods on the
@@ -108,7 +118,7 @@ func run() error {
 			return fmt.Errorf("status: %w", err)
 		}
 	}
-	if !want["overhead"] && !want["pods"] && !want["memory"] {
+	if !want["fill"] && !want["overhead"] && !want["pods"] && !want["memory"] {
 		return nil
 	}
 
@@ -119,6 +129,15 @@ func run() error {
 	}
 	defer b.uninstall(opts)
 
+	if want["fill"] {
+		works, err := parseWorks(*fills)
+		if err != nil {
+			return fmt.Errorf("-fills: %w", err)
+		}
+		if err := b.fill(ctx, opts, works, *trials); err != nil {
+			return fmt.Errorf("cache fill: %w", err)
+		}
+	}
 	if want["overhead"] {
 		ratio, cached, bare, err := b.overhead(ctx, *size<<20, *rounds)
 		if err != nil {
@@ -149,7 +168,7 @@ func (b *bench) apply(ctx context.Context, o install.Options) error {
 	if _, err := a.Apply(ctx, install.Objects(o)); err != nil {
 		return err
 	}
-	return testcluster.WaitRollout(ctx, b.kube, b.ns, 3*time.Minute)
+	return testcluster.WaitRollout(ctx, b.kube, o.Namespace, 3*time.Minute)
 }
 
 func (b *bench) uninstall(o install.Options) {
@@ -199,7 +218,7 @@ func (b *bench) overhead(ctx context.Context, size int64, rounds int) (float64, 
 		if _, err := imagelist.Edit(ctx, b.kube, b.ns, install.DefaultConfigMap, func(cur []string) []string { return append(cur, cacheImg) }); err != nil {
 			return 0, 0, 0, err
 		}
-		if err := b.waitCached(ctx, []string{cacheImg}); err != nil {
+		if err := b.waitCached(ctx, b.ns, []string{cacheImg}); err != nil {
 			return 0, 0, 0, err
 		}
 		cached := time.Since(start)
@@ -256,11 +275,11 @@ func (b *bench) barePod(ctx context.Context, image string) (time.Duration, error
 	return time.Since(start), err
 }
 
-// waitCached polls the prefetch pods (one LIST a round) until every image
-// is cached on every node that runs a daemon.
-func (b *bench) waitCached(ctx context.Context, images []string) error {
+// waitCached polls the prefetch pods of the installation in ns (one LIST a
+// round) until every image is cached on every node that runs a daemon.
+func (b *bench) waitCached(ctx context.Context, ns string, images []string) error {
 	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
-		pods, err := testcluster.PrefetchPods(ctx, b.kube, b.ns)
+		pods, err := testcluster.PrefetchPods(ctx, b.kube, ns)
 		if err != nil {
 			return false, nil
 		}
@@ -321,7 +340,7 @@ func (b *bench) podsPerNode(ctx context.Context, o install.Options) error {
 		return err
 	}
 	start := time.Now()
-	if err := b.waitCached(ctx, images); err != nil {
+	if err := b.waitCached(ctx, b.ns, images); err != nil {
 		return err
 	}
 	took := time.Since(start)

@@ -4,6 +4,8 @@
 # kept from starting: the cluster runs its own, on loopback only.
 set -euo pipefail
 
+# iproute2 brings ip and tc: the bridge, and the slow registry's network
+# namespace, veth pair and shaping (lib.sh: slowreg_net_up).
 pkgs=(containerd runc containernetworking-plugins docker-registry iptables conntrack
       openssl iproute2 util-linux busybox-static ca-certificates curl
       buildah)

@@ -2,7 +2,8 @@
 # Brings the local cluster down: removes every pod sandbox (so no container or
 # containerd shim is left), stops exactly the processes up.sh started (by
 # their recorded PID), unmounts what the kubelet and containerd mounted,
-# removes kube-proxy's iptables rules and the bridge, and deletes the state.
+# removes kube-proxy's iptables rules, the bridge and the slow registry's
+# network namespace and veth pair, and deletes the state.
 # Safe to run when nothing is up, after a crash, or after a half-finished up.
 #   --keep-logs  leave STATE/logs in place (up.sh uses it when it fails)
 set -uo pipefail
@@ -39,7 +40,7 @@ fi
 proc_stop containerd
 
 proc_stop kube-scheduler kube-controller-manager kube-apiserver
-proc_stop etcd registry
+proc_stop etcd slow-registry registry
 
 # Unmount, deepest first, everything mounted under our directories (pod
 # volumes, container root filesystems, sandbox /dev/shm).
@@ -64,6 +65,7 @@ for ipt in iptables ip6tables; do
   done
 done
 ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
+slowreg_net_down
 # The CNI bridge plugin turned on forwarding; put back what the machine had.
 if [[ -f $STATE/ip_forward.saved ]]; then
   sysctl -qw net.ipv4.ip_forward="$(cat "$STATE/ip_forward.saved")" || true

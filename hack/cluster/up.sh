@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Brings up a one-node Kubernetes cluster on this machine: etcd, the control
 # plane, containerd, kubelet, kube-proxy and an image registry on
-# 127.0.0.1:5000. Everything listens on loopback or on the CNI bridge.
+# 127.0.0.1:5000, and a second, slow view of that registry behind a link
+# shaped to 100 Mbit/s (lib.sh: SLOW_REGISTRY). Everything listens on
+# loopback, on the CNI bridge or on the slow registry's private veth pair.
 # Idempotent: when the cluster is already up it only says so.
 # Needs root, Linux and Go. See README.md.
 set -euo pipefail
@@ -9,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "the local cluster needs root (containerd, kubelet, iptables)"
 
-components=(registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+components=(registry slow-registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 all_alive() {
   local c
@@ -139,8 +141,14 @@ log "pushing the pause image and the alpine stand-in"
 (cd "$ICD_ROOT" && go run ./hack/images pause --registry "$REGISTRY" >/dev/null)
 (cd "$ICD_ROOT" && go run ./hack/images alpine --registry "$REGISTRY" >/dev/null)
 
+# ---------------------------------------------------------------- slow registry
+# The same storage served across a shaped link (see lib.sh): images pushed to
+# REGISTRY are pulled as SLOW_REGISTRY_HOST/REPO:TAG at SLOW_REGISTRY_RATE.
+slowreg_net_up
+slowreg_start "$STATE/registry"
+
 # ---------------------------------------------------------------- containerd
-mkdir -p "$STATE/containerd/certs.d/$REGISTRY" "$STATE/containerd/certs.d/docker.io" "$STATE/containerd/certs.d/ghcr.io" "$RUN/containerd"
+mkdir -p "$STATE/containerd/certs.d/$REGISTRY" "$RUN/containerd"
 cat >"$STATE/containerd/certs.d/$REGISTRY/hosts.toml" <<EOF
 server = "http://$REGISTRY"
 
@@ -149,21 +157,15 @@ server = "http://$REGISTRY"
 EOF
 # This machine reaches no public registry: docker.io images come from the
 # local registry (where the harness pushes library/alpine), as a mirror would.
-cat >"$STATE/containerd/certs.d/docker.io/hosts.toml" <<EOF
-server = "https://registry-1.docker.io"
-
-[host."http://$REGISTRY"]
-  capabilities = ["pull", "resolve"]
-EOF
+containerd_mirror "$STATE/containerd/certs.d" docker.io https://registry-1.docker.io "$REGISTRY"
 # Likewise ghcr.io, where releases publish the project image: make image pushes
 # it as dcherman/image-cache-daemon:VERSION, so a plain `kubectl imagecache
 # install` (ghcr.io/dcherman/image-cache-daemon:VERSION) works here.
-cat >"$STATE/containerd/certs.d/ghcr.io/hosts.toml" <<EOF
-server = "https://ghcr.io"
-
-[host."http://$REGISTRY"]
-  capabilities = ["pull", "resolve"]
-EOF
+containerd_mirror "$STATE/containerd/certs.d" ghcr.io https://ghcr.io "$REGISTRY"
+# The slow registry's made-up name is served by its mirror across the shaped
+# link; the name itself never resolves (.test), so a failing mirror shows as
+# a failed pull, not as a pull from somewhere else.
+containerd_mirror "$STATE/containerd/certs.d" "$SLOW_REGISTRY_HOST" "https://$SLOW_REGISTRY_HOST" "$SLOW_REGISTRY"
 cat >"$STATE/containerd/config.toml" <<EOF
 version = 2
 root = "$STATE/containerd/root"
@@ -279,6 +281,10 @@ podLogsDir: $STATE/pod-logs
 # largest): the e2e tests check there that an image is on the node, and a
 # run pushes more than 50 small ones.
 nodeStatusMaxImages: -1
+# Room for the original's model in make bench (one prefetch pod per image,
+# 100 images) under the daemon's own bound of a quarter of the node's pods.
+# registryPullQPS and registryBurst stay at the kubelet's defaults (5, 10).
+maxPods: 440
 # The machine's disk may be nearly full on a busy CI box; only evict when it
 # really is, so that tests are not disturbed by evictions.
 evictionHard:
@@ -323,5 +329,5 @@ wait_for serviceaccount 60 "${KUBECTL[@]}" -n default get serviceaccount default
 
 for c in "${components[@]}"; do proc_alive "$c" || die "$c exited; see $LOGS/$c.log"; done
 trap - EXIT
-log "up: node $NODE_NAME Ready, registry on $REGISTRY"
+log "up: node $NODE_NAME Ready, registry on $REGISTRY, $SLOW_REGISTRY_HOST on $SLOW_REGISTRY behind $SLOW_REGISTRY_RATE"
 echo "export KUBECONFIG=$KUBECONFIG_ADMIN"

@@ -107,7 +107,7 @@ func FromPod(pod *corev1.Pod) []ImageStatus {
 				st.State, st.Reason = Failed, term.Reason
 				st.Message = fmt.Sprintf("exited with code %d: %s", term.ExitCode, term.Message)
 			}
-		case seen && cs.State.Waiting != nil && rateLimited(cs.State.Waiting):
+		case seen && cs.State.Waiting != nil && RateLimited(cs.State.Waiting):
 			// The kubelet refused to start the pull under its own pull
 			// budget: nothing is known about the image yet, and the kubelet
 			// tries again after its back-off.
@@ -136,9 +136,9 @@ func FromPod(pod *corev1.Pod) []ImageStatus {
 // with the same message).
 const rateLimitedMessage = "pull QPS exceeded"
 
-// rateLimited reports whether a waiting container only waits for the
-// kubelet's pull budget.
-func rateLimited(w *corev1.ContainerStateWaiting) bool {
+// RateLimited reports whether a waiting container only waits for the
+// kubelet's pull budget: its pull was refused without being tried.
+func RateLimited(w *corev1.ContainerStateWaiting) bool {
 	return (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && strings.Contains(w.Message, rateLimitedMessage)
 }
 
@@ -201,6 +201,35 @@ func Digest(imageID string) string {
 func Finished(pod *corev1.Pod) bool {
 	for _, st := range FromPod(pod) {
 		if st.State != Cached && st.State != Failed {
+			return false
+		}
+	}
+	return true
+}
+
+// Throttled reports whether a prefetch pod is stuck on the kubelet's pull
+// budget: some image's pull was refused under registryPullQPS and no other
+// image is still on its way, so the pod would only wait out the kubelet's
+// image back-off. The daemon replaces such a pod at once, paced.
+func Throttled(pod *corev1.Pod) bool {
+	if pod.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	waiting := make(map[string]*corev1.ContainerStateWaiting, len(pod.Status.ContainerStatuses))
+	for _, cs := range pod.Status.ContainerStatuses {
+		waiting[cs.Name] = cs.State.Waiting
+	}
+	throttled := false
+	for _, c := range pod.Spec.Containers {
+		if w := waiting[c.Name]; w != nil && RateLimited(w) {
+			throttled = true
+		}
+	}
+	if !throttled {
+		return false
+	}
+	for _, st := range FromPod(pod) {
+		if st.State == Pulling || (st.State == Pending && st.Reason == "") {
 			return false
 		}
 	}

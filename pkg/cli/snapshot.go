@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
@@ -18,13 +21,20 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
+// componentDaemon is the component label of the daemon pods.
+const componentDaemon = "daemon"
+
 // snapshot is the cache as the pods of one installation show it, read with
-// a single LIST whatever the number of nodes and images.
+// one request whatever the number of nodes and images (see follow).
 type snapshot struct {
 	// Nodes run a daemon pod: the nodes images are cached on.
 	Nodes []string
-	// Images holds one status per (node, image) that a prefetch pod holds.
+	// Images holds one status per (node, image) that a prefetch pod holds,
+	// on the nodes in Nodes, sorted by node then image.
 	Images []cachestate.ImageStatus
+	// WithoutDaemon are the nodes that hold prefetch pods but run no
+	// daemon pod (the daemon set left them): not counted anywhere.
+	WithoutDaemon []string
 	// DaemonImage is the image the daemon pods run.
 	DaemonImage string
 	// Problems are what the daemons report about their sources and
@@ -40,63 +50,260 @@ type problem struct {
 	Nodes   []string `json:"nodes"`
 }
 
+// takeSnapshot reads the installation's pods once.
 func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (*snapshot, error) {
-	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{
-		LabelSelector: cachestate.LabelPartOf + "=" + cachestate.PartOf,
+	var s *snapshot
+	err := follow(ctx, client, ns, followOptions{once: true}, func(got *snapshot) (bool, error) {
+		s = got
+		return true, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("listing the pods of namespace %s: %w", ns, err)
+	return s, err
+}
+
+// podRecord is the pods of one installation, cut to what status reads: the
+// store a reflector keeps current. It is safe for concurrent use.
+type podRecord struct {
+	mu       sync.Mutex
+	prefetch map[string]*corev1.Pod // by name
+	daemons  map[string]daemonPod   // by name
+	synced   bool
+	// changed holds a token when the record changed since the last
+	// snapshot.
+	changed chan struct{}
+	// onSync, if set, runs once, when the record is first filled.
+	onSync func()
+}
+
+// daemonPod is what status reads from a daemon pod.
+type daemonPod struct {
+	node     string
+	image    string
+	problems []string
+	warm     *source.Warmth
+}
+
+func newPodRecord() *podRecord {
+	return &podRecord{prefetch: map[string]*corev1.Pod{}, daemons: map[string]daemonPod{}, changed: make(chan struct{}, 1)}
+}
+
+// trimmedPod is a pod cut by trimPod. A type of its own, so the record
+// does not cut what the reflector's transform already cut.
+type trimmedPod struct{ corev1.Pod }
+
+// trimPod keeps of a pod what status reads: of a prefetch pod what
+// cachestate.FromPod and Summarize read, of a daemon pod what
+// daemonProblems and healthReport read. A watch of thousands of pods holds
+// a quarter of the memory, since managed fields, volumes, security contexts
+// and conditions are most of a pod.
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
 	}
+	t := &trimmedPod{corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, ResourceVersion: p.ResourceVersion,
+			CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp},
+		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, Containers: trimContainers(p.Spec.Containers),
+			InitContainers: trimContainers(p.Spec.InitContainers)},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, Reason: p.Status.Reason, Message: p.Status.Message,
+			ContainerStatuses: trimStatuses(p.Status.ContainerStatuses), InitContainerStatuses: trimStatuses(p.Status.InitContainerStatuses)},
+	}}
+	if c, ok := p.Labels[cachestate.LabelComponent]; ok {
+		t.Labels = map[string]string{cachestate.LabelComponent: c}
+	}
+	for _, key := range []string{cachestate.AnnotationNodeName, source.HealthAnnotation} {
+		if v, ok := p.Annotations[key]; ok {
+			if t.Annotations == nil {
+				t.Annotations = map[string]string{}
+			}
+			t.Annotations[key] = v
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			t.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
+		}
+	}
+	return t, nil
+}
+
+func trimContainers(cs []corev1.Container) []corev1.Container {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]corev1.Container, len(cs))
+	for i, c := range cs {
+		out[i] = corev1.Container{Name: c.Name, Image: c.Image}
+	}
+	return out
+}
+
+func trimStatuses(cs []corev1.ContainerStatus) []corev1.ContainerStatus {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]corev1.ContainerStatus, len(cs))
+	for i, c := range cs {
+		out[i] = corev1.ContainerStatus{Name: c.Name, State: c.State, ImageID: c.ImageID}
+	}
+	return out
+}
+
+// Transformer makes the record a cache.TransformingStore: the reflector
+// cuts a streamed initial list as it arrives, not once it is all read.
+func (r *podRecord) Transformer() cache.TransformFunc { return trimPod }
+
+// Add files a pod (cache.ReflectorStore, as Update, Delete, Replace and
+// Resync).
+func (r *podRecord) Add(obj any) error { return r.Update(obj) }
+
+// Resync has nothing to do: the record is no queue.
+func (r *podRecord) Resync() error { return nil }
+
+// Update files a pod again.
+func (r *podRecord) Update(obj any) error {
+	r.mu.Lock()
+	put(r.prefetch, r.daemons, obj)
+	r.mu.Unlock()
+	r.notify()
+	return nil
+}
+
+// Delete forgets a pod.
+func (r *podRecord) Delete(obj any) error {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if p, ok := obj.(metav1.Object); ok {
+		r.mu.Lock()
+		delete(r.prefetch, p.GetName())
+		delete(r.daemons, p.GetName())
+		r.mu.Unlock()
+		r.notify()
+	}
+	return nil
+}
+
+// Replace files a complete list of the pods, read anew.
+func (r *podRecord) Replace(list []any, _ string) error {
+	prefetch, daemons := make(map[string]*corev1.Pod, len(list)), map[string]daemonPod{}
+	for _, obj := range list {
+		put(prefetch, daemons, obj)
+	}
+	r.mu.Lock()
+	r.prefetch, r.daemons = prefetch, daemons
+	first := !r.synced
+	r.synced = true
+	r.mu.Unlock()
+	if first && r.onSync != nil {
+		r.onSync()
+	}
+	r.notify()
+	return nil
+}
+
+func (r *podRecord) notify() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// put files a pod under its component.
+func put(prefetch map[string]*corev1.Pod, daemons map[string]daemonPod, obj any) {
+	t, ok := obj.(*trimmedPod)
+	if !ok {
+		cut, _ := trimPod(obj)
+		if t, ok = cut.(*trimmedPod); !ok {
+			return
+		}
+	}
+	p := &t.Pod
+	delete(prefetch, p.Name)
+	delete(daemons, p.Name)
+	switch p.Labels[cachestate.LabelComponent] {
+	case cachestate.ComponentPrefetch:
+		prefetch[p.Name] = p
+	case componentDaemon:
+		report, err := healthReport(p)
+		d := daemonPod{node: p.Spec.NodeName, problems: daemonProblems(p, report, err), warm: report.Warm}
+		for _, c := range p.Spec.Containers {
+			if c.Name == install.ContainerName {
+				d.image = c.Image
+			}
+		}
+		daemons[p.Name] = d
+	}
+}
+
+// filled reports whether the pods were read once.
+func (r *podRecord) filled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.synced
+}
+
+// empty reports whether the record holds no pod at all.
+func (r *podRecord) empty() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.prefetch) == 0 && len(r.daemons) == 0
+}
+
+// snapshot reads the cache from the record: the statuses of the prefetch
+// pods of each node that runs a daemon pod, one node at a time (the rows
+// come out sorted without sorting them all), and the daemons' reports.
+func (r *podRecord) snapshot() *snapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	s := &snapshot{}
-	nodes := map[string]bool{}
 	byMessage := map[string][]string{}
-	var prefetch = pods.Items[:0:0]
-	for _, p := range pods.Items {
-		switch p.Labels[cachestate.LabelComponent] {
-		case cachestate.ComponentPrefetch:
-			prefetch = append(prefetch, p)
-		case "daemon":
-			if p.Spec.NodeName != "" {
-				nodes[p.Spec.NodeName] = true
-				report, err := healthReport(&p)
-				for _, msg := range daemonProblems(&p, report, err) {
-					byMessage[msg] = append(byMessage[msg], p.Spec.NodeName)
-				}
-				if w := report.Warm; w != nil {
-					if s.Warm == nil {
-						s.Warm = map[string]*source.Warmth{}
-					}
-					s.Warm[p.Spec.NodeName] = w
-				}
+	firstDaemon := ""
+	for name, d := range r.daemons {
+		if firstDaemon == "" || name < firstDaemon {
+			firstDaemon, s.DaemonImage = name, d.image
+		}
+		if d.node == "" {
+			continue
+		}
+		s.Nodes = append(s.Nodes, d.node)
+		for _, msg := range d.problems {
+			byMessage[msg] = append(byMessage[msg], d.node)
+		}
+		if d.warm != nil {
+			if s.Warm == nil {
+				s.Warm = map[string]*source.Warmth{}
 			}
-			for _, c := range p.Spec.Containers {
-				if c.Name == install.ContainerName {
-					s.DaemonImage = c.Image
-				}
-			}
+			s.Warm[d.node] = d.warm
 		}
 	}
-	if len(pods.Items) == 0 {
-		// No pod at all: is it installed? One more request, only here.
-		if _, err := client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{}); err != nil {
-			return nil, notInstalled(ns, err)
+	slices.Sort(s.Nodes)
+	s.Nodes = slices.Compact(s.Nodes)
+
+	byNode := make(map[string][]*corev1.Pod, len(s.Nodes))
+	rows := 0
+	for _, p := range r.prefetch {
+		if n := cachestate.Node(p); n != "" {
+			byNode[n] = append(byNode[n], p)
+			rows += len(p.Spec.Containers)
 		}
 	}
-	ptrs := make([]*corev1.Pod, len(prefetch))
-	for i := range prefetch {
-		ptrs[i] = &prefetch[i]
+	s.Images = make([]cachestate.ImageStatus, 0, rows)
+	for _, n := range s.Nodes {
+		s.Images = append(s.Images, cachestate.Summarize(byNode[n])...)
+		delete(byNode, n)
 	}
-	s.Images = cachestate.Summarize(ptrs)
-	for n := range nodes {
-		s.Nodes = append(s.Nodes, n)
+	for n := range byNode {
+		s.WithoutDaemon = append(s.WithoutDaemon, n)
 	}
-	sort.Strings(s.Nodes)
+	slices.Sort(s.WithoutDaemon)
+
 	for msg, on := range byMessage {
-		sort.Strings(on)
+		slices.Sort(on)
 		s.Problems = append(s.Problems, problem{Message: msg, Nodes: slices.Compact(on)})
 	}
-	sort.Slice(s.Problems, func(i, j int) bool { return s.Problems[i].Message < s.Problems[j].Message })
-	return s, nil
+	slices.SortFunc(s.Problems, func(a, b problem) int { return strings.Compare(a.Message, b.Message) })
+	return s
 }
 
 // healthReport reads the health report a daemon publishes on its pod: an
@@ -168,22 +375,25 @@ type imageRow struct {
 }
 
 // byImage folds the per-node statuses into one row per image; want adds
-// images that no pod holds yet (pending everywhere).
+// images that no pod holds yet (pending everywhere). Images holds at most
+// one status per (node, image), all on nodes in Nodes, so the nodes without
+// a status for an image are its count of nodes minus its statuses.
 func (s *snapshot) byImage(want []string) []imageRow {
 	rows := map[string]*imageRow{}
 	row := func(img string) *imageRow {
-		if rows[img] == nil {
-			rows[img] = &imageRow{Image: img, Nodes: len(s.Nodes)}
+		r := rows[img]
+		if r == nil {
+			r = &imageRow{Image: img, Nodes: len(s.Nodes), Pending: len(s.Nodes)}
+			rows[img] = r
 		}
-		return rows[img]
+		return r
 	}
-	seen := map[string]map[string]bool{}
 	for _, st := range s.Images {
 		r := row(st.Image)
 		switch st.State {
 		case cachestate.Cached:
 			r.Cached++
-			if st.Digest != "" && !contains(r.Digests, st.Digest) {
+			if st.Digest != "" && !slices.Contains(r.Digests, st.Digest) {
 				r.Digests = append(r.Digests, st.Digest)
 			}
 		case cachestate.Pulling:
@@ -191,36 +401,29 @@ func (s *snapshot) byImage(want []string) []imageRow {
 		case cachestate.Failed:
 			r.Failed++
 		default:
-			r.Pending++
+			continue // pending: counted already
 		}
-		if seen[st.Image] == nil {
-			seen[st.Image] = map[string]bool{}
-		}
-		seen[st.Image][st.Node] = true
+		r.Pending--
 	}
 	for _, img := range want {
 		row(img)
 	}
 	out := make([]imageRow, 0, len(rows))
-	for img, r := range rows {
-		// Nodes with a daemon but no pod for the image yet.
-		for _, n := range s.Nodes {
-			if !seen[img][n] {
-				r.Pending++
-			}
-		}
+	for _, r := range rows {
 		sort.Strings(r.Digests)
 		out = append(out, *r)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Image < out[j].Image })
+	slices.SortFunc(out, func(a, b imageRow) int { return strings.Compare(a.Image, b.Image) })
 	return out
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+// same reports whether s and t show the same: pods change in ways status
+// does not show (the kubelet's conditions, a daemon's report rewritten).
+func (s *snapshot) same(t *snapshot) bool {
+	return slices.Equal(s.Nodes, t.Nodes) && slices.Equal(s.WithoutDaemon, t.WithoutDaemon) &&
+		s.DaemonImage == t.DaemonImage && reflect.DeepEqual(s.Problems, t.Problems) && reflect.DeepEqual(s.Warm, t.Warm) &&
+		slices.EqualFunc(s.Images, t.Images, func(a, b cachestate.ImageStatus) bool {
+			return a.Since.Equal(b.Since) && a.Node == b.Node && a.Image == b.Image && a.State == b.State &&
+				a.Digest == b.Digest && a.Reason == b.Reason && a.Message == b.Message && a.Pod == b.Pod
+		})
 }

@@ -48,7 +48,9 @@ func newCmdStatus(o *StatusOptions) *cobra.Command {
 		Long: `Show the cache: by default one row per image with how many nodes have it
 cached, are pulling it or failed to; -o wide shows one row per node and image,
 with the kubelet's message for failures. Read from the prefetch pods with a
-single request, whatever the size of the cluster.`,
+single request, whatever the size of the cluster; nodes that run no daemon
+pod are not counted. --watch keeps that request open as a watch and prints
+the table again when it changes.`,
 		Example: `  kubectl imagecache status
   kubectl imagecache status -o wide --node worker-3
   kubectl imagecache status --image alpine -o json
@@ -60,7 +62,7 @@ single request, whatever the size of the cluster.`,
 	cmd.Flags().StringVar(&o.Image, "image", "", "Only this image")
 	cmd.Flags().StringVar(&o.Node, "node", "", "Only this node")
 	cmd.Flags().BoolVarP(&o.Watch, "watch", "w", false, "Refresh until interrupted")
-	cmd.Flags().DurationVar(&o.Interval, "interval", o.Interval, "Refresh interval for --watch")
+	cmd.Flags().DurationVar(&o.Interval, "interval", o.Interval, "With --watch, the least time between two tables")
 	completeOutput(cmd, "wide", "json", "yaml")
 	_ = cmd.RegisterFlagCompletionFunc("image", o.completeCached(false))
 	_ = cmd.RegisterFlagCompletionFunc("node", o.completeCached(true))
@@ -90,32 +92,38 @@ func (o *StatusOptions) Validate() error {
 		return errors.New("--watch prints tables: use it without -o json|yaml")
 	}
 	if o.Interval < 100*time.Millisecond {
-		return fmt.Errorf("--interval %s is too short", o.Interval)
+		return fmt.Errorf("--interval %s is too short: use 100ms or more", o.Interval)
 	}
 	return nil
 }
 
-// Run prints the status once, or every Interval with --watch.
+// Run prints the status once, or with --watch again after every change, at
+// most every Interval, until interrupted.
 func (o *StatusOptions) Run(ctx context.Context) error {
-	for {
+	if !o.Watch {
 		s, err := takeSnapshot(ctx, o.client, o.namespace)
 		if err != nil {
 			return err
 		}
 		o.filter(s)
-		if err := o.print(o.Out, s); err != nil {
-			return err
+		return o.print(o.Out, s)
+	}
+	var shown *snapshot
+	err := follow(ctx, o.client, o.namespace, followOptions{every: o.Interval, warn: o.ErrOut}, func(s *snapshot) (bool, error) {
+		o.filter(s)
+		if shown != nil && s.same(shown) {
+			return false, nil // a change status does not show
 		}
-		if !o.Watch {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(o.Interval):
+		if shown != nil {
 			fmt.Fprintln(o.Out)
 		}
+		shown = s
+		return false, o.print(o.Out, s)
+	})
+	if ctx.Err() != nil {
+		return nil // interrupted: the way --watch ends
 	}
+	return err
 }
 
 func (o *StatusOptions) filter(s *snapshot) {
@@ -130,7 +138,13 @@ func (o *StatusOptions) filter(s *snapshot) {
 	}
 	s.Images = kept
 	if o.Node != "" {
-		s.Nodes = []string{o.Node}
+		only := func(nodes []string) []string {
+			if slices.Contains(nodes, o.Node) {
+				return []string{o.Node}
+			}
+			return nil
+		}
+		s.Nodes, s.WithoutDaemon = only(s.Nodes), only(s.WithoutDaemon)
 		var problems []problem
 		for _, p := range s.Problems {
 			if slices.Contains(p.Nodes, o.Node) {
@@ -143,18 +157,19 @@ func (o *StatusOptions) filter(s *snapshot) {
 
 // statusDoc is the -o json|yaml document: stable field names for scripts.
 type statusDoc struct {
-	Nodes    []string                  `json:"nodes"`
-	Images   []imageRow                `json:"images"`
-	Status   []cachestate.ImageStatus  `json:"status"`
-	Problems []problem                 `json:"problems,omitempty"`
-	Warm     map[string]*source.Warmth `json:"warm,omitempty"`
+	Nodes         []string                  `json:"nodes"`
+	Images        []imageRow                `json:"images"`
+	Status        []cachestate.ImageStatus  `json:"status"`
+	Problems      []problem                 `json:"problems,omitempty"`
+	Warm          map[string]*source.Warmth `json:"warm,omitempty"`
+	WithoutDaemon []string                  `json:"nodesWithoutDaemon,omitempty"`
 }
 
 func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 	rows := s.byImage(nil)
 	switch o.Output {
 	case "json", "yaml":
-		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems, Warm: s.Warm}
+		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems, Warm: s.Warm, WithoutDaemon: s.WithoutDaemon}
 		if doc.Nodes == nil {
 			doc.Nodes = []string{}
 		}
@@ -170,25 +185,7 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 		_, err = fmt.Fprintln(w, strings.TrimRight(string(b), "\n"))
 		return err
 	case "wide":
-		var table [][]string
-		familiar := map[string]string{} // one parse per image, not per row
-		for _, st := range s.Images {
-			short, ok := familiar[st.Image]
-			if !ok {
-				short = imageref.Familiar(st.Image)
-				familiar[st.Image] = short
-			}
-			age := ""
-			if !st.Since.IsZero() {
-				age = duration.HumanDuration(o.now().Sub(st.Since))
-			}
-			msg := st.Message
-			if st.Reason != "" {
-				msg = st.Reason + ": " + msg
-			}
-			table = append(table, []string{st.Node, short, string(st.State), shortDigest(st.Digest), age, msg})
-		}
-		if err := printTable(w, []string{"NODE", "IMAGE", "STATE", "DIGEST", "SINCE", "MESSAGE"}, table); err != nil {
+		if err := o.printWide(w, s); err != nil {
 			return err
 		}
 	default:
@@ -207,13 +204,10 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 			return err
 		}
 	}
-	if _, err := fmt.Fprintln(w, summary(s, rows)); err != nil {
-		return err
-	}
-	if line := warmLine(s); line != "" {
-		if _, err := fmt.Fprintln(w, line); err != nil {
-			return err
-		}
+	lines := []string{summary(s, rows), warmLine(s)}
+	if n := len(s.WithoutDaemon); n > 0 {
+		lines = append(lines, fmt.Sprintf("not counted: prefetch pods on %s without a daemon pod (being removed): %s",
+			plural(n, "node"), firstOf(s.WithoutDaemon, ", ")))
 	}
 	for _, p := range s.Problems {
 		where := "on node " + strings.Join(p.Nodes, ", ")
@@ -225,11 +219,74 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 		case len(p.Nodes) > 1:
 			where = "on nodes " + strings.Join(p.Nodes, ", ")
 		}
-		if _, err := fmt.Fprintf(w, "problem %s: %s\n", where, p.Message); err != nil {
+		lines = append(lines, fmt.Sprintf("problem %s: %s", where, p.Message))
+	}
+	for _, l := range lines {
+		if l == "" {
+			continue
+		}
+		if _, err := fmt.Fprintln(w, l); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// printWide streams one row per (node, image): a first pass finds the
+// column widths, the second writes each row as it is made, so 100,000 rows
+// cost no table in memory. One reference parse per image and one age per
+// second of age, not one per row.
+func (o *StatusOptions) printWide(w io.Writer, s *snapshot) error {
+	header := []string{"NODE", "IMAGE", "STATE", "DIGEST", "SINCE", "MESSAGE"}
+	widths := make([]int, len(header))
+	fit(widths, header...)
+	familiar := map[string]string{}
+	ages := make([]string, len(s.Images))
+	ageOf := map[time.Duration]string{}
+	now := o.now()
+	for i, st := range s.Images {
+		short, ok := familiar[st.Image]
+		if !ok {
+			short = imageref.Familiar(st.Image)
+			familiar[st.Image] = short
+		}
+		if !st.Since.IsZero() {
+			d := now.Sub(st.Since).Truncate(time.Second)
+			age, ok := ageOf[d]
+			if !ok {
+				age = duration.HumanDuration(d)
+				ageOf[d] = age
+			}
+			ages[i] = age
+		}
+		fit(widths, st.Node, short, string(st.State), shortDigest(st.Digest), ages[i])
+	}
+	t, err := newTable(w, widths, header...)
+	if err != nil {
+		return err
+	}
+	for i, st := range s.Images {
+		msg := st.Message
+		if st.Reason != "" {
+			msg = st.Reason + ": " + msg
+		}
+		if err := t.row(st.Node, familiar[st.Image], string(st.State), shortDigest(st.Digest), ages[i], msg); err != nil {
+			return err
+		}
+	}
+	return t.flush()
+}
+
+// namedAtMost is how many items a one-line list names before "... (N more)".
+const namedAtMost = 5
+
+// firstOf joins the first few of items, and says how many more there are:
+// a line about 1,000 nodes stays a line.
+func firstOf(items []string, sep string) string {
+	if len(items) <= namedAtMost {
+		return strings.Join(items, sep)
+	}
+	return fmt.Sprintf("%s%s... (%d more)", strings.Join(items[:namedAtMost], sep), sep, len(items)-namedAtMost)
 }
 
 // warmLine says which nodes are warm (every wanted image cached, as their
@@ -255,10 +312,10 @@ func warmLine(s *snapshot) string {
 	}
 	line := fmt.Sprintf("warm: %d/%d nodes", warm, len(s.Nodes))
 	if len(took) > 0 {
-		line += "; warmed up: " + strings.Join(took, ", ")
+		line += "; warmed up: " + firstOf(took, ", ")
 	}
 	if len(cold) > 0 {
-		line += "; not warm: " + strings.Join(cold, "; ")
+		line += "; not warm: " + firstOf(cold, "; ")
 	}
 	return line
 }

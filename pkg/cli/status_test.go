@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
@@ -78,19 +80,33 @@ func runStatus(t *testing.T, objs []runtime.Object, args ...string) (string, err
 	return out.String(), err
 }
 
+// withoutDaemon is cluster() with the prefetch pod of a node that runs no
+// daemon pod (the daemon set left it): not counted, named apart.
+func withoutDaemon() []runtime.Object {
+	cfg := prefetch.Config{Namespace: "image-cache-daemon", NodeName: "node-c", WardenImage: "w", BatchSize: 20}
+	p := cfg.Pod([]string{"docker.io/library/alpine:latest"}, 0, corev1.PullIfNotPresent)
+	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "warden", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{}}}}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: p.Spec.Containers[0].Name,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(now.Add(-time.Hour))}}}}
+	return append(cluster(), p)
+}
+
 func TestStatusTables(t *testing.T) {
 	for _, tc := range []struct {
 		name string
+		objs []runtime.Object
 		args []string
 	}{
-		{"status", nil},
-		{"status-wide", []string{"-o", "wide"}},
-		{"status-node", []string{"-o", "wide", "--node", "node-b"}},
-		{"status-image", []string{"--image", "nginx:1.27"}},
-		{"status-json", []string{"-o", "json"}},
+		{"status", cluster(), nil},
+		{"status-wide", cluster(), []string{"-o", "wide"}},
+		{"status-node", cluster(), []string{"-o", "wide", "--node", "node-b"}},
+		{"status-image", cluster(), []string{"--image", "nginx:1.27"}},
+		{"status-json", cluster(), []string{"-o", "json"}},
+		{"status-without-daemon", withoutDaemon(), nil},
+		{"status-without-daemon-wide", withoutDaemon(), []string{"-o", "wide"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := runStatus(t, cluster(), tc.args...)
+			out, err := runStatus(t, tc.objs, tc.args...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,5 +133,117 @@ func TestAddRefusesInvalidReferences(t *testing.T) {
 	}
 	if len(client.Actions()) != 0 {
 		t.Fatalf("an invalid add reached the API: %v", client.Actions())
+	}
+}
+
+// trimPod keeps every field status reads: the statuses cachestate reads
+// from a cut pod, and the problems read from a cut daemon pod, are those of
+// the whole pod, in every state a prefetch pod can be in.
+func TestTrimKeepsWhatStatusReads(t *testing.T) {
+	objs := cluster()
+	pods := map[string]*corev1.Pod{}
+	for _, o := range objs {
+		p := o.(*corev1.Pod)
+		pods[p.Name] = p
+	}
+	base := prefetchPodOf(t, objs, "node-b", "docker.io/library/nginx:1.27")
+	variant := func(name string, change func(p *corev1.Pod)) {
+		p := base.DeepCopy()
+		change(p)
+		p.Name = name
+		pods[name] = p
+	}
+	variant("warden-failed", func(p *corev1.Pod) {
+		p.Status.InitContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "not found"}}
+	})
+	variant("warden-crashed", func(p *corev1.Pod) {
+		p.Status.InitContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 2, Reason: "Error", Message: "no space"}}
+	})
+	variant("rejected", func(p *corev1.Pod) {
+		p.Status = corev1.PodStatus{Phase: corev1.PodFailed, Reason: "OutOfpods", Message: "Node didn't have enough resource: pods"}
+	})
+	variant("exited", func(p *corev1.Pod) {
+		p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 127, Reason: "Error"}}
+	})
+	variant("running", func(p *corev1.Pod) {
+		p.Status.ContainerStatuses[1].State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	})
+	variant("rate-limited", func(p *corev1.Pod) {
+		p.Status.ContainerStatuses[1].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "pull QPS exceeded"}}
+	})
+	variant("unscheduled-newer", func(p *corev1.Pod) {
+		p.Spec.NodeName, p.Status = "", corev1.PodStatus{}
+		p.CreationTimestamp = metav1.NewTime(now)
+	})
+	variant("deleting-newest", func(p *corev1.Pod) {
+		p.CreationTimestamp, p.DeletionTimestamp = metav1.NewTime(now), &metav1.Time{Time: now}
+	})
+	variant("daemon-not-ready", func(p *corev1.Pod) {
+		*p = *pods["daemon-node-b"].DeepCopy()
+		p.Status.Phase = corev1.PodRunning
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionFalse}}
+	})
+	variant("daemon-pending", func(p *corev1.Pod) {
+		*p = *pods["daemon-node-a"].DeepCopy()
+		p.Status.Phase = corev1.PodPending
+	})
+	variant("daemon-bad-report", func(p *corev1.Pod) {
+		*p = *pods["daemon-node-a"].DeepCopy()
+		p.Annotations[source.HealthAnnotation] = "{"
+	})
+
+	var whole, cut []*corev1.Pod
+	for name, p := range pods {
+		obj, _ := trimPod(p)
+		tp := &obj.(*trimmedPod).Pod
+		whole, cut = append(whole, p), append(cut, tp)
+		t.Run(name, func(t *testing.T) {
+			if got, want := cachestate.FromPod(tp), cachestate.FromPod(p); !reflect.DeepEqual(got, want) {
+				t.Errorf("statuses of the cut pod:\n%+v\nwant:\n%+v", got, want)
+			}
+			r, err := healthReport(p)
+			cr, cerr := healthReport(tp)
+			if got, want := daemonProblems(tp, cr, cerr), daemonProblems(p, r, err); !reflect.DeepEqual(got, want) || !reflect.DeepEqual(cr, r) {
+				t.Errorf("problems of the cut pod: %q, want %q", got, want)
+			}
+		})
+	}
+	if got, want := cachestate.Summarize(cut), cachestate.Summarize(whole); !reflect.DeepEqual(got, want) {
+		t.Errorf("summary of the cut pods:\n%+v\nwant:\n%+v", got, want)
+	}
+}
+
+// Lines about nodes name a few and count the rest: at 1,000 nodes they
+// stay lines.
+func TestFirstOf(t *testing.T) {
+	nodes := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("n%d", i))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		items []string
+		want  string
+	}{
+		{nil, ""},
+		{nodes(1), "n0"},
+		{nodes(5), "n0, n1, n2, n3, n4"},
+		{nodes(1000), "n0, n1, n2, n3, n4, ... (995 more)"},
+	} {
+		t.Run(fmt.Sprint(len(tc.items)), func(t *testing.T) {
+			if got := firstOf(tc.items, ", "); got != tc.want {
+				t.Errorf("firstOf = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	s := &snapshot{Nodes: nodes(1000), Warm: map[string]*source.Warmth{}}
+	for _, n := range s.Nodes {
+		s.Warm[n] = &source.Warmth{Reason: "Warming", Message: "2/3 images cached"}
+	}
+	if got, want := warmLine(s), "warm: 0/1000 nodes; not warm: n0 Warming (2/3 images cached); n1 Warming (2/3 images cached); "+
+		"n2 Warming (2/3 images cached); n3 Warming (2/3 images cached); n4 Warming (2/3 images cached); ... (995 more)"; got != want {
+		t.Errorf("warm line:\n%s\nwant:\n%s", got, want)
 	}
 }

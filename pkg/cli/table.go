@@ -1,55 +1,104 @@
 package cli
 
 import (
-	"bytes"
+	"bufio"
 	"io"
-	"strings"
-
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/renderer"
-	"github.com/olekukonko/tablewriter/tw"
+	"unicode"
+	"unicode/utf8"
 )
 
-// printTable writes rows under header the way kubectl does: no borders, no
-// rules, columns left-aligned and separated by spaces.
+// columnGap separates columns, as in kubectl's tables.
+const columnGap = 3
+
+// table writes rows the way kubectl does: no borders, no rules, columns
+// left-aligned and separated by spaces, the last column not padded. The
+// widths are known before the first row (a cheap first pass over the data
+// finds them), so each row goes straight to a buffered writer: a table of
+// 100,000 rows costs one line of memory, not the table.
+type table struct {
+	w      *bufio.Writer
+	widths []int
+	line   []byte
+}
+
+// newTable starts a table with the widths fitted to header and every row
+// that will follow (see fit), and writes the header.
+func newTable(w io.Writer, widths []int, header ...string) (*table, error) {
+	t := &table{w: bufio.NewWriterSize(w, 64<<10), widths: widths}
+	return t, t.row(header...)
+}
+
+// fit widens widths to hold cells; call it for the header and every row
+// before newTable.
+func fit(widths []int, cells ...string) {
+	for i, c := range cells {
+		widths[i] = max(widths[i], utf8.RuneCountInString(c))
+	}
+}
+
+// row writes one row. Cells are cut at control characters (a kubelet
+// message may hold a newline or a terminal escape), so a row stays one line.
+func (t *table) row(cells ...string) error {
+	t.line = t.line[:0]
+	for i, c := range cells {
+		t.line = appendPrintable(t.line, c)
+		if i == len(cells)-1 {
+			break
+		}
+		for n := utf8.RuneCountInString(c); n < t.widths[i]+columnGap; n++ {
+			t.line = append(t.line, ' ')
+		}
+	}
+	// An empty last cell leaves the padding of the one before it:
+	// kubectl's lines end at the text.
+	for len(t.line) > 0 && t.line[len(t.line)-1] == ' ' {
+		t.line = t.line[:len(t.line)-1]
+	}
+	t.line = append(t.line, '\n')
+	_, err := t.w.Write(t.line)
+	return err
+}
+
+// flush writes what the buffer holds; call it when the table is done.
+func (t *table) flush() error { return t.w.Flush() }
+
+// appendPrintable appends s with every control character (C0, DEL, C1)
+// replaced by a space, keeping the count of runes and so the column widths.
+func appendPrintable(b []byte, s string) []byte {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f || c == 0xc2 {
+			clean = false // 0xc2 starts the encoding of every C1 control
+			break
+		}
+	}
+	if clean {
+		return append(b, s...)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			r = ' '
+		}
+		b = utf8.AppendRune(b, r)
+	}
+	return b
+}
+
+// printTable writes a small table held in memory: rows under header.
 func printTable(w io.Writer, header []string, rows [][]string) error {
-	var buf bytes.Buffer
-	t := tablewriter.NewTable(&buf,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
-			Borders: tw.BorderNone,
-			Symbols: tw.NewSymbols(tw.StyleNone),
-			Settings: tw.Settings{
-				Separators: tw.Separators{BetweenRows: tw.Off, BetweenColumns: tw.Off},
-				Lines:      tw.Lines{ShowHeaderLine: tw.Off},
-			},
-		})),
-		tablewriter.WithConfig(tablewriter.Config{
-			Header: tw.CellConfig{
-				Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
-				Formatting: tw.CellFormatting{AutoFormat: tw.Off},
-				Padding:    tw.CellPadding{Global: tw.Padding{Right: "   "}},
-			},
-			Row: tw.CellConfig{
-				Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
-				Formatting: tw.CellFormatting{AutoWrap: tw.WrapNone},
-				Padding:    tw.CellPadding{Global: tw.Padding{Right: "   "}},
-			},
-		}),
-	)
-	t.Header(header)
+	widths := make([]int, len(header))
+	fit(widths, header...)
 	for _, r := range rows {
-		if err := t.Append(r); err != nil {
+		fit(widths, r...)
+	}
+	t, err := newTable(w, widths, header...)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if err := t.row(r...); err != nil {
 			return err
 		}
 	}
-	if err := t.Render(); err != nil {
-		return err
-	}
-	// The renderer pads the last column; kubectl's tables end at the text.
-	lines := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimRight(l, " ")
-	}
-	_, err := io.WriteString(w, strings.Join(lines, "\n")+"\n")
-	return err
+	return t.flush()
 }

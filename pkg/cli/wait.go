@@ -17,8 +17,10 @@ import (
 
 // WaitOptions follow images until every node has them.
 type WaitOptions struct {
-	Enabled  bool
-	Timeout  time.Duration
+	Enabled bool
+	Timeout time.Duration
+	// Interval is the least time between two looks at the progress: a
+	// watch tells of every change, and a thousand nodes change often.
 	Interval time.Duration
 }
 
@@ -38,25 +40,20 @@ func (w *WaitOptions) validate() error {
 	return nil
 }
 
-// run polls the installation (one LIST a round) and prints a progress line
-// whenever it changes, until every node has cached every image, a node
-// failed (an error saying why), or the timeout passed.
+// run follows the installation's pods with a watch (see follow) and prints
+// a progress line whenever it changes, at most every Interval, until every
+// node has cached every image, a node failed (an error saying why), or the
+// timeout passed. A pull the kubelet refused under its own pull budget is
+// pending, not failed: the kubelet tries again.
 func (w *WaitOptions) run(ctx context.Context, client kubernetes.Interface, ns string, images []string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
+	want := map[string]bool{}
+	for _, img := range images {
+		want[img] = true
+	}
 	last := ""
-	for {
-		s, err := takeSnapshot(ctx, client, ns)
-		if err != nil {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("timed out after %s waiting for %s", w.Timeout, strings.Join(familiar(images), ", "))
-			}
-			return err
-		}
-		want := map[string]bool{}
-		for _, img := range images {
-			want[img] = true
-		}
+	err := follow(ctx, client, ns, followOptions{every: w.Interval, warn: out}, func(s *snapshot) (bool, error) {
 		var failures []string
 		for _, st := range s.Images {
 			if want[st.Image] && st.State == cachestate.Failed {
@@ -78,18 +75,20 @@ func (w *WaitOptions) run(ctx context.Context, client kubernetes.Interface, ns s
 			last = line
 		}
 		if len(failures) > 0 {
-			return fmt.Errorf("%d pull(s) failed:\n  %s", len(failures), strings.Join(failures, "\n  "))
+			return true, fmt.Errorf("%d pull(s) failed:\n  %s", len(failures), strings.Join(failures, "\n  "))
 		}
 		if done {
 			fmt.Fprintf(out, "every node (%d) has %s\n", len(s.Nodes), strings.Join(familiar(images), ", "))
-			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("timed out after %s waiting for %s (last: %s)", w.Timeout, strings.Join(familiar(images), ", "), line)
-		case <-time.After(w.Interval):
+		return done, nil
+	})
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("timed out after %s waiting for %s", w.Timeout, strings.Join(familiar(images), ", "))
+		if last != "" {
+			err = fmt.Errorf("%w (last: %s)", err, last)
 		}
 	}
+	return err
 }
 
 func familiar(images []string) []string {

@@ -95,6 +95,9 @@ type ControllerConfig struct {
 	// after the node's creation (0: no bound).
 	Warm        *warm.Node
 	WarmTimeout time.Duration
+	// Pacer keeps the pulls the prefetch pods cause within the kubelet's
+	// pull budget; nil paces nothing.
+	Pacer *prefetch.Pacer
 }
 
 // nodeRefresh is how often the node's allocatable pods are read again.
@@ -268,16 +271,29 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	c.reportOverLimit(ctx, over, limit, podCap)
 	pcfg := c.cfg.Prefetch
 	pcfg.MaxPods = podCap
-	plan := prefetch.Plan(prefetch.Input{Now: c.now(), Wanted: images, Pods: pods, Resync: resync, Owed: c.owed}, pcfg)
+	now, pacer := c.now(), c.cfg.Pacer
+	if refused := pacer.Observe(pods, now); refused > 0 {
+		c.metrics.PullsRefused.Add(float64(refused))
+		logger.Info("The kubelet refused prefetch pulls under its pull limit (registryPullQPS); replacing their pods, paced. Do the workloads pull a lot, or is --registry-pull-qps above the kubelet's?",
+			"refused", refused, "registryPullQPS", pacer.QPS())
+	}
+	var budget *prefetch.Budget
+	if pacer != nil {
+		budget = &prefetch.Budget{Pulls: pacer.Available(now), MinPulls: pacer.MinPulls()}
+	}
+	plan := prefetch.Plan(prefetch.Input{Now: now, Wanted: images, Pods: pods, Resync: resync, Owed: c.owed, Budget: budget}, pcfg)
 	c.owed = plan.Owed
+	c.metrics.PullsPaced.Set(float64(plan.Paced))
 
 	var errs []error
 	for _, p := range plan.Create {
+		pacer.Released(p, plan.Pulls[p.Name], now)
 		_, err := c.client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{FieldManager: FieldManager})
 		switch {
 		case apierrors.IsAlreadyExists(err):
 			// Another daemon (or our previous life) made the same plan.
 		case err != nil:
+			pacer.Forget(p.Name)
 			errs = append(errs, fmt.Errorf("creating prefetch pod %s for %v: %w", p.Name, prefetch.Images(p), err))
 			// The retry must still pull afresh what this pod would have.
 			for _, ctr := range p.Spec.Containers {
@@ -320,6 +336,17 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	states := cachestate.Summarize(pods)
 	c.record(len(wanted), images, pods, states)
 	requeue := plan.RequeueAfter
+	if plan.Paced > 0 {
+		// The pods' updates call for a plan when their pulls are seen;
+		// the bucket's refill comes with no event.
+		wait := pacer.Wait(min(pacer.MinPulls(), plan.Paced), now)
+		if wait <= 0 {
+			wait = time.Second
+		}
+		if requeue == 0 || wait < requeue {
+			requeue = wait
+		}
+	}
 	if c.cfg.Warm != nil {
 		recheck, err := c.syncWarm(ctx, images, states)
 		if err != nil {

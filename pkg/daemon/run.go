@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/options"
+	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 	"github.com/dcherman/image-cache-daemon/pkg/warm"
@@ -42,6 +44,10 @@ func Run(ctx context.Context, o *options.Options) error {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("creating the dynamic client: %w", err)
+	}
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating the metadata client: %w", err)
 	}
 
 	self, err := kube.CoreV1().Pods(o.PodNamespace).Get(ctx, o.PodName, metav1.GetOptions{})
@@ -81,7 +87,8 @@ func Run(ctx context.Context, o *options.Options) error {
 	ctrl, err := NewController(kube, podInformer, sources, ControllerConfig{
 		Prefetch: pcfg, Resync: o.ResyncPeriod, MaxImages: o.MaxImages, MaxPods: o.MaxPrefetchPods,
 		Self: self, Recorder: recorder, Metrics: m, WarmTimeout: o.WarmTimeout,
-		Warm: warm.NewNode(kube, warm.NodeConfig{Name: o.NodeName, TaintKey: o.StartupTaint, Recorder: recorder, FieldManager: FieldManager}),
+		Pacer: prefetch.NewPacer(o.RegistryPullQPS, o.RegistryBurst),
+		Warm:  warm.NewNode(kube, warm.NodeConfig{Name: o.NodeName, TaintKey: o.StartupTaint, Recorder: recorder, FieldManager: FieldManager}),
 	})
 	if err != nil {
 		return err
@@ -100,7 +107,19 @@ func Run(ctx context.Context, o *options.Options) error {
 		sources.Wait()
 		return nil
 	})
-	g.Go(func() error { return ctrl.Run(ctx) })
+	gc := newNodeGC(kube, meta, pcfg, recorder, o.NodeSweepInterval)
+	g.Go(func() error {
+		err := ctrl.Run(ctx)
+		// After the worker stopped, so that no prefetch pod is created
+		// behind the cleanup's back.
+		if gc != nil {
+			gc.atExit(ctx, self)
+		}
+		return err
+	})
+	if gc != nil {
+		g.Go(func() error { gc.runSweeps(ctx, election.leading); return nil })
+	}
 	g.Go(func() error { h.run(ctx); return nil })
 	if o.MetricsAddress != "" {
 		mux := http.NewServeMux()

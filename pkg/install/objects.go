@@ -6,6 +6,7 @@ package install
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
@@ -67,6 +69,11 @@ type Options struct {
 	// warm (--startup-taint); WarmTimeout bounds how long it is kept.
 	StartupTaint string
 	WarmTimeout  time.Duration
+	// RegistryPullQPS and RegistryBurst are the kubelet's registryPullQPS
+	// and registryBurst on the nodes, which the daemon paces its pulls under
+	// (--registry-pull-qps, --registry-burst; QPS 0: no pacing).
+	RegistryPullQPS float64
+	RegistryBurst   int
 	// ExtraArgs are passed to the daemon as they are.
 	ExtraArgs []string
 }
@@ -79,6 +86,8 @@ func DefaultOptions(v string) Options {
 		ImagePullPolicy:                   corev1.PullIfNotPresent,
 		ResyncPeriod:                      15 * time.Minute,
 		WarmTimeout:                       warm.DefaultTimeout,
+		RegistryPullQPS:                   options.DefaultRegistryPullQPS,
+		RegistryBurst:                     options.DefaultRegistryBurst,
 		WatchConfigMaps:                   true,
 		WatchArgoWorkflowTemplates:        true,
 		WatchArgoClusterWorkflowTemplates: true,
@@ -225,14 +234,18 @@ func sourceRules(o Options) []rbacv1.PolicyRule {
 // pods), list and watch the prefetch pods (the pod informer, run.go),
 // create and delete them (controller.go), and patch its own pod's health
 // annotation (health.go), which `kubectl imagecache status` reads; and get
-// the warden ConfigMap (setup.go), which prefetch pods mount; and hold the
+// the warden ConfigMap (setup.go), which prefetch pods mount; hold the
 // reporter Lease (leader.go), so that one daemon, not every node's, sends
-// the Events about objects' problems.
+// the Events about objects' problems; and get its own DaemonSet (gc.go),
+// to tell whether it still targets a node whose prefetch pods would
+// otherwise be left behind. The daemon pods and prefetch pods are listed
+// and deleted with the pod verbs above (gc.go, as metadata).
 func podRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{warden.ConfigMap}, Verbs: []string{"get"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{Name}, Verbs: []string{"get"}},
 	}
 }
 
@@ -349,6 +362,10 @@ func Args(o Options) []string {
 		fmt.Sprintf("--watch-argo-cluster-workflow-templates=%t", o.WatchArgoClusterWorkflowTemplates),
 		fmt.Sprintf("--watch-argo-cron-workflows=%t", o.WatchArgoCronWorkflows),
 	)
+	args = append(args, "--registry-pull-qps="+strconv.FormatFloat(o.RegistryPullQPS, 'g', -1, 64))
+	if o.RegistryPullQPS > 0 {
+		args = append(args, "--registry-burst="+strconv.Itoa(o.RegistryBurst))
+	}
 	if o.PriorityClassName != "" {
 		args = append(args, "--prefetch-priority-class="+o.PriorityClassName)
 	}

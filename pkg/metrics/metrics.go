@@ -47,6 +47,13 @@ type Metrics struct {
 	// NodeWarming is 1 while this node is not warm (a wanted image is not
 	// cached), else 0: summed over daemons, the nodes warming.
 	NodeWarming prometheus.Gauge
+	// PullsRefused counts the prefetch pulls the kubelet refused under its
+	// registryPullQPS/registryBurst limit ("pull QPS exceeded"): the
+	// pacing's goal is 0.
+	PullsRefused prometheus.Counter
+	// PullsPaced is the number of pulls waiting for the kubelet's pull
+	// budget at the last sync.
+	PullsPaced prometheus.Gauge
 	// WarmUpDuration observes, once per daemon life, the time from the
 	// node's creation until every wanted image was cached on it.
 	WarmUpDuration prometheus.Histogram
@@ -111,6 +118,14 @@ func New() *Metrics {
 			Help:    "Time from the node's creation until every wanted image was cached on it.",
 			Buckets: prometheus.ExponentialBuckets(5, 2, 10),
 		}),
+		PullsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "pulls_refused_total",
+			Help: "Prefetch pulls the kubelet refused under its registryPullQPS/registryBurst limit (\"pull QPS exceeded\"); the daemon's pacing aims at 0.",
+		}),
+		PullsPaced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "pulls_paced",
+			Help: "Pulls waiting for the kubelet's pull budget (--registry-pull-qps, --registry-burst).",
+		}),
 		ImagesOverLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "images_over_limit",
 			Help: "Wanted images this node does not cache because of --max-images, --max-prefetch-pods or the node's pod capacity.",
@@ -122,6 +137,7 @@ func New() *Metrics {
 		m.WantedImages, m.Images, m.PrefetchPods, m.PullDuration,
 		m.SourceErrors, m.ReconcileErrors, m.PodsCreated, m.PodsDeleted,
 		m.PodsRejected, m.ImagesOverLimit, m.SourceHealthy, m.SourceObjectsSkipped, m.NodeWarming, m.WarmUpDuration,
+		m.PullsRefused, m.PullsPaced,
 	)
 	return m
 }

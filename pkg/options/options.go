@@ -58,11 +58,25 @@ type Options struct {
 	// WarmTimeout is how long after the node's creation a startup taint is
 	// kept for images still pulling (0: no limit).
 	WarmTimeout time.Duration
+	// RegistryPullQPS and RegistryBurst are the kubelet's registryPullQPS
+	// and registryBurst on the nodes: the daemon paces its pulls under them.
+	RegistryPullQPS float64
+	RegistryBurst   int
+	// NodeSweepInterval is how often the daemon holding the reporter Lease
+	// removes the prefetch pods of nodes the DaemonSet left (hidden: tests
+	// shorten it).
+	NodeSweepInterval time.Duration
 
 	MetricsAddress string
 	HealthAddress  string
 	Kubeconfig     string
 }
+
+// The kubelet's own defaults for registryPullQPS and registryBurst.
+const (
+	DefaultRegistryPullQPS = 5
+	DefaultRegistryBurst   = 10
+)
 
 // NewOptions returns the defaults.
 func NewOptions() *Options {
@@ -77,6 +91,9 @@ func NewOptions() *Options {
 		MaxImages:                         1000,
 		MaxPrefetchPods:                   50,
 		WarmTimeout:                       10 * time.Minute,
+		RegistryPullQPS:                   DefaultRegistryPullQPS,
+		RegistryBurst:                     DefaultRegistryBurst,
+		NodeSweepInterval:                 2 * time.Minute,
 		MetricsAddress:                    ":8080",
 		HealthAddress:                     ":8081",
 	}
@@ -105,6 +122,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MaxImages, "max-images", o.MaxImages, "Most images cached on each node; when the sources want more, each object that wants images gets its turn (round-robin) until the limit, and the rest is reported")
 	fs.StringVar(&o.StartupTaint, "startup-taint", o.StartupTaint, "Key of a taint to remove from this node once every wanted image is cached there, an image failed, or --warm-timeout passed (e.g. imagecache.dcherman.github.io/warming; default: none)")
 	fs.DurationVar(&o.WarmTimeout, "warm-timeout", o.WarmTimeout, "Longest time after the node's creation that --startup-taint is kept while images are pulling; 0 keeps it until they are cached or failed")
+	fs.Float64Var(&o.RegistryPullQPS, "registry-pull-qps", o.RegistryPullQPS, "The kubelet's registryPullQPS on the nodes (its default is 5): prefetch pulls are paced under it, since the kubelet fails pulls over it with \"pull QPS exceeded\" and a long back-off; 0 if the kubelet does not limit pulls")
+	fs.IntVar(&o.RegistryBurst, "registry-burst", o.RegistryBurst, "The kubelet's registryBurst on the nodes (its default is 10), with --registry-pull-qps")
+	fs.DurationVar(&o.NodeSweepInterval, "node-sweep-interval", o.NodeSweepInterval, "How often one daemon removes the prefetch pods of nodes the DaemonSet no longer targets, and how old they must be")
+	_ = fs.MarkHidden("node-sweep-interval")
 	fs.IntVar(&o.MaxPrefetchPods, "max-prefetch-pods", o.MaxPrefetchPods, "Most prefetch pods on each node, never more than a quarter of the node's allocatable pods; with --batch-size it also bounds the images cached")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", o.MetricsAddress, "Address of the Prometheus metrics endpoint (/metrics); empty disables it")
 	fs.StringVar(&o.HealthAddress, "health-bind-address", o.HealthAddress, "Address of the /healthz and /readyz endpoints; empty disables them")
@@ -167,6 +188,15 @@ func (o *Options) Validate() error {
 	}
 	if o.WarmTimeout < 0 {
 		bad("warm-timeout", "must not be negative, got %s", o.WarmTimeout)
+	}
+	if o.RegistryPullQPS < 0 || o.RegistryPullQPS > 1000 {
+		bad("registry-pull-qps", "must be between 0 (the kubelet does not limit pulls) and 1000, got %g", o.RegistryPullQPS)
+	}
+	if o.RegistryPullQPS > 0 && (o.RegistryBurst < 1 || o.RegistryBurst > 10000) {
+		bad("registry-burst", "must be between 1 and 10000 with --registry-pull-qps above 0, got %d", o.RegistryBurst)
+	}
+	if o.NodeSweepInterval < time.Second {
+		bad("node-sweep-interval", "must be at least 1s, got %s", o.NodeSweepInterval)
 	}
 	if o.BatchSize < 1 || o.BatchSize > 100 {
 		bad("batch-size", "must be between 1 and 100, got %d", o.BatchSize)

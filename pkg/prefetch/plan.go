@@ -22,6 +22,18 @@ type Input struct {
 	Resync time.Duration
 	// Owed is the previous plan's Decision.Owed.
 	Owed []string
+	// Budget, when set, bounds the pulls that new pods may cause now; nil
+	// when the kubelet does not limit pulls.
+	Budget *Budget
+}
+
+// Budget is what the kubelet's pull limit leaves for new prefetch pods.
+type Budget struct {
+	// Pulls is how many pulls may start now (Pacer.Available).
+	Pulls int
+	// MinPulls is the fewest pulls worth a pod of their own while more
+	// images wait for the budget (Pacer.MinPulls).
+	MinPulls int
 }
 
 // Decision is what a sync must do.
@@ -38,6 +50,13 @@ type Decision struct {
 	// Waiting counts the wanted images that got no pod because of MaxPods;
 	// they get one as soon as pods are gone.
 	Waiting int
+	// Paced counts the pulls that wait for the kubelet's pull budget
+	// (Input.Pulls): images that got no pod yet, and those of pods due for
+	// a resync that are kept until the budget allows.
+	Paced int
+	// Pulls names, by new pod, the containers that make the kubelet pull
+	// (PullAlways, or an image not seen on the node): Pacer.Released.
+	Pulls map[string][]string
 	// RequeueAfter is when the next kept pod becomes due for a resync or a
 	// retry (0: none).
 	RequeueAfter time.Duration
@@ -72,17 +91,23 @@ func RetryDelay(generation int) time.Duration {
 //     then it stands for its images, which read failed with the kubelet's
 //     reason;
 //  3. a finished pod at least resync old is replaced, its wanted images
-//     pulled again, PullAlways, so that a moved tag is fetched anew;
+//     pulled again, PullAlways, so that a moved tag is fetched anew (with a
+//     Budget, only while the budget lasts; the others are kept meanwhile);
 //  4. a finished pod that also holds unwanted images is replaced,
 //     PullIfNotPresent (the images are on the node: no pull, only a
 //     short-lived sandbox), which frees the unwanted ones;
-//  5. any other pod is kept; one still pulling is left alone even when it
+//  5. a pod stuck on the kubelet's pull limit (cachestate.Throttled) is
+//     replaced at once, rather than left to the kubelet's image back-off;
+//  6. any other pod is kept; one still pulling is left alone even when it
 //     holds unwanted images, so a new image never disturbs the pulls under
 //     way;
-//  6. wanted images held by no kept pod go into new pods, PullIfNotPresent
+//  7. wanted images held by no kept pod go into new pods, PullIfNotPresent
 //     unless rule 3 (or Input.Owed) asks for PullAlways.
 //
-// New pods hold up to BatchSize images each, sorted. A replacement's
+// New pods hold up to BatchSize images each, sorted. With a Budget, the
+// images that need a pull (PullAlways, or not seen on the node) go into new
+// pods only while Budget.Pulls lasts, MinPulls to a pod (see batch); the
+// others wait (Paced, Waiting) for a later plan. A replacement's
 // generation is one more than the highest it replaces, so its name never
 // clashes with a pod that is still terminating.
 //
@@ -107,6 +132,12 @@ func Plan(in Input, cfg Config) Decision {
 		}
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	present := map[string]bool{} // images a container ran from: on the node
+	for _, st := range cachestate.Summarize(pods) {
+		if st.State == cachestate.Cached {
+			present[st.Image] = true
+		}
+	}
 
 	var d Decision
 	covered := map[string]bool{}
@@ -119,6 +150,10 @@ func Plan(in Input, cfg Config) Decision {
 		if wake.IsZero() || t.Before(wake) {
 			wake = t
 		}
+	}
+	dueBudget := 0 // pulls left for replacing pods due for a resync
+	if in.Budget != nil {
+		dueBudget = in.Budget.Pulls
 	}
 	nextGen := 0
 	kept := 0                   // pods kept, covering their wanted images
@@ -157,11 +192,21 @@ func Plan(in Input, cfg Config) Decision {
 		case failed: // rule 2
 			d.Rejected = append(d.Rejected, p)
 			replace(p, keep, due)
+		case due && in.Budget != nil && dueBudget < min(in.Budget.MinPulls, len(keep)):
+			// rule 3, paced: kept as it is until the budget allows
+			kept++
+			for _, img := range keep {
+				covered[img] = true
+			}
+			d.Paced += len(keep)
 		case due: // rule 3
+			dueBudget -= len(keep)
 			replace(p, keep, true)
 		case finished && len(keep) < len(images): // rule 4
 			replace(p, keep, false)
-		default: // rule 5
+		case cachestate.Throttled(p): // rule 5
+			replace(p, keep, false)
+		default: // rule 6
 			kept++
 			for _, img := range keep {
 				covered[img] = true
@@ -175,7 +220,7 @@ func Plan(in Input, cfg Config) Decision {
 		}
 	}
 
-	var uncovered []string // rule 6
+	var uncovered []string // rule 7
 	for _, w := range sortedUnique(in.Wanted) {
 		if !covered[w] {
 			uncovered = append(uncovered, w)
@@ -188,30 +233,83 @@ func Plan(in Input, cfg Config) Decision {
 		}
 		uncovered = sortedUnique(uncovered)
 	}
-	batches := split(uncovered, cfg.batchSize())
+	pulls := func(img string) bool { return pullAgain[img] || !present[img] }
+	batches, paced := cfg.batch(uncovered, pulls, in.Budget)
+	owe := func(images []string) {
+		d.Waiting += len(images)
+		for _, img := range images {
+			if pullAgain[img] {
+				d.Owed = append(d.Owed, img)
+			}
+		}
+	}
+	owe(paced)
+	d.Paced += len(paced)
 	if free := cfg.MaxPods - len(pods); cfg.MaxPods > 0 && len(batches) > max(free, 0) {
 		for _, b := range batches[max(free, 0):] {
-			d.Waiting += len(b)
-			for _, img := range b {
-				if pullAgain[img] {
-					d.Owed = append(d.Owed, img)
-				}
-			}
+			owe(b)
 		}
 		batches = batches[:max(free, 0)]
 	}
+	policy := func(img string) corev1.PullPolicy {
+		if pullAgain[img] {
+			return corev1.PullAlways
+		}
+		return corev1.PullIfNotPresent
+	}
 	for _, b := range batches {
-		d.Create = append(d.Create, cfg.pod(b, nextGen, func(img string) corev1.PullPolicy {
-			if pullAgain[img] {
-				return corev1.PullAlways
+		pod := cfg.pod(b, nextGen, policy)
+		d.Create = append(d.Create, pod)
+		if d.Pulls == nil {
+			d.Pulls = map[string][]string{}
+		}
+		var names []string
+		for _, c := range pod.Spec.Containers {
+			if pulls(c.Image) {
+				names = append(names, c.Name)
 			}
-			return corev1.PullIfNotPresent
-		}))
+		}
+		d.Pulls[pod.Name] = names
 	}
 	if !wake.IsZero() {
 		d.RequeueAfter = max(wake.Sub(in.Now), time.Second)
 	}
 	return d
+}
+
+// batch cuts images (sorted, distinct) into the images of new pods, and
+// those that wait for the pull budget. Without a budget, pods hold BatchSize
+// images each. With one, the images that need a pull go MinPulls to a pod
+// (about a second of the kubelet's rate: several small pods in flight let
+// one pod's sandbox and container starts overlap another's pulls) while
+// the budget lasts, and never fewer than MinPulls unless no more are left;
+// images already on the node cost nothing and fill those pods up to
+// BatchSize, then pods of their own.
+func (c Config) batch(images []string, pulls func(string) bool, bu *Budget) (batches [][]string, paced []string) {
+	if bu == nil {
+		return split(images, c.batchSize()), nil
+	}
+	var free, costly []string
+	for _, img := range images {
+		if pulls(img) {
+			costly = append(costly, img)
+		} else {
+			free = append(free, img)
+		}
+	}
+	per, left := min(max(bu.MinPulls, 1), c.batchSize()), bu.Pulls
+	for len(costly) > 0 {
+		n := min(per, left, len(costly))
+		if n < min(per, len(costly)) {
+			break
+		}
+		b := append([]string(nil), costly[:n]...)
+		costly, left = costly[n:], left-n
+		fill := min(c.batchSize()-n, len(free))
+		b, free = append(b, free[:fill]...), free[fill:]
+		batches = append(batches, sortedUnique(b))
+	}
+	return append(batches, split(free, c.batchSize())...), costly
 }
 
 // merge picks the finished pods to merge, fewest images first: the fewest

@@ -55,6 +55,19 @@ func existing(images []string, generation int, created time.Time, state string) 
 	return p
 }
 
+// withStates sets the state of each container of p in turn: "throttled"
+// (refused under the kubelet's pull limit) or "" (left as it is).
+func withStates(p *corev1.Pod, states ...string) *corev1.Pod {
+	for i, st := range states {
+		if st == "throttled" {
+			p.Status.ContainerStatuses[i].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
+				Reason: "ErrImagePull", Message: "pull QPS exceeded"}}
+			p.Status.ContainerStatuses[i].ImageID = ""
+		}
+	}
+	return p
+}
+
 // planned is a Decision as a test reads it: each created pod as
 // "GEN: IMAGE...", images by short name, "!" marking PullAlways; deleted pods
 // by name.
@@ -64,6 +77,7 @@ type planned struct {
 	rejected []string
 	owed     []string
 	waiting  int
+	paced    int
 }
 
 func short(image string) string {
@@ -92,7 +106,7 @@ func summarize(d Decision) planned {
 	for _, img := range d.Owed {
 		p.owed = append(p.owed, short(img))
 	}
-	p.waiting = d.Waiting
+	p.waiting, p.paced = d.Waiting, d.Paced
 	return p
 }
 
@@ -127,6 +141,9 @@ func TestPlan(t *testing.T) {
 	rejectedGen3Due := rejected(existing([]string{c}, 3, t0.Add(-4*time.Minute), "none"))
 	rejectedGen9 := rejected(existing([]string{c}, 9, t0.Add(-10*time.Minute), "none"))
 	rejectedOld := rejected(existing([]string{a, b}, 0, t0.Add(-time.Hour), "none"))
+	// a cached, b refused under the kubelet's pull limit; then c still to come.
+	throttledAB := withStates(existing([]string{a, b}, 0, t0, "cached"), "", "throttled")
+	throttledBC := withStates(existing([]string{b, c}, 0, t0, "pulling"), "throttled", "")
 
 	for _, tc := range []struct {
 		name    string
@@ -134,6 +151,7 @@ func TestPlan(t *testing.T) {
 		pods    []*corev1.Pod
 		resync  time.Duration
 		maxPods int
+		budget  *Budget
 		owed    []string
 		want    planned
 		requeue time.Duration
@@ -174,10 +192,10 @@ func TestPlan(t *testing.T) {
 		{name: "resync off", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}},
 		{name: "rule 4: a finished pod with unwanted images is re-batched", wanted: []string{a}, pods: []*corev1.Pod{cachedAB},
 			want: planned{create: []string{"1: a"}, delete: []string{cachedAB.Name}}},
-		{name: "rule 5: a pulling pod with an unwanted image is left alone", wanted: []string{a}, pods: []*corev1.Pod{pullingAB}},
-		{name: "rule 6: a new image does not disturb the others", wanted: []string{a, b, d}, pods: []*corev1.Pod{pullingAB},
+		{name: "rule 6: a pulling pod with an unwanted image is left alone", wanted: []string{a}, pods: []*corev1.Pod{pullingAB}},
+		{name: "rule 7: a new image does not disturb the others", wanted: []string{a, b, d}, pods: []*corev1.Pod{pullingAB},
 			want: planned{create: []string{"0: d"}}},
-		{name: "rule 6: a new image shares the pod of a resync", wanted: []string{a, b, d}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
+		{name: "rule 7: a new image shares the pod of a resync", wanted: []string{a, b, d}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
 			want: planned{create: []string{"3: a! b! d"}, delete: []string{oldAB.Name}}},
 		{name: "a failed image keeps its pod", wanted: []string{c}, pods: []*corev1.Pod{failedC}},
 		{name: "a pod being deleted covers nothing", wanted: []string{d}, pods: []*corev1.Pod{deletingD},
@@ -205,11 +223,41 @@ func TestPlan(t *testing.T) {
 			maxPods: 1, want: planned{delete: []string{failedC.Name, cachedAB.Name}, waiting: 3}},
 		{name: "cap: full pods are not merged", wanted: []string{a, b, c, d}, maxPods: 1,
 			pods: []*corev1.Pod{existing([]string{a, b, c}, 0, t0, "cached")}, want: planned{waiting: 1}},
+		{name: "budget: pulls go MinPulls to a pod while the budget lasts", wanted: []string{a, b, c, d, e, f}, budget: &Budget{Pulls: 4, MinPulls: 2},
+			want: planned{create: []string{"0: a b", "0: c d"}, waiting: 2, paced: 2}},
+		{name: "budget: fewer than MinPulls wait for more", wanted: []string{a, b, c, d, e, f}, budget: &Budget{Pulls: 5, MinPulls: 2},
+			want: planned{create: []string{"0: a b", "0: c d"}, waiting: 2, paced: 2}},
+		{name: "budget: a pod never holds more than BatchSize", wanted: []string{a, b, c, d, e, f}, budget: &Budget{Pulls: 10, MinPulls: 5},
+			want: planned{create: []string{"0: a b c", "0: d e f"}}},
+		{name: "budget: images on the node fill the pods that pull", wanted: []string{a, b, c}, pods: []*corev1.Pod{throttledAB},
+			budget: &Budget{Pulls: 10, MinPulls: 1},
+			want:   planned{create: []string{"1: a b", "1: c"}, delete: []string{throttledAB.Name}}},
+		{name: "budget: the last few images go together", wanted: []string{a}, budget: &Budget{Pulls: 1, MinPulls: 5},
+			want: planned{create: []string{"0: a"}}},
+		{name: "budget: an empty budget creates no pod that pulls", wanted: []string{a, b}, budget: &Budget{},
+			want: planned{waiting: 2, paced: 2}},
+		{name: "budget: images on the node cost nothing", wanted: []string{a}, pods: []*corev1.Pod{cachedAB}, budget: &Budget{MinPulls: 5},
+			want: planned{create: []string{"1: a"}, delete: []string{cachedAB.Name}}},
+		{name: "budget: a resync waits for the budget, its pod kept", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
+			budget: &Budget{Pulls: 1, MinPulls: 5}, want: planned{paced: 2}},
+		{name: "budget: a resync within the budget", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
+			budget: &Budget{Pulls: 2, MinPulls: 5}, want: planned{create: []string{"3: a! b!"}, delete: []string{oldAB.Name}}},
+		{name: "budget: a fresh pull costs one though the image is on the node", wanted: []string{a, b, d}, pods: []*corev1.Pod{oldAB},
+			resync: time.Minute, budget: &Budget{Pulls: 2, MinPulls: 1},
+			want: planned{create: []string{"3: a!", "3: b!"}, delete: []string{oldAB.Name}, waiting: 1, paced: 1}},
+		{name: "rule 5: a pod stuck on the pull limit is replaced at once", wanted: []string{a, b}, pods: []*corev1.Pod{throttledAB},
+			budget: &Budget{Pulls: 1, MinPulls: 5},
+			want:   planned{create: []string{"1: a b"}, delete: []string{throttledAB.Name}}},
+		{name: "rule 5: its refused images wait for the budget", wanted: []string{a, b}, pods: []*corev1.Pod{throttledAB},
+			budget: &Budget{MinPulls: 5},
+			want:   planned{create: []string{"1: a"}, delete: []string{throttledAB.Name}, waiting: 1, paced: 1}},
+		{name: "rule 5 waits while another image is on its way", wanted: []string{b, c}, pods: []*corev1.Pod{throttledBC},
+			budget: &Budget{Pulls: 10, MinPulls: 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cfg
 			c.MaxPods = tc.maxPods
-			in := Input{Now: t0, Wanted: tc.wanted, Pods: tc.pods, Resync: tc.resync, Owed: tc.owed}
+			in := Input{Now: t0, Wanted: tc.wanted, Pods: tc.pods, Resync: tc.resync, Owed: tc.owed, Budget: tc.budget}
 			d := Plan(in, c)
 			if got := summarize(d); !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("plan:\n got  %+v\n want %+v", got, tc.want)

@@ -1,0 +1,150 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
+)
+
+// followOptions say how follow reads.
+type followOptions struct {
+	// once stops reading once the pods are read: status without --watch.
+	once bool
+	// every is the least time between two snapshots.
+	every time.Duration
+	// warn is told when the watch breaks after the first snapshot (the
+	// reflector then watches or reads the pods again, backing off while
+	// the API server fails). A watch refused for want of rights ends
+	// follow instead.
+	warn io.Writer
+}
+
+// follow reads the pods of the installation in namespace ns and hands
+// render a snapshot: once they are read, then after each change, at most
+// every opts.every, until render says it is done or fails, or ctx ends
+// (follow then returns ctx.Err()).
+//
+// A reflector reads them, as informers do, so the number of requests does
+// not grow with nodes or images: a streamed list (one WATCH with
+// sendInitialEvents, served from the API server's watch cache, with no list
+// of thousands of pods held in one response on either side) where the
+// server offers it (on by default in Kubernetes 1.32 and since 1.34), else
+// one LIST at resourceVersion 0 (served whole from the watch cache, which
+// ignores the page size there) and a WATCH from its resource version. Both
+// travel as protobuf, which client-go prefers for built-in types. A watch
+// that ends is resumed where it stopped; after "410 Gone" or another watch
+// error the pods are read again. With opts.once the reflector stops as soon
+// as the pods are read: one request (two where the server refuses the
+// stream).
+func follow(ctx context.Context, client kubernetes.Interface, ns string, opts followOptions, render func(*snapshot) (bool, error)) error {
+	rec := newPodRecord()
+	errs := make(chan error, 1)
+	if opts.warn == nil {
+		opts.warn = io.Discard
+	}
+
+	// The reflector's own logs would reach the user's terminal through
+	// klog: errors come to errs instead.
+	discard := logr.Discard()
+	rctx, stop := context.WithCancel(klog.NewContext(ctx, discard))
+	defer stop()
+	if opts.once {
+		// Stop before the reflector starts its watch.
+		rec.onSync = stop
+	}
+	report := func(err error) {
+		if err != nil && rctx.Err() == nil {
+			select {
+			case errs <- err:
+			default:
+			}
+		}
+	}
+	pods := client.CoreV1().Pods(ns)
+	selector := cachestate.LabelPartOf + "=" + cachestate.PartOf
+	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = selector
+			list, err := pods.List(ctx, o)
+			report(err)
+			return list, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			w, err := pods.Watch(ctx, o)
+			if o.SendInitialEvents == nil {
+				// A refused streamed list is no error: the reflector
+				// lists instead, on servers that do not stream.
+				report(err)
+			}
+			return w, err
+		},
+	}, client)
+	r := cache.NewReflectorWithOptions(lw, &corev1.Pod{}, rec, cache.ReflectorOptions{
+		Name: "pods of namespace " + ns, Logger: &discard})
+	var wg sync.WaitGroup
+	wg.Go(func() { r.RunWithContext(rctx) })
+	defer wg.Wait()
+	defer stop()
+
+	var last time.Time
+	synced := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			if !synced && !rec.filled() {
+				return fmt.Errorf("reading the pods of namespace %s: %w", ns, err)
+			}
+			if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+				// Retrying would list every pod again and again, in vain.
+				return fmt.Errorf("watching the pods of namespace %s: %w", ns, err)
+			}
+			fmt.Fprintf(opts.warn, "warning: watching the pods of namespace %s: %v (trying again)\n", ns, err)
+			continue
+		case <-rec.changed:
+		}
+		if !synced {
+			synced = true
+			if rec.empty() {
+				// No pod at all: is it installed? One more request, only here.
+				if _, err := client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{}); err != nil {
+					return notInstalled(ns, err)
+				}
+			}
+		} else if wait := time.Until(last.Add(opts.every)); wait > 0 {
+			// Changes that come meanwhile go into the same snapshot.
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		select {
+		case <-rec.changed:
+		default:
+		}
+		last = time.Now()
+		if done, err := render(rec.snapshot()); done || err != nil {
+			return err
+		}
+	}
+}
