@@ -156,16 +156,17 @@ func printFill(w work, ts []trial) {
 		refusedOriginal += t.refusedOriginal
 	}
 	fmt.Printf("%s: bare crictl pull %s s; this project %s s, ratio %s; one pod per image %s s, ratio %s\n",
-		w, spread(bare), spread(cached), spread(ratio), spread(original), spread(originalRatio))
+		w, spread(bare, 2), spread(cached, 2), spread(ratio, 2), spread(original, 2), spread(originalRatio, 2))
 	fmt.Printf("%s: over the kubelet's floor max(sum of pulls, (N - burst) / QPS): %s; one pod per image / this project: %s; \"pull QPS exceeded\": %d (one pod per image: %d); goal: %s\n",
-		w, spread(floorRatio), spread(speedup), refusedCached, refusedOriginal, w.goal)
+		w, spread(floorRatio, 2), spread(speedup, 2), refusedCached, refusedOriginal, w.goal)
 }
 
-// spread prints the median and the range of v: "1.23 (1.10-1.40)".
-func spread(v []float64) string {
+// spread prints the median and the range of v with prec decimals:
+// "1.23 (1.10-1.40)".
+func spread(v []float64, prec int) string {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
-	return fmt.Sprintf("%.2f (%.2f-%.2f)", s[len(s)/2], s[0], s[len(s)-1])
+	return fmt.Sprintf("%.*f (%.*f-%.*f)", prec, s[len(s)/2], prec, s[0], prec, s[len(s)-1])
 }
 
 func (b *bench) fillTrial(ctx context.Context, in installs, w work) (trial, error) {
@@ -283,14 +284,20 @@ func (b *bench) timeFill(ctx context.Context, ns string, images []string) (time.
 	if _, err := imagelist.Edit(ctx, b.kube, ns, install.DefaultConfigMap, func([]string) []string { return nil }); err != nil {
 		return 0, 0, 0, err
 	}
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+	return took, refused, len(pods), b.waitNoPrefetchPods(ctx, ns)
+}
+
+// waitNoPrefetchPods waits until the installation in ns has no prefetch
+// pod left, once its image list is empty.
+func (b *bench) waitNoPrefetchPods(ctx context.Context, ns string) error {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		left, err := b.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=prefetch"})
 		return err == nil && len(left.Items) == 0, nil
 	})
 	if err != nil {
-		return 0, 0, 0, errors.New("the prefetch pods were not deleted after the list was emptied")
+		return errors.New("the prefetch pods were not deleted after the list was emptied")
 	}
-	return took, refused, len(pods), nil
+	return nil
 }
 
 // refusedPulls counts, by Event, the kubelet's "pull QPS exceeded"

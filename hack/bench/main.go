@@ -1,17 +1,23 @@
 // Command bench measures image-cache-daemon on the local cluster (make
-// bench) and prints the figures the project is judged by:
+// bench) and prints the figures the project is judged by, each the median
+// and the spread (min-max) of -trials trials on fresh images:
 //
-//   - overhead: time from "image wanted" (added to an image list) to "cached
-//     on the node", divided by the time a bare pod of an image of the same
-//     size takes to pull and run on the same node, in the same run;
-//   - prefetch pods and pod sandboxes per node for 100 wanted images, and
-//     per resync;
-//   - the daemon's memory (RSS) at rest with 1,000 matching ConfigMaps and
-//     500 WorkflowTemplates;
-//   - the latency and API requests of `kubectl imagecache status` for 200
-//     simulated nodes x 100 images.
+//   - fill: wanted -> cached for 20 x 4 MiB, 10 x 64 MiB and 100 x 64 KiB
+//     images, against bare sequential `crictl pull` of other fresh images of
+//     the same size and against the original's model (one pod per image, no
+//     pacing), with the kubelet's "pull QPS exceeded" refusals counted;
+//   - warm: a node's warm-up (startup taint on, daemon replaced) until the
+//     Warm condition is True and the taint is gone, against bare pulls;
+//   - slow: pod start of a 256 MiB image, cached vs not, pulled through the
+//     local cluster's registry behind a 100 Mbit/s link;
+//   - status: latency and API requests of `kubectl imagecache status` for
+//     1,000 simulated nodes x 100 images;
+//   - overhead, pods, memory: one image's wanted -> cached against a bare
+//     pod, prefetch pods and sandboxes per node for 100 images and per
+//     resync, the daemon's RSS at rest with 1,000 ConfigMaps and 500
+//     WorkflowTemplates.
 //
-// -run picks some of them (status,overhead,pods,memory).
+// -run picks some of them (fill,warm,slow,status,overhead,pods,memory).
 package main
 
 import (
@@ -69,28 +75,30 @@ func run() error {
 	configMaps := flag.Int("configmaps", 1000, "ConfigMaps for the memory figure")
 	templates := flag.Int("templates", 500, "WorkflowTemplates for the memory figure")
 	registry := flag.String("registry", "127.0.0.1:5000", "the local registry")
-	statusNodes := flag.Int("status-nodes", 200, "simulated nodes for the status figure")
+	statusNodes := flag.Int("status-nodes", 1000, "simulated nodes for the status figure")
 	statusImages := flag.Int("status-images", 100, "images per node for the status figure")
 	statusRuns := flag.Int("status-runs", 5, "status runs per figure (the median is reported)")
 	fills := flag.String("fills", "20x4MiB,10x64MiB,100x64KiB", "the cache fills to measure: N x SIZE, SIZE in KiB or MiB")
 	trials := flag.Int("trials", 3, "trials of each cache fill figure (median and spread are printed)")
 	crictl := flag.String("crictl", os.Getenv("CRICTL"), "crictl, for the bare pulls (make bench sets it)")
 	containerd := flag.String("containerd", "/run/icd-cluster/containerd/containerd.sock", "the local cluster's containerd socket")
-	only := flag.String("run", "fill,status,overhead,pods,memory", "which figures to measure, comma-separated")
+	warmWork := flag.String("warm", "20x4MiB", "the images of the warm-up figure: N x SIZE")
+	slowSize := flag.Int64("slow-size", 256, "size in MiB of the image pulled through the slow registry")
+	only := flag.String("run", "fill,warm,slow,status,overhead,pods,memory", "which figures to measure, comma-separated")
 	flag.Parse()
 	want := map[string]bool{}
 	for _, f := range strings.Split(*only, ",") {
 		switch f = strings.TrimSpace(f); f {
-		case "fill", "status", "overhead", "pods", "memory":
+		case "fill", "warm", "slow", "status", "overhead", "pods", "memory":
 			want[f] = true
 		default:
-			return fmt.Errorf("-run %q: want some of fill,status,overhead,pods,memory", f)
+			return fmt.Errorf("-run %q: want some of fill,warm,slow,status,overhead,pods,memory", f)
 		}
 	}
 	if *rounds < 1 || *statusRuns < 1 || *trials < 1 {
 		return errors.New("-rounds, -status-runs and -trials must be at least 1")
 	}
-	if want["fill"] && *crictl == "" {
+	if (want["fill"] || want["warm"]) && *crictl == "" {
 		return errors.New("-crictl (or CRICTL) is needed for the bare pulls: make bench sets it")
 	}
 
@@ -118,7 +126,7 @@ func run() error {
 			return fmt.Errorf("status: %w", err)
 		}
 	}
-	if !want["fill"] && !want["overhead"] && !want["pods"] && !want["memory"] {
+	if !want["fill"] && !want["warm"] && !want["slow"] && !want["overhead"] && !want["pods"] && !want["memory"] {
 		return nil
 	}
 
@@ -136,6 +144,20 @@ func run() error {
 		}
 		if err := b.fill(ctx, opts, works, *trials); err != nil {
 			return fmt.Errorf("cache fill: %w", err)
+		}
+	}
+	if want["warm"] {
+		works, err := parseWorks(*warmWork)
+		if err != nil || len(works) != 1 {
+			return fmt.Errorf("-warm %q: want one N x SIZE (%v)", *warmWork, err)
+		}
+		if err := b.warmUp(ctx, opts, works[0], *trials); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	if want["slow"] {
+		if err := b.slowRegistry(ctx, *slowSize, *trials); err != nil {
+			return fmt.Errorf("slow registry: %w", err)
 		}
 	}
 	if want["overhead"] {
@@ -242,18 +264,7 @@ func medianIndex(v []float64) int {
 // barePod runs image in a plain pod (what a workload would do without the
 // cache) and returns the time until its container finished.
 func (b *bench) barePod(ctx context.Context, image string) (time.Duration, error) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "bare-", Namespace: b.ns},
-		Spec: corev1.PodSpec{
-			RestartPolicy:                corev1.RestartPolicyNever,
-			AutomountServiceAccountToken: ptr(false),
-			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr(true), RunAsUser: ptr[int64](65532),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
-			Containers: []corev1.Container{{Name: "bare", Image: image, Command: []string{"/warden"},
-				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr(false),
-					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
-		},
-	}
+	pod := b.plainPod("bare", image)
 	start := time.Now()
 	created, err := b.kube.CoreV1().Pods(b.ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {

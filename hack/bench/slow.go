@@ -91,12 +91,8 @@ func (b *bench) slowRegistry(ctx context.Context, sizeMiB int64, trials int) err
 		fmt.Printf("  trial %d: pod to Running: cached %s, not cached %s (%.0f Mbit/s of image), ratio %.3f\n", t,
 			cached.Round(time.Millisecond), uncached.Round(time.Millisecond), float64(sizeMiB<<20)*8/1e6/uncached.Seconds(), ratio)
 	}
-	secs := func(v []float64) string {
-		d := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)).Round(time.Millisecond) }
-		return fmt.Sprintf("%s (%s-%s)", d(v[medianIndex(v)]), d(slices.Min(v)), d(slices.Max(v)))
-	}
-	fmt.Printf("pod to Running, image of %d MiB behind a %d Mbit/s link: cached %s, not cached %s: ratio %.3f (%.3f-%.3f) (median and range of %d trials; goal <= 0.1)\n",
-		sizeMiB, slowRegistryMbit, secs(cachedAll), secs(uncachedAll), ratios[medianIndex(ratios)], slices.Min(ratios), slices.Max(ratios), trials)
+	fmt.Printf("pod to Running, image of %d MiB behind a %d Mbit/s link: cached %s s, not cached %s s: ratio %s (median and range of %d trials; goal <= 0.1)\n",
+		sizeMiB, slowRegistryMbit, spread(cachedAll, 2), spread(uncachedAll, 2), spread(ratios, 3), trials)
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	daemonoptions "github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
 
@@ -75,6 +76,8 @@ so installations in different namespaces never share them.`,
 	f.StringArrayVar(&o.SourceNamespaces, "source-namespace", nil, "Read ConfigMaps, WorkflowTemplates and CronWorkflows only in this namespace, which must exist, and the install namespace; RBAC is granted there alone (repeatable; default: every namespace)")
 	f.StringVar(&o.StartupTaint, "startup-taint", "", "Key of a taint new nodes are registered with (e.g. imagecache.dcherman.github.io/warming); the daemon removes it once the node has every wanted image, an image failed, or --warm-timeout passed")
 	f.DurationVar(&o.WarmTimeout, "warm-timeout", o.WarmTimeout, "With --startup-taint: the longest a node keeps the taint after its creation while images pull (0: until cached or failed)")
+	f.Float64Var(&o.RegistryPullQPS, "registry-pull-qps", o.RegistryPullQPS, "The kubelet's registryPullQPS on your nodes (the kubelet's default is 5); the daemon paces its pulls under it. 0 if your kubelets do not limit pulls")
+	f.IntVar(&o.RegistryBurst, "registry-burst", o.RegistryBurst, "The kubelet's registryBurst on your nodes (the kubelet's default is 10)")
 	f.BoolVar(&o.WatchConfigMaps, "watch-configmaps", o.WatchConfigMaps, "Read image lists from labelled ConfigMaps")
 	f.BoolVar(&o.WatchArgoWorkflowTemplates, "watch-argo-workflow-templates", o.WatchArgoWorkflowTemplates, "Cache the images of Argo WorkflowTemplates")
 	f.BoolVar(&o.WatchArgoClusterWorkflowTemplates, "watch-argo-cluster-workflow-templates", o.WatchArgoClusterWorkflowTemplates, "Cache the images of Argo ClusterWorkflowTemplates")
@@ -135,6 +138,9 @@ func (o *InstallOptions) Validate() error {
 		if msgs := validation.IsQualifiedName(o.StartupTaint); len(msgs) > 0 {
 			return fmt.Errorf("--startup-taint %q is not a taint key: %s", o.StartupTaint, strings.Join(msgs, "; "))
 		}
+	}
+	if err := daemonoptions.ValidatePullLimit(o.RegistryPullQPS, o.RegistryBurst); err != nil {
+		return err
 	}
 	if o.WarmTimeout < 0 {
 		return fmt.Errorf("--warm-timeout must not be negative, got %s", o.WarmTimeout)

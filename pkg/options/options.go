@@ -189,11 +189,8 @@ func (o *Options) Validate() error {
 	if o.WarmTimeout < 0 {
 		bad("warm-timeout", "must not be negative, got %s", o.WarmTimeout)
 	}
-	if o.RegistryPullQPS < 0 || o.RegistryPullQPS > 1000 {
-		bad("registry-pull-qps", "must be between 0 (the kubelet does not limit pulls) and 1000, got %g", o.RegistryPullQPS)
-	}
-	if o.RegistryPullQPS > 0 && (o.RegistryBurst < 1 || o.RegistryBurst > 10000) {
-		bad("registry-burst", "must be between 1 and 10000 with --registry-pull-qps above 0, got %d", o.RegistryBurst)
+	if err := ValidatePullLimit(o.RegistryPullQPS, o.RegistryBurst); err != nil {
+		errs = append(errs, err)
 	}
 	if o.NodeSweepInterval < time.Second {
 		bad("node-sweep-interval", "must be at least 1s, got %s", o.NodeSweepInterval)
@@ -220,6 +217,18 @@ func (o *Options) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ValidatePullLimit checks --registry-pull-qps and --registry-burst, for the
+// daemon and for the plugin's install.
+func ValidatePullLimit(qps float64, burst int) error {
+	if qps < 0 || qps > 1000 {
+		return fmt.Errorf("--registry-pull-qps: must be between 0 (the kubelet does not limit pulls) and 1000, got %g", qps)
+	}
+	if qps > 0 && (burst < 1 || burst > 10000) {
+		return fmt.Errorf("--registry-burst: must be between 1 and 10000 with --registry-pull-qps above 0, got %d", burst)
+	}
+	return nil
 }
 
 // Tolerations parses --prefetch-tolerations; nil means "inherit the daemon
