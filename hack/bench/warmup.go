@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/util/retry"
 
 	"github.com/dcherman/image-cache-daemon/internal/testcluster"
 	"github.com/dcherman/image-cache-daemon/pkg/imagelist"
@@ -36,7 +33,7 @@ func (b *bench) warmUp(ctx context.Context, base install.Options, w work, trials
 		return fmt.Errorf("want the local cluster's one node (%v)", err)
 	}
 	node := nodes.Items[0].Name
-	defer func() { _ = b.setTaint(context.Background(), node, o.StartupTaint, false) }()
+	defer func() { _ = testcluster.SetTaint(context.Background(), b.kube, node, o.StartupTaint, false) }()
 
 	var warmT, untaintT, bareT, ratio []float64
 	for i := range trials {
@@ -77,7 +74,7 @@ func (b *bench) warmTrial(ctx context.Context, node string, o install.Options, i
 		return 0, 0, fmt.Errorf("no daemon pod to replace (%v)", err)
 	}
 	start := time.Now()
-	if err := b.setTaint(ctx, node, o.StartupTaint, true); err != nil {
+	if err := testcluster.SetTaint(ctx, b.kube, node, o.StartupTaint, true); err != nil {
 		return 0, 0, err
 	}
 	for _, p := range daemons.Items {
@@ -101,7 +98,7 @@ func (b *bench) warmTrial(ctx context.Context, node string, o install.Options, i
 				}
 			}
 		}
-		if untaintTook == 0 && !hasTaint(n, o.StartupTaint) {
+		if untaintTook == 0 && !testcluster.HasTaint(n, o.StartupTaint) {
 			untaintTook = time.Since(start)
 		}
 		return warmTook > 0 && untaintTook > 0, nil
@@ -116,38 +113,4 @@ func (b *bench) warmTrial(ctx context.Context, node string, o install.Options, i
 		return 0, 0, err
 	}
 	return warmTook, untaintTook, b.waitNoPrefetchPods(ctx, o.Namespace)
-}
-
-func hasTaint(n *corev1.Node, key string) bool {
-	for _, t := range n.Spec.Taints {
-		if t.Key == key {
-			return true
-		}
-	}
-	return false
-}
-
-// setTaint adds or removes the NoSchedule taint key on node.
-func (b *bench) setTaint(ctx context.Context, node, key string, on bool) error {
-	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		n, err := b.kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		taints := []corev1.Taint{}
-		for _, t := range n.Spec.Taints {
-			if t.Key != key {
-				taints = append(taints, t)
-			}
-		}
-		if on {
-			taints = append(taints, corev1.Taint{Key: key, Value: "true", Effect: warm.DefaultTaintEffect})
-		}
-		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": n.ResourceVersion}, "spec": map[string]any{"taints": taints}})
-		if err != nil {
-			return err
-		}
-		_, err = b.kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{})
-		return err
-	})
 }

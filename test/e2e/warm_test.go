@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/util/retry"
 
+	"github.com/dcherman/image-cache-daemon/internal/testcluster"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/warm"
 )
@@ -28,27 +28,7 @@ import (
 // setTaint adds or removes the taint key on node.
 func setTaint(t *testing.T, node, key string, on bool) {
 	t.Helper()
-	ctx := context.Background()
-	// The kubelet writes the node too: retry on a conflict.
-	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		n, err := env.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		var taints []corev1.Taint
-		for _, tn := range n.Spec.Taints {
-			if tn.Key != key {
-				taints = append(taints, tn)
-			}
-		}
-		if on {
-			taints = append(taints, corev1.Taint{Key: key, Value: "true", Effect: corev1.TaintEffectNoSchedule})
-		}
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": n.ResourceVersion}, "spec": map[string]any{"taints": taints}})
-		_, err = env.client.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{})
-		return err
-	})
-	if err != nil {
+	if err := testcluster.SetTaint(context.Background(), env.client, node, key, on); err != nil {
 		t.Fatalf("tainting %s: %v", node, err)
 	}
 }
@@ -69,15 +49,6 @@ func waitNode(t *testing.T, node, what string, timeout time.Duration, cond func(
 		t.Fatalf("node %s: never %s; taints %v, conditions %v", node, what, n.Spec.Taints, n.Status.Conditions)
 	}
 	return n
-}
-
-func hasTaint(n *corev1.Node, key string) bool {
-	for _, tn := range n.Spec.Taints {
-		if tn.Key == key {
-			return true
-		}
-	}
-	return false
 }
 
 func warmCondition(n *corev1.Node) *corev1.NodeCondition {
@@ -140,7 +111,7 @@ func TestStartupTaintKeepsWorkUntilWarm(t *testing.T) {
 
 	n := waitNode(t, node, "warm and untainted", 3*time.Minute, func(n *corev1.Node) bool {
 		c := warmCondition(n)
-		return c != nil && c.Status == corev1.ConditionTrue && !hasTaint(n, key)
+		return c != nil && c.Status == corev1.ConditionTrue && !testcluster.HasTaint(n, key)
 	})
 	if c := warmCondition(n); c.Reason != warm.ReasonWarm {
 		t.Errorf("condition %+v, want reason %s", c, warm.ReasonWarm)
@@ -169,7 +140,7 @@ func TestStartupTaintKeepsWorkUntilWarm(t *testing.T) {
 		reconfigure(t, o) // a fresh daemon looks for the taint again
 		n := waitNode(t, node, "untainted with the reason", 3*time.Minute, func(n *corev1.Node) bool {
 			c := warmCondition(n)
-			return c != nil && c.Status == corev1.ConditionFalse && !hasTaint(n, key) &&
+			return c != nil && c.Status == corev1.ConditionFalse && !testcluster.HasTaint(n, key) &&
 				(c.Reason == warm.ReasonImagesFailed || c.Reason == warm.ReasonTimedOut)
 		})
 		if c := warmCondition(n); !strings.Contains(c.Message, "warm-missing") {
