@@ -238,22 +238,35 @@ func Throttled(pod *corev1.Pod) bool {
 
 // Summarize returns one status per (node, image) over many prefetch pods,
 // sorted by node then image. Where several pods hold an image on one node,
-// the newest pod that is not being deleted speaks for it (a resync's fresh
-// pull is the current truth), ties broken by name.
+// one speaks for it, chosen in this order:
+//
+//  1. a pod that is not being deleted, before one that is: a resync deletes
+//     the pod it replaces, and the fresh pull is the current truth;
+//  2. among those not being deleted, one where the image is Cached, before
+//     one where it is not: the image is on the node, and a newer pod that
+//     holds it too (one that merges small pods, or a duplicate) only adds a
+//     record, so the image never reads less than cached while it is;
+//  3. the newest pod, then the first by name.
 func Summarize(pods []*corev1.Pod) []ImageStatus {
 	sorted := append([]*corev1.Pod(nil), pods...)
 	sort.SliceStable(sorted, func(i, j int) bool { return newer(sorted[i], sorted[j]) })
 	type key struct{ node, image string }
-	seen := map[key]bool{}
+	at := map[key]int{} // index in out of the status that speaks for key
 	var out []ImageStatus
 	for _, p := range sorted {
+		live := p.DeletionTimestamp == nil
 		for _, st := range FromPod(p) {
 			k := key{st.Node, st.Image}
-			if seen[k] {
-				continue
+			i, seen := at[k]
+			switch {
+			case !seen:
+				at[k] = len(out)
+				out = append(out, st)
+			case live && st.State == Cached && out[i].State != Cached:
+				// Pods come live first, so out[i] is from a live pod
+				// too, a newer one where the image is not cached.
+				out[i] = st
 			}
-			seen[k] = true
-			out = append(out, st)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

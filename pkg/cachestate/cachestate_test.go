@@ -1,6 +1,7 @@
 package cachestate
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -112,14 +113,59 @@ func TestFromPod(t *testing.T) {
 	}
 }
 
-func TestSummarizeNewestLivePodWins(t *testing.T) {
-	old := pod("old", t0, "node-1", initDone, cached)
-	fresh := pod("fresh", t0.Add(time.Hour), "node-1", initDone, creating)
-	goingAway := pod("going", t0.Add(2*time.Hour), "node-1", initDone, backoff)
-	goingAway.DeletionTimestamp = &metav1.Time{Time: t0}
-	got := Summarize([]*corev1.Pod{old, goingAway, fresh})
-	if len(got) != 1 || got[0].Pod != "fresh" || got[0].State != Pulling {
-		t.Fatalf("Summarize = %+v, want the fresh pod's pulling state", got)
+func TestSummarize(t *testing.T) {
+	deleting := func(p *corev1.Pod) *corev1.Pod {
+		p.DeletionTimestamp = &metav1.Time{Time: t0}
+		return p
+	}
+	// Each pod holds img-a (and img-b with a second state); "old" pods are
+	// an hour older than "new" ones.
+	old, newT := t0, t0.Add(time.Hour)
+	type want struct {
+		node, image, pod string
+		state            State
+	}
+	for _, tc := range []struct {
+		name string
+		pods []*corev1.Pod
+		want []want
+	}{
+		{"newest live pod speaks", []*corev1.Pod{
+			pod("old", old, "node-1", initDone, backoff), pod("new", newT, "node-1", initDone, creating)},
+			[]want{{"node-1", "img-a", "new", Pulling}}},
+		{"a live pod where the image is cached speaks over a newer one where it is pulling", []*corev1.Pod{
+			pod("new", newT, "node-1", initDone, creating), pod("old", old, "node-1", initDone, cached)},
+			[]want{{"node-1", "img-a", "old", Cached}}},
+		{"a live pod where the image is cached speaks over a newer one where it failed", []*corev1.Pod{
+			pod("old", old, "node-1", initDone, cached), pod("new", newT, "node-1", initDone, backoff)},
+			[]want{{"node-1", "img-a", "old", Cached}}},
+		{"of two live pods where it is cached, the newest speaks", []*corev1.Pod{
+			pod("old", old, "node-1", initDone, cached), pod("new", newT, "node-1", initDone, cached)},
+			[]want{{"node-1", "img-a", "new", Cached}}},
+		{"a resync: the live pod speaks over the deleted one, cached or not", []*corev1.Pod{
+			deleting(pod("going", newT.Add(time.Hour), "node-1", initDone, cached)), pod("fresh", newT, "node-1", initDone, creating)},
+			[]want{{"node-1", "img-a", "fresh", Pulling}}},
+		{"among deleted pods, the newest speaks, cached or not", []*corev1.Pod{
+			deleting(pod("old", old, "node-1", initDone, cached)), deleting(pod("new", newT, "node-1", initDone, backoff))},
+			[]want{{"node-1", "img-a", "new", Failed}}},
+		{"created in the same second: the first by name", []*corev1.Pod{
+			pod("b", old, "node-1", initDone, cached), pod("a", old, "node-1", initDone, cached)},
+			[]want{{"node-1", "img-a", "a", Cached}}},
+		{"image by image, and node by node", []*corev1.Pod{
+			pod("new", newT, "node-1", initDone, creating, cached),
+			pod("old", old, "node-1", initDone, cached, backoff),
+			pod("other", newT, "node-2", initDone, backoff)},
+			[]want{{"node-1", "img-a", "old", Cached}, {"node-1", "img-b", "new", Cached}, {"node-2", "img-a", "other", Failed}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []want
+			for _, st := range Summarize(tc.pods) {
+				got = append(got, want{st.Node, st.Image, st.Pod, st.State})
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("Summarize:\n got  %+v\n want %+v", got, tc.want)
+			}
+		})
 	}
 }
 

@@ -33,36 +33,49 @@ func img(name string) string { return "docker.io/library/" + name + ":latest" }
 // existing builds a pod as the API would return it: created at created, its
 // containers in the given states ("cached", "pulling", "failed").
 func existing(images []string, generation int, created time.Time, state string) *corev1.Pod {
-	p := cfg.Pod(images, generation, corev1.PullIfNotPresent)
+	return asListed(cfg.Pod(images, generation, corev1.PullIfNotPresent), created, state)
+}
+
+// asListed makes p look as the API returns it once the kubelet has it:
+// created at created, every container in state (see existing).
+func asListed(p *corev1.Pod, created time.Time, state string) *corev1.Pod {
+	p = p.DeepCopy()
 	p.UID = types.UID("uid-" + p.Name)
 	p.CreationTimestamp = metav1.NewTime(created)
 	p.Spec.NodeName = cfg.NodeName
 	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "warden",
 		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}}
+	p.Status.ContainerStatuses = nil
 	for _, c := range p.Spec.Containers {
-		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
-		switch state {
-		case "cached":
-			cs.State.Terminated = &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(created.Add(time.Second))}
-			cs.ImageID = c.Image + "@sha256:" + strings.Repeat("a", 64)
-		case "failed":
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "not found"}
-		default:
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
-		}
-		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, cs)
+		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, containerStatus(c, created, state))
 	}
 	return p
 }
 
-// withStates sets the state of each container of p in turn: "throttled"
-// (refused under the kubelet's pull limit) or "" (left as it is).
+// containerStatus is c's status in state (see existing, withStates).
+func containerStatus(c corev1.Container, created time.Time, state string) corev1.ContainerStatus {
+	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
+	switch state {
+	case "cached":
+		cs.State.Terminated = &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(created.Add(time.Second))}
+		cs.ImageID = c.Image + "@sha256:" + strings.Repeat("a", 64)
+	case "failed":
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "not found"}
+	case "throttled":
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "pull QPS exceeded"}
+	default:
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+	}
+	return cs
+}
+
+// withStates sets the state of each container of p in turn (see existing;
+// also "throttled": refused under the kubelet's pull limit), "" leaving one
+// as it is.
 func withStates(p *corev1.Pod, states ...string) *corev1.Pod {
 	for i, st := range states {
-		if st == "throttled" {
-			p.Status.ContainerStatuses[i].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
-				Reason: "ErrImagePull", Message: "pull QPS exceeded"}}
-			p.Status.ContainerStatuses[i].ImageID = ""
+		if st != "" {
+			p.Status.ContainerStatuses[i] = containerStatus(p.Spec.Containers[i], p.CreationTimestamp.Time, st)
 		}
 	}
 	return p
@@ -110,6 +123,17 @@ func summarize(d Decision) planned {
 	return p
 }
 
+// names are the names of pods, sorted: the order in which Plan deletes the
+// pods rule 6 supersedes.
+func names(pods ...*corev1.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		out = append(out, p.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // rejected makes p look as the kubelet leaves a pod it refused at admission:
 // phase Failed, no container status.
 func rejected(p *corev1.Pod) *corev1.Pod {
@@ -144,6 +168,36 @@ func TestPlan(t *testing.T) {
 	// a cached, b refused under the kubelet's pull limit; then c still to come.
 	throttledAB := withStates(existing([]string{a, b}, 0, t0, "cached"), "", "throttled")
 	throttledBC := withStates(existing([]string{b, c}, 0, t0, "pulling"), "throttled", "")
+	// Rules 6 and 9: finished pods of one or two images, and pods that
+	// merge them.
+	cachedA, cachedB := existing([]string{a}, 0, t0, "cached"), existing([]string{b}, 0, t0, "cached")
+	cachedC, cachedD := existing([]string{c}, 0, t0, "cached"), existing([]string{d}, 0, t0, "cached")
+	cachedCD := existing([]string{c, d}, 0, t0, "cached")
+	cachedABC := existing([]string{a, b, c}, 0, t0, "cached")
+	failedA := existing([]string{a}, 0, t0, "failed")
+	failedAcachedC := withStates(existing([]string{a, c}, 0, t0, "cached"), "failed", "")
+	mergedAB := existing([]string{a, b}, 1, t0.Add(time.Minute), "cached")
+	mergedABPulling := existing([]string{a, b}, 1, t0.Add(time.Minute), "pulling")
+	mergedABFailedB := withStates(existing([]string{a, b}, 1, t0.Add(time.Minute), "cached"), "", "failed")
+	mergedABRejected := rejected(existing([]string{a, b}, 1, t0.Add(-time.Minute), "none"))
+	mergedABRejectedWaiting := rejected(existing([]string{a, b}, 1, t0.Add(-59*time.Second), "none"))
+	sameAgeAB := existing([]string{a, b}, 1, t0, "cached")
+	newerA := existing([]string{a}, 0, t0.Add(time.Hour), "cached")
+	failedBInAB := withStates(existing([]string{a, b}, 0, t0, "cached"), "", "failed")
+	failedBInABC := withStates(existing([]string{a, b, c}, 0, t0, "cached"), "", "failed")
+	oldC := existing([]string{c}, 0, t0.Add(-time.Hour), "cached")
+	lesserAB := cachedAB
+	if sameAgeAB.Name < cachedAB.Name {
+		lesserAB = sameAgeAB
+	}
+	// Four one-image pods: the three first by name are merged.
+	ones := []*corev1.Pod{cachedA, cachedB, cachedC, cachedD}
+	sort.Slice(ones, func(i, j int) bool { return ones[i].Name < ones[j].Name })
+	var firstThree []string
+	for _, p := range ones[:3] {
+		firstThree = append(firstThree, short(Images(p)[0]))
+	}
+	sort.Strings(firstThree)
 
 	for _, tc := range []struct {
 		name    string
@@ -155,6 +209,9 @@ func TestPlan(t *testing.T) {
 		owed    []string
 		want    planned
 		requeue time.Duration
+		// pulls, when set, is how many pulls each created pod causes
+		// (Decision.Pulls).
+		pulls []int
 	}{
 		{name: "nothing wanted, nothing there"},
 		{name: "new images are batched", wanted: []string{d, c, b, a, e},
@@ -192,10 +249,10 @@ func TestPlan(t *testing.T) {
 		{name: "resync off", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}},
 		{name: "rule 4: a finished pod with unwanted images is re-batched", wanted: []string{a}, pods: []*corev1.Pod{cachedAB},
 			want: planned{create: []string{"1: a"}, delete: []string{cachedAB.Name}}},
-		{name: "rule 6: a pulling pod with an unwanted image is left alone", wanted: []string{a}, pods: []*corev1.Pod{pullingAB}},
-		{name: "rule 7: a new image does not disturb the others", wanted: []string{a, b, d}, pods: []*corev1.Pod{pullingAB},
+		{name: "rule 7: a pulling pod with an unwanted image is left alone", wanted: []string{a}, pods: []*corev1.Pod{pullingAB}},
+		{name: "rule 8: a new image does not disturb the others", wanted: []string{a, b, d}, pods: []*corev1.Pod{pullingAB},
 			want: planned{create: []string{"0: d"}}},
-		{name: "rule 7: a new image shares the pod of a resync", wanted: []string{a, b, d}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
+		{name: "rule 8: a new image shares the pod of a resync", wanted: []string{a, b, d}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
 			want: planned{create: []string{"3: a! b! d"}, delete: []string{oldAB.Name}}},
 		{name: "a failed image keeps its pod", wanted: []string{c}, pods: []*corev1.Pod{failedC}},
 		{name: "a pod being deleted covers nothing", wanted: []string{d}, pods: []*corev1.Pod{deletingD},
@@ -253,6 +310,77 @@ func TestPlan(t *testing.T) {
 			want:   planned{create: []string{"1: a"}, delete: []string{throttledAB.Name}, waiting: 1, paced: 1}},
 		{name: "rule 5 waits while another image is on its way", wanted: []string{b, c}, pods: []*corev1.Pod{throttledBC},
 			budget: &Budget{Pulls: 10, MinPulls: 5}},
+		{name: "rule 9: small pods are merged, make before break", wanted: []string{a, b}, pods: []*corev1.Pod{cachedA, cachedB},
+			want: planned{create: []string{"1: a b"}}, pulls: []int{0}},
+		{name: "rule 9: the merged pod pulls nothing, so needs no budget", wanted: []string{a, b}, pods: []*corev1.Pod{cachedA, cachedB},
+			budget: &Budget{MinPulls: 5}, want: planned{create: []string{"1: a b"}}, pulls: []int{0}},
+		{name: "rule 9: owed images a kept pod holds are not pulled again by a merge", wanted: []string{a, b},
+			pods: []*corev1.Pod{cachedA, cachedB}, owed: []string{a}, want: planned{create: []string{"1: a b"}}, pulls: []int{0}},
+		{name: "rule 9: one generation above the highest it merges", wanted: []string{a, b},
+			pods: []*corev1.Pod{existing([]string{a}, 4, t0, "cached"), existing([]string{b}, 1, t0, "cached")},
+			want: planned{create: []string{"5: a b"}}},
+		{name: "rule 9 never takes the name of a pod still there", wanted: []string{a, b},
+			pods: []*corev1.Pod{cachedA, cachedB, deleting(existing([]string{a, b}, 1, t0, "cached"))},
+			want: planned{create: []string{"2: a b"}}},
+		{name: "rule 9: the smallest first, then by name, as many as fit", wanted: []string{a, b, c, d}, pods: ones,
+			want: planned{create: []string{"1: " + strings.Join(firstThree, " ")}}},
+		{name: "rule 9: fewest images first", wanted: []string{a, b, c, d}, pods: []*corev1.Pod{cachedCD, cachedA, cachedB},
+			want: planned{create: []string{"1: a b"}}},
+		{name: "rule 9: no merge that cannot make fewer pods", wanted: []string{a, b, c, d},
+			pods: []*corev1.Pod{existing([]string{a, b}, 0, t0, "cached"), cachedCD}},
+		{name: "rule 9: full pods are not merged", wanted: []string{a, b, c, d}, pods: []*corev1.Pod{cachedABC, cachedD}},
+		{name: "rule 9 waits for a pod still pulling", wanted: []string{a, b, c},
+			pods: []*corev1.Pod{cachedA, cachedB, existing([]string{c}, 0, t0, "pulling")}},
+		{name: "rule 9 waits while images get new pods", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB},
+			want: planned{create: []string{"0: c"}}},
+		{name: "rule 9 waits while pulls are paced", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB},
+			budget: &Budget{MinPulls: 5}, want: planned{waiting: 1, paced: 1}},
+		{name: "rule 9 waits for a resync", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB, oldC},
+			resync: time.Minute, want: planned{create: []string{"1: c!"}, delete: []string{oldC.Name}}},
+		{name: "rule 9 waits for a resync the budget holds back", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB, oldC},
+			resync: time.Minute, budget: &Budget{MinPulls: 5}, want: planned{paced: 1}},
+		{name: "rule 9 waits for a pod in phase Failed", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB,
+			rejected(existing([]string{c}, 0, t0.Add(-29*time.Second), "none"))}},
+		{name: "rule 9 waits for a deletion", wanted: []string{a, b}, pods: []*corev1.Pod{cachedA, cachedB, cachedD},
+			want: planned{delete: []string{cachedD.Name}}},
+		{name: "rule 9 needs a free slot under MaxPods", wanted: []string{a, b}, pods: []*corev1.Pod{cachedA, cachedB}, maxPods: 2},
+		{name: "rule 9 counts terminating pods against MaxPods", wanted: []string{a, b},
+			pods: []*corev1.Pod{cachedA, cachedB, deletingD}, maxPods: 3},
+		{name: "rule 9 below MaxPods", wanted: []string{a, b}, pods: []*corev1.Pod{cachedA, cachedB}, maxPods: 3,
+			want: planned{create: []string{"1: a b"}}},
+		{name: "rule 9 never merges a pod with a failed image", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB, failedC},
+			want: planned{create: []string{"1: a b"}}},
+		{name: "rule 9 never merges an image that failed in another pod", wanted: []string{a, b, c},
+			pods: []*corev1.Pod{cachedA, cachedB, failedAcachedC}},
+		{name: "rule 6: a merged pod, finished, supersedes the pods it merged", wanted: []string{a, b},
+			pods: []*corev1.Pod{cachedA, cachedB, mergedAB}, want: planned{delete: names(cachedA, cachedB)}},
+		{name: "rule 6 waits for the merged pod to finish", wanted: []string{a, b}, pods: []*corev1.Pod{cachedA, cachedB, mergedABPulling}},
+		{name: "rule 6 keeps the pod of an image the merged pod failed", wanted: []string{a, b},
+			pods: []*corev1.Pod{cachedA, cachedB, mergedABFailedB}, want: planned{delete: names(cachedA)}},
+		{name: "rule 9 never merges a merged pod with the pods it supersedes", wanted: []string{a, b},
+			pods: []*corev1.Pod{deleting(existing([]string{a}, 0, t0, "cached")), deleting(existing([]string{b}, 0, t0, "cached")), mergedAB}},
+		{name: "rule 9 merges a merged pod with other small pods", wanted: []string{a, b, c},
+			pods: []*corev1.Pod{deleting(existing([]string{a}, 0, t0, "cached")), deleting(existing([]string{b}, 0, t0, "cached")), mergedAB, cachedC},
+			want: planned{create: []string{"2: a b c"}}},
+		{name: "rule 6: of two equal pods, the newer stays", wanted: []string{a, b}, pods: []*corev1.Pod{cachedAB, oldAB},
+			want: planned{delete: names(oldAB)}},
+		{name: "rule 6: of two equal pods of the same age, the greater name stays", wanted: []string{a, b},
+			pods: []*corev1.Pod{cachedAB, sameAgeAB}, want: planned{delete: names(lesserAB)}},
+		{name: "rule 6: more images outrank a newer pod", wanted: []string{a, b}, pods: []*corev1.Pod{cachedAB, newerA},
+			want: planned{delete: names(newerA)}},
+		{name: "rule 6: chains leave the top pod", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedABC, cachedAB, newerA},
+			want: planned{delete: names(cachedAB, newerA)}},
+		{name: "rule 6: a failed image is superseded where it is cached", wanted: []string{a, b}, pods: []*corev1.Pod{failedA, cachedAB},
+			want: planned{delete: names(failedA)}},
+		{name: "rule 6 never supersedes a failed image by a pod where it is not cached", wanted: []string{a, b, c},
+			pods: []*corev1.Pod{failedBInAB, failedBInABC}},
+		{name: "rule 6: a pod being deleted supersedes nothing", wanted: []string{a, b},
+			pods: []*corev1.Pod{cachedA, deleting(existing([]string{a, b}, 1, t0, "cached"))}, want: planned{create: []string{"0: b"}}},
+		{name: "rule 6: a pod in phase Failed supersedes nothing and is not superseded", wanted: []string{a, b},
+			pods: []*corev1.Pod{cachedA, cachedB, mergedABRejectedWaiting}, requeue: time.Second},
+		{name: "rule 2: a refused merge is retried at the next generation, pulling nothing", wanted: []string{a, b},
+			pods: []*corev1.Pod{cachedA, cachedB, mergedABRejected}, budget: &Budget{MinPulls: 5},
+			want: planned{create: []string{"2: a b"}, delete: names(mergedABRejected), rejected: names(mergedABRejected)}, pulls: []int{0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cfg
@@ -264,6 +392,15 @@ func TestPlan(t *testing.T) {
 			}
 			if tc.requeue != 0 && d.RequeueAfter != tc.requeue {
 				t.Fatalf("RequeueAfter = %s, want %s", d.RequeueAfter, tc.requeue)
+			}
+			if tc.pulls != nil {
+				var pulls []int
+				for _, p := range d.Create {
+					pulls = append(pulls, len(d.Pulls[p.Name]))
+				}
+				if !reflect.DeepEqual(pulls, tc.pulls) {
+					t.Fatalf("pulls by created pod: %v, want %v", pulls, tc.pulls)
+				}
 			}
 			if tc.maxPods > 0 {
 				checkCap(t, tc.pods, d, c)
