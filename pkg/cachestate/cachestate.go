@@ -245,7 +245,9 @@ func Throttled(pod *corev1.Pod) bool {
 //  2. among those not being deleted, one where the image is Cached, before
 //     one where it is not: the image is on the node, and a newer pod that
 //     holds it too (one that merges small pods, or a duplicate) only adds a
-//     record, so the image never reads less than cached while it is;
+//     record, so the image never reads less than cached while it is; when
+//     the image failed in the newer pod (a resync's fresh pull), Reason and
+//     Message say so;
 //  3. the newest pod, then the first by name.
 func Summarize(pods []*corev1.Pod) []ImageStatus {
 	sorted := append([]*corev1.Pod(nil), pods...)
@@ -264,7 +266,13 @@ func Summarize(pods []*corev1.Pod) []ImageStatus {
 				out = append(out, st)
 			case live && st.State == Cached && out[i].State != Cached:
 				// Pods come live first, so out[i] is from a live pod
-				// too, a newer one where the image is not cached.
+				// too, a newer one where the image is not cached. When
+				// its pull failed (a resync's fresh pull, a merge), the
+				// image still reads cached, and the failure is said.
+				if out[i].State == Failed {
+					st.Reason = out[i].Reason
+					st.Message = fmt.Sprintf("pulling it again in pod %s failed: %s", out[i].Pod, out[i].Message)
+				}
 				out[i] = st
 			}
 		}

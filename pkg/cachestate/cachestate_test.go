@@ -169,6 +169,23 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
+// A resync's fresh pull that failed leaves the image cached (it is on the
+// node, held by the older pod) and says why on its row.
+func TestSummarizeSaysAFailedFreshPull(t *testing.T) {
+	old, fresh := pod("old", t0, "node-1", initDone, cached), pod("fresh", t0.Add(time.Hour), "node-1", initDone, backoff)
+	got := Summarize([]*corev1.Pod{fresh, old})
+	if len(got) != 1 || got[0].State != Cached || got[0].Pod != "old" {
+		t.Fatalf("Summarize = %+v, want img-a cached in pod old", got)
+	}
+	failure := FromPod(fresh)[0]
+	if got[0].Reason != failure.Reason || !strings.Contains(got[0].Message, "pulling it again in pod fresh failed: "+failure.Message) {
+		t.Errorf("the failed fresh pull is not said: reason %q, message %q", got[0].Reason, got[0].Message)
+	}
+	if got := Summarize([]*corev1.Pod{old}); got[0].Reason != "" || got[0].Message != "" {
+		t.Errorf("a plain cached image carries a reason: %+v", got[0])
+	}
+}
+
 func TestDigest(t *testing.T) {
 	d := "sha256:" + strings.Repeat("f", 64)
 	for in, want := range map[string]string{

@@ -45,15 +45,16 @@ type Decision struct {
 	// rejected by the kubelet at admission) and are being replaced.
 	Rejected []*corev1.Pod
 	// Owed are wanted images due for a fresh pull (PullAlways) whose pod was
-	// deleted but that got no new pod yet because of MaxPods: the caller
+	// deleted but that got no new pod yet because of MaxPods (rule 3 at the
+	// cap) or the Budget: the caller
 	// passes them back in the next Input so that the pull is not forgotten.
 	Owed []string
 	// Waiting counts the wanted images that got no pod because of MaxPods;
 	// they get one as soon as pods are gone.
 	Waiting int
 	// Paced counts the pulls that wait for the kubelet's pull budget
-	// (Input.Pulls): images that got no pod yet, and those of pods due for
-	// a resync that are kept until the budget allows.
+	// (Input.Budget): images that got no pod yet, among them those that
+	// pods due for a resync hold until their fresh pods are made.
 	Paced int
 	// Pulls names, by new pod, the containers that make the kubelet pull
 	// (PullAlways, or an image not seen on the node): Pacer.Released.
@@ -96,9 +97,32 @@ func RetryDelay(generation int) time.Duration {
 //     other pods hold, when they are on the node and not due for a fresh
 //     pull (they cost nothing), so that a refused rule-9 pod is retried at
 //     a growing generation, and back-off, not remade at the same one;
-//  3. a finished pod at least resync old is replaced, its wanted images
-//     pulled again, PullAlways, so that a moved tag is fetched anew (with a
-//     Budget, only while the budget lasts; the others are kept meanwhile);
+//  3. a finished pod at least Resync old (due) is refreshed, make before
+//     break, so that a moved tag is fetched anew: each of its wanted images
+//     that no "fresh" pod holds (one that rule 2 or 7 keeps, so not due:
+//     younger than Resync, or still pulling) goes into new pods by rule 8,
+//     PullAlways, paced by the Budget like any pull (all at once without
+//     one: the same path, simpler than two). The due pod is kept
+//     meanwhile, its images reading cached, and deleted once a fresh pod
+//     holds every one of its wanted images cached. So an image is pulled
+//     again once per Resync, not once per plan, and once however many due
+//     pods hold it; the fresh pods are ordinary pods from then on (rules
+//     6 and 9 merge them), due Resync after their creation. Rule 6 cannot
+//     do this deletion, as it ranks the big due pod above the small fresh
+//     ones: due pods are out of its reach. A fresh pull still under way
+//     keeps the due pod. One that failed (in every fresh pod holding the
+//     image) keeps only the newest due pod where the image is cached: the
+//     image is on the node, that pod keeps it reading cached and safe from
+//     the kubelet's image garbage collection, while the fresh pod shows the
+//     failure (and the kubelet retries it with its image back-off). That
+//     pod is due in turn Resync later, and only then is the image pulled
+//     again by a new pod: no faster than any failed image. A pod that is
+//     replaced (rules 2, 4, 5) before it pulled an image PullAlways owes
+//     that fresh pull, and its replacement makes it. At MaxPods, with no
+//     free slot, a due pod that needs fresh pods falls back to break before
+//     make: it is deleted (with a Budget, once Budget.Pulls reaches MinPulls
+//     of its images, or all of them if fewer) and the fresh pulls are owed
+//     (Decision.Owed) until there is room;
 //  4. a finished pod that also holds unwanted images is replaced,
 //     PullIfNotPresent (the images are on the node: no pull, only a
 //     short-lived sandbox), which frees the unwanted ones;
@@ -117,9 +141,10 @@ func RetryDelay(generation int) time.Duration {
 //  8. wanted images held by no kept pod go into new pods, PullIfNotPresent
 //     unless rule 3 (or Input.Owed) asks for PullAlways;
 //  9. when the node is quiet (every pod finished and none in phase Failed;
-//     nothing created, deleted, Waiting or Paced by the rules above) and
-//     below MaxPods, "small" pods (kept by rule 7, every image cached in
-//     them and failed in no pod, fewer than BatchSize images) are merged:
+//     no due pod waiting for fresh pods; nothing created, deleted, Waiting
+//     or Paced by the rules above) and below MaxPods, "small" pods (kept
+//     by rule 7, every image cached in them and failed in no pod, fewer
+//     than BatchSize images) are merged:
 //     one new pod takes the images of the smallest (fewest images first,
 //     then by name), as many as fit in BatchSize images, when at least two
 //     do (it then makes one pod fewer). It is PullIfNotPresent, one
@@ -136,9 +161,12 @@ func RetryDelay(generation int) time.Duration {
 // images that need a pull (PullAlways, or not seen on the node) go into new
 // pods only while Budget.Pulls lasts, MinPulls to a pod (see batch); the
 // others wait (Paced, Waiting) for a later plan, and rule 9 gathers the
-// small pods this leaves once all are in. A replacement's generation is one
-// more than the highest it replaces, so its name never clashes with a pod
-// that is still terminating.
+// small pods this leaves once all are in. Images a due pod still holds are
+// not Waiting nor Owed: the next plan asks for them again. A replacement's
+// generation is one more than the highest it replaces, a fresh pod's one
+// more than the due pods it refreshes, and any new pod's is raised further
+// while its name is taken by a pod listed (terminating, or not ours), so a
+// create never meets AlreadyExists.
 //
 // With MaxPods, the node never holds more pods than that, counting every
 // owned pod until it is gone (terminating ones, and those this plan
@@ -147,7 +175,8 @@ func RetryDelay(generation int) time.Duration {
 // finished pods that are not full are merged into new ones, fewest images
 // first, so that images added one by one cannot fill the cap with
 // one-image pods. That merge deletes the pods first (break before make),
-// since it happens when there is no slot for rule 9's.
+// since it happens when there is no slot for rule 9's; so does rule 3 at
+// the cap.
 //
 // The same inputs always give the same decision.
 func Plan(in Input, cfg Config) Decision {
@@ -182,19 +211,24 @@ func Plan(in Input, cfg Config) Decision {
 			wake = t
 		}
 	}
-	dueBudget := 0 // pulls left for replacing pods due for a resync
-	if in.Budget != nil {
-		dueBudget = in.Budget.Pulls
-	}
 	nextGen := 0
 	kept := 0                // pods kept, covering their wanted images
-	busy := false            // a pod is not finished, or in phase Failed: rule 9 waits
+	busy := false            // a pod is not finished, or in phase Failed, or a resync is under way: rule 9 waits
 	var settled []settledPod // kept by rule 7 and finished
+	var due []duePod         // rule 3's, decided once every other pod is
+	fresh := freshHolders{}  // where the kept pods that are not due hold each image
 	replace := func(p *corev1.Pod, keep []string, due bool) {
 		d.Delete = append(d.Delete, p)
 		nextGen = max(nextGen, Generation(p)+1)
+		owing := owedPulls(p)
 		for _, img := range keep {
-			pullAgain[img] = pullAgain[img] || due
+			pullAgain[img] = pullAgain[img] || due || owing[img]
+		}
+	}
+	keepPod := func(p *corev1.Pod, keep []string) {
+		kept++
+		for _, img := range keep {
+			covered[img] = true
 		}
 	}
 	for _, p := range pods {
@@ -211,44 +245,68 @@ func Plan(in Input, cfg Config) Decision {
 		failed := p.Status.Phase == corev1.PodFailed
 		finished := len(keep) > 0 && cachestate.Finished(p)
 		busy = busy || failed || !finished
-		due := finished && in.Resync > 0 && !in.Now.Before(p.CreationTimestamp.Add(in.Resync))
+		isDue := finished && in.Resync > 0 && !in.Now.Before(p.CreationTimestamp.Add(in.Resync))
 		retry := p.CreationTimestamp.Add(RetryDelay(Generation(p)))
 		switch {
 		case len(keep) == 0: // rule 1
 			d.Delete = append(d.Delete, p)
 		case failed && in.Now.Before(retry): // rule 2, backing off
-			kept++
-			for _, img := range keep {
-				covered[img] = true
-			}
+			keepPod(p, keep)
+			fresh.add(p, isWanted)
 			wakeAt(retry)
 		case failed: // rule 2
 			d.Rejected = append(d.Rejected, p)
-			replace(p, keep, due)
+			replace(p, keep, isDue)
 			for _, img := range keep {
 				reissue[img] = reissue[img] || (present[img] && !pullAgain[img])
 			}
-		case due && in.Budget != nil && dueBudget < min(in.Budget.MinPulls, len(keep)):
-			// rule 3, paced: kept as it is until the budget allows
-			kept++
-			for _, img := range keep {
-				covered[img] = true
-			}
-			d.Paced += len(keep)
-		case due: // rule 3
-			dueBudget -= len(keep)
-			replace(p, keep, true)
+		case isDue: // rule 3, below
+			due = append(due, newDuePod(p, keep))
 		case finished && len(keep) < len(images): // rule 4
 			replace(p, keep, false)
 		case cachestate.Throttled(p): // rule 5
 			replace(p, keep, false)
 		default: // rules 6 and 7
-			kept++
-			for _, img := range keep {
-				covered[img] = true
-			}
+			keepPod(p, keep)
+			fresh.add(p, isWanted)
 			if finished {
 				settled = append(settled, newSettledPod(p))
+			}
+		}
+	}
+
+	// Rule 3: make before break, unless the node has no free slot under
+	// MaxPods for the fresh pods.
+	refresh := map[string]bool{} // images a due pod still holds, now due for a fresh pull
+	atCap := cfg.MaxPods > 0 && len(pods) >= cfg.MaxPods
+	dueBudget := 0 // with a Budget, at the cap: pulls left for the pods it deletes
+	if in.Budget != nil {
+		dueBudget = in.Budget.Pulls
+	}
+	newest := newestCached(due)
+	for _, u := range due {
+		stale, needed := fresh.standing(u, newest)
+		switch {
+		case len(stale) == 0 && !needed: // every image pulled again: done
+			d.Delete = append(d.Delete, u.pod)
+		case len(stale) == 0:
+			// Kept until the fresh pulls end (the pods pulling keep rule 9
+			// waiting), or as the record of an image whose fresh pull failed.
+			keepPod(u.pod, u.keep)
+		case atCap && in.Budget != nil && dueBudget < min(in.Budget.MinPulls, len(stale)):
+			// at the cap, kept as it is until the budget allows
+			keepPod(u.pod, u.keep)
+			busy = true
+			d.Paced += len(stale)
+		case atCap: // break before make: deleted, its fresh pulls owed
+			dueBudget -= len(stale)
+			replace(u.pod, u.keep, true)
+		default: // kept; its stale images get fresh pods below
+			keepPod(u.pod, u.keep)
+			busy = true
+			nextGen = max(nextGen, Generation(u.pod)+1)
+			for _, img := range stale {
+				refresh[img], pullAgain[img] = true, true
 			}
 		}
 	}
@@ -281,7 +339,7 @@ func Plan(in Input, cfg Config) Decision {
 
 	var uncovered []string // rule 8
 	for _, w := range sortedUnique(in.Wanted) {
-		if !covered[w] || reissue[w] {
+		if !covered[w] || reissue[w] || refresh[w] {
 			uncovered = append(uncovered, w)
 		}
 	}
@@ -295,8 +353,11 @@ func Plan(in Input, cfg Config) Decision {
 	pulls := func(img string) bool { return pullAgain[img] || !present[img] }
 	batches, paced := cfg.batch(uncovered, pulls, in.Budget)
 	owe := func(images []string) {
-		d.Waiting += len(images)
 		for _, img := range images {
+			if refresh[img] {
+				continue // its due pod holds it: the next plan asks again
+			}
+			d.Waiting++
 			if pullAgain[img] {
 				d.Owed = append(d.Owed, img)
 			}
@@ -317,20 +378,25 @@ func Plan(in Input, cfg Config) Decision {
 		}
 		return corev1.PullIfNotPresent
 	}
+	taken := make(map[string]bool, len(in.Pods))
+	for _, p := range in.Pods {
+		taken[p.Name] = true
+	}
 	create := func(pod *corev1.Pod) {
 		d.Create = append(d.Create, pod)
+		taken[pod.Name] = true
 		if d.Pulls == nil {
 			d.Pulls = map[string][]string{}
 		}
 		d.Pulls[pod.Name] = Pulls(pod, present)
 	}
 	for _, b := range batches {
-		create(cfg.pod(b, nextGen, policy))
+		create(cfg.pod(b, cfg.freeGeneration(b, nextGen, taken), policy))
 	}
 	quiet := !busy && len(d.Create)+len(d.Delete)+d.Waiting+d.Paced == 0
 	if room := cfg.MaxPods == 0 || free > 0; quiet && room { // rule 9
 		if merged := cfg.consolidate(small); len(merged) > 0 {
-			create(cfg.mergedPod(merged, in.Pods))
+			create(cfg.mergedPod(merged, taken))
 		}
 	}
 	if !wake.IsZero() {
@@ -359,6 +425,111 @@ func newSettledPod(p *corev1.Pod) settledPod {
 		}
 	}
 	return s
+}
+
+// duePod is a pod rule 3 refreshes: finished, at least Input.Resync old.
+type duePod struct {
+	pod    *corev1.Pod
+	keep   []string        // its wanted images
+	cached map[string]bool // the images cached in it
+}
+
+func newDuePod(p *corev1.Pod, keep []string) duePod {
+	u := duePod{pod: p, keep: keep, cached: map[string]bool{}}
+	for _, st := range cachestate.FromPod(p) {
+		if st.State == cachestate.Cached {
+			u.cached[st.Image] = true
+		}
+	}
+	return u
+}
+
+// newestCached returns, for each image cached in a due pod, the newest such
+// pod (then the first by name): the one rule 3 keeps when the image's fresh
+// pull failed, so that exactly one due pod stays for it.
+func newestCached(due []duePod) map[string]*corev1.Pod {
+	out := map[string]*corev1.Pod{}
+	for _, u := range due {
+		for img := range u.cached {
+			o := out[img]
+			if o == nil || o.CreationTimestamp.Before(&u.pod.CreationTimestamp) ||
+				(o.CreationTimestamp.Equal(&u.pod.CreationTimestamp) && u.pod.Name < o.Name) {
+				out[img] = u.pod
+			}
+		}
+	}
+	return out
+}
+
+// holding is where the kept pods that are not due stand on one image.
+type holding struct {
+	cached  bool // cached in one of them
+	pulling bool // still to come in one of them
+}
+
+// freshHolders are, by image, the kept pods that are not due for a resync:
+// pods younger than Input.Resync (the pods rule 3 creates among them), or
+// still pulling. An image one of them holds is not pulled again for a due
+// pod; that makes one fresh pull per image and Resync, whatever the number
+// of plans or of due pods that hold it.
+type freshHolders map[string]*holding
+
+func (f freshHolders) add(p *corev1.Pod, isWanted map[string]bool) {
+	for _, st := range cachestate.FromPod(p) {
+		if !isWanted[st.Image] {
+			continue
+		}
+		h := f[st.Image]
+		if h == nil {
+			h = &holding{}
+			f[st.Image] = h
+		}
+		switch st.State {
+		case cachestate.Cached:
+			h.cached = true
+		case cachestate.Pending, cachestate.Pulling:
+			h.pulling = true
+		}
+	}
+}
+
+// standing tells where rule 3 stands on due pod u: its images that no
+// fresh pod holds (stale: to pull again), and whether u is still needed
+// though none is: an image is still being pulled again, or its fresh pull
+// failed everywhere and u is the newest due pod where it is cached (the
+// image is on the node; u keeps it reading cached and safe from the
+// kubelet's image garbage collection).
+func (f freshHolders) standing(u duePod, newest map[string]*corev1.Pod) (stale []string, needed bool) {
+	for _, img := range u.keep {
+		h := f[img]
+		switch {
+		case h == nil:
+			stale = append(stale, img)
+		case h.cached:
+		case h.pulling:
+			needed = true
+		default:
+			needed = needed || newest[img] == u.pod
+		}
+	}
+	return stale, needed
+}
+
+// owedPulls are the images of p's PullAlways containers that are not cached
+// in it: p was to pull them again and has not (refused at admission, or
+// under the kubelet's pull limit), so a pod that replaces it still owes
+// that fresh pull.
+func owedPulls(p *corev1.Pod) map[string]bool {
+	var out map[string]bool
+	for i, st := range cachestate.FromPod(p) {
+		if p.Spec.Containers[i].ImagePullPolicy == corev1.PullAlways && st.State != cachestate.Cached {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[st.Image] = true
+		}
+	}
+	return out
 }
 
 // outranks is rule 6's order, strict and total: more images, then newer,
@@ -445,9 +616,8 @@ func (c Config) consolidate(small []settledPod) []settledPod {
 }
 
 // mergedPod is rule 9's pod for merged: PullIfNotPresent, one generation
-// above theirs, and above any that would give it the name of a pod that
-// exists (listed, owned or not: a create would meet AlreadyExists).
-func (c Config) mergedPod(merged []settledPod, listed []*corev1.Pod) *corev1.Pod {
+// above theirs, and above any that would give it a name taken.
+func (c Config) mergedPod(merged []settledPod, taken map[string]bool) *corev1.Pod {
 	var images []string
 	gen := 0
 	for _, s := range merged {
@@ -455,14 +625,18 @@ func (c Config) mergedPod(merged []settledPod, listed []*corev1.Pod) *corev1.Pod
 		gen = max(gen, Generation(s.pod)+1)
 	}
 	images = sortedUnique(images)
-	taken := make(map[string]bool, len(listed))
-	for _, p := range listed {
-		taken[p.Name] = true
-	}
+	return c.Pod(images, c.freeGeneration(images, gen, taken), corev1.PullIfNotPresent)
+}
+
+// freeGeneration is the first generation from gen at which a pod of images
+// (sorted, distinct) gets a name not taken: by a pod listed (owned or not,
+// terminating or not: a create would meet AlreadyExists) or created by this
+// plan.
+func (c Config) freeGeneration(images []string, gen int, taken map[string]bool) int {
 	for taken[c.name(images, gen)] {
 		gen++
 	}
-	return c.Pod(images, gen, corev1.PullIfNotPresent)
+	return gen
 }
 
 // batch cuts images (sorted, distinct) into the images of new pods, and

@@ -23,6 +23,12 @@ type simNode struct {
 	// held and cached are the images once held by a live pod, and once
 	// read cached by cachestate.Summarize.
 	held, cached map[string]bool
+	// pulledAgain counts, by image, the containers created PullAlways.
+	pulledAgain map[string]int
+}
+
+func newSimNode(t *testing.T) *simNode {
+	return &simNode{t: t, since: map[string]int{}, held: map[string]bool{}, cached: map[string]bool{}, pulledAgain: map[string]int{}}
 }
 
 // advance lets the kubelet and the API move on to round.
@@ -58,6 +64,11 @@ func (n *simNode) apply(d Decision, round int, now time.Time) {
 		}
 		n.pods = append(n.pods, asListed(p, now, "pulling"))
 		n.since[p.Name] = round
+		for _, c := range p.Spec.Containers {
+			if c.ImagePullPolicy == corev1.PullAlways {
+				n.pulledAgain[c.Image]++
+			}
+		}
 	}
 	n.check(fmt.Sprintf("after round %d's plan", round))
 }
@@ -134,43 +145,124 @@ func TestPlanConsolidatesSmallPods(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cfg
 			c.BatchSize, c.MaxPods = batch, tc.maxPods
-			n := &simNode{t: t, since: map[string]int{}, held: map[string]bool{}, cached: map[string]bool{}}
+			n := newSimNode(t)
 			last := -1 // the last round that changed anything
 			for round := range tc.settle + 20 {
 				now := t0.Add(time.Duration(round) * time.Second)
 				n.advance(round, now)
-				d := Plan(Input{Now: now, Wanted: all[:tc.wanted(round)], Pods: n.pods, Budget: tc.budget}, c)
-				if tc.budget != nil {
-					pulls := 0
-					for _, p := range d.Create {
-						pulls += len(d.Pulls[p.Name])
-					}
-					if pulls > tc.budget.Pulls {
-						t.Fatalf("round %d: %d pulls, over the budget of %d", round, pulls, tc.budget.Pulls)
-					}
-				}
-				n.apply(d, round, now)
-				if tc.maxPods > 0 && len(n.pods) > tc.maxPods {
-					t.Fatalf("round %d: %d pods, over the cap of %d", round, len(n.pods), tc.maxPods)
-				}
-				if len(d.Create)+len(d.Delete) > 0 {
+				if n.plan(Input{Now: now, Wanted: all[:tc.wanted(round)], Budget: tc.budget}, c, round) {
 					last = round
 				}
 			}
 			if last > tc.settle {
 				t.Fatalf("the plans still changed pods at round %d, after round %d", last, tc.settle)
 			}
-			if len(n.cached) != images {
-				t.Fatalf("%d of %d images cached", len(n.cached), images)
+			n.checkSettled(images, fullPods, batch)
+			t.Logf("settled at round %d (bound %d)", last, tc.settle)
+		})
+	}
+}
+
+// plan makes round's plan over the node's pods and carries it out, failing
+// when it pulls past in.Budget or leaves more pods than c.MaxPods. It
+// reports whether the plan changed anything.
+func (n *simNode) plan(in Input, c Config, round int) bool {
+	n.t.Helper()
+	in.Pods = n.pods
+	d := Plan(in, c)
+	if in.Budget != nil {
+		pulls := 0
+		for _, p := range d.Create {
+			pulls += len(d.Pulls[p.Name])
+		}
+		if pulls > in.Budget.Pulls {
+			n.t.Fatalf("round %d: %d pulls, over the budget of %d", round, pulls, in.Budget.Pulls)
+		}
+	}
+	n.apply(d, round, in.Now)
+	if c.MaxPods > 0 && len(n.pods) > c.MaxPods {
+		n.t.Fatalf("round %d: %d pods, over the cap of %d", round, len(n.pods), c.MaxPods)
+	}
+	return len(d.Create)+len(d.Delete) > 0
+}
+
+// checkSettled fails unless every one of images is cached and the node
+// holds pods pods of up to batch images.
+func (n *simNode) checkSettled(images, pods, batch int) {
+	n.t.Helper()
+	if len(n.cached) != images {
+		n.t.Fatalf("%d of %d images cached", len(n.cached), images)
+	}
+	var sizes []int
+	for _, p := range n.pods {
+		sizes = append(sizes, len(p.Spec.Containers))
+	}
+	if len(n.pods) != pods {
+		n.t.Fatalf("%d pods left, of %v images; want %d of %d", len(n.pods), sizes, pods, batch)
+	}
+}
+
+// A resync under a pull budget makes before it breaks: the 100 images of a
+// node settled on pods of 20 are pulled again, 5 a round, in new pods while
+// the old ones stay; each old pod goes once all its images are cached anew,
+// and rule 9 merges the new small pods. No image reads anything but cached
+// at any time, each is pulled again exactly once, and the node settles again
+// on pods of 20.
+func TestPlanResyncMakesBeforeBreak(t *testing.T) {
+	const images, batch, pulls = 100, 20, 5
+	var all []string
+	for i := range images {
+		all = append(all, img(fmt.Sprintf("i%03d", i)))
+	}
+	fullPods := (images + batch - 1) / batch
+	c := cfg
+	c.BatchSize = batch
+	for _, tc := range []struct {
+		name    string
+		maxPods int
+	}{
+		{name: "no cap"},
+		{name: "under the default cap", maxPods: 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c.MaxPods = tc.maxPods
+			budget := &Budget{Pulls: pulls, MinPulls: pulls}
+			n := newSimNode(t)
+			// Fill and settle, as TestPlanConsolidatesSmallPods, well
+			// within the resync period.
+			const resync, fill = time.Hour, 60
+			for round := range fill {
+				now := t0.Add(time.Duration(round) * time.Second)
+				n.advance(round, now)
+				n.plan(Input{Now: now, Wanted: all, Resync: resync, Budget: budget}, c, round)
 			}
-			var sizes []int
-			for _, p := range n.pods {
-				sizes = append(sizes, len(p.Spec.Containers))
+			n.checkSettled(images, fullPods, batch)
+			if len(n.pulledAgain) != 0 {
+				t.Fatalf("the fill pulled %d images again before any resync", len(n.pulledAgain))
 			}
-			if len(n.pods) != fullPods {
-				t.Fatalf("%d pods left, of %v images; want %d of %d", len(n.pods), sizes, fullPods, batch)
+			// Then every pod is due at once. The bound: a round for each
+			// MinPulls images, two for the last fresh pod to finish, one to
+			// delete the due pods, then three a merge (create, see it
+			// finish and delete the merged pods, see those terminate).
+			settle := images/pulls + 2 + 1 + 3*fullPods
+			last := -1
+			for round := fill; round < fill+settle+20; round++ {
+				now := t0.Add(resync + time.Duration(round)*time.Second)
+				n.advance(round, now)
+				if n.plan(Input{Now: now, Wanted: all, Resync: resync, Budget: budget}, c, round) {
+					last = round - fill
+				}
 			}
-			t.Logf("settled at round %d (bound %d) on pods of %v images", last, tc.settle, sizes)
+			if last > settle {
+				t.Fatalf("the plans still changed pods %d rounds into the resync, after %d", last, settle)
+			}
+			for _, im := range all {
+				if got := n.pulledAgain[im]; got != 1 {
+					t.Errorf("%s pulled again %d times, want once", short(im), got)
+				}
+			}
+			n.checkSettled(images, fullPods, batch)
+			t.Logf("resync settled after %d rounds (bound %d)", last, settle)
 		})
 	}
 }

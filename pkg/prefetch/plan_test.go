@@ -186,6 +186,21 @@ func TestPlan(t *testing.T) {
 	failedBInAB := withStates(existing([]string{a, b}, 0, t0, "cached"), "", "failed")
 	failedBInABC := withStates(existing([]string{a, b, c}, 0, t0, "cached"), "", "failed")
 	oldC := existing([]string{c}, 0, t0.Add(-time.Hour), "cached")
+	// Rule 3: pods due for a resync (resync 1m), and the fresh pods that
+	// pull their images again.
+	fresh := func(images []string, gen int, created time.Time, state string) *corev1.Pod {
+		return asListed(cfg.Pod(images, gen, corev1.PullAlways), created, state)
+	}
+	oldABC := existing([]string{a, b, c}, 2, t0.Add(-time.Hour), "cached")
+	olderAB := existing([]string{a, b}, 1, t0.Add(-2*time.Hour), "cached")
+	freshAB, freshABPulling := fresh([]string{a, b}, 3, t0, "cached"), fresh([]string{a, b}, 3, t0, "pulling")
+	freshA, freshAPulling := fresh([]string{a}, 3, t0, "cached"), fresh([]string{a}, 3, t0, "pulling")
+	freshBC := fresh([]string{b, c}, 3, t0, "cached")
+	freshABFailedB := withStates(fresh([]string{a, b}, 3, t0, "cached"), "", "failed")
+	staleABFailedB := withStates(fresh([]string{a, b}, 3, t0.Add(-2*time.Minute), "cached"), "", "failed")
+	// Refused at admission, generation 3: retried 4 minutes after creation.
+	rejectedFreshAB := rejected(fresh([]string{a, b}, 3, t0.Add(-5*time.Minute), "none"))
+	rejectedFreshA := rejected(fresh([]string{a}, 3, t0.Add(-5*time.Minute), "none"))
 	lesserAB := cachedAB
 	if sameAgeAB.Name < cachedAB.Name {
 		lesserAB = sameAgeAB
@@ -242,8 +257,34 @@ func TestPlan(t *testing.T) {
 			want:   planned{create: []string{"1: a! b!"}, delete: []string{rejectedOld.Name}, rejected: []string{rejectedOld.Name}}},
 		{name: "rule 2 waits out the back-off even when resync is shorter", wanted: []string{a, b}, pods: []*corev1.Pod{rejectedAB},
 			resync: 10 * time.Second, requeue: time.Second},
-		{name: "rule 3: a finished pod due for resync is pulled again", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
-			want: planned{create: []string{"3: a! b!"}, delete: []string{oldAB.Name}}},
+		{name: "rule 3: a finished pod due for resync is pulled again, make before break", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB},
+			resync: time.Minute, want: planned{create: []string{"3: a! b!"}}},
+		{name: "rule 3: the due pod stays while its fresh pod pulls", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB, freshABPulling},
+			resync: time.Minute},
+		{name: "rule 3: the due pod goes once its images are cached anew", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB, freshAB},
+			resync: time.Minute, want: planned{delete: names(oldAB)}},
+		{name: "rule 3: the due pod goes though rule 6 would rank it first", wanted: []string{a, b, c},
+			pods: []*corev1.Pod{oldABC, freshA, freshBC}, resync: time.Minute, want: planned{delete: names(oldABC)}},
+		{name: "rule 3: images pulled again get no second fresh pod", wanted: []string{a, b, c}, pods: []*corev1.Pod{oldABC, freshAPulling},
+			resync: time.Minute, budget: &Budget{Pulls: 5, MinPulls: 2}, want: planned{create: []string{"3: b! c!"}}},
+		{name: "rule 3: fresh pulls are paced, the due pod holding the others", wanted: []string{a, b, c}, pods: []*corev1.Pod{oldABC},
+			resync: time.Minute, budget: &Budget{Pulls: 1, MinPulls: 1}, want: planned{create: []string{"3: a!"}, paced: 2}},
+		{name: "rule 3: two due pods share one fresh pull", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB, olderAB}, resync: time.Minute,
+			want: planned{create: []string{"3: a! b!"}}},
+		{name: "rule 3: a failed fresh pull keeps the due pod, the image's record", wanted: []string{a, b},
+			pods: []*corev1.Pod{oldAB, freshABFailedB}, resync: time.Minute, requeue: time.Minute},
+		{name: "rule 3: for a failed fresh pull, only the newest due pod stays", wanted: []string{a, b},
+			pods: []*corev1.Pod{oldAB, olderAB, freshABFailedB}, resync: time.Minute, want: planned{delete: names(olderAB)}},
+		{name: "rule 3: a failed fresh pull is tried again once its pod is due, not before", wanted: []string{a, b},
+			pods: []*corev1.Pod{oldAB, staleABFailedB}, resync: time.Minute, want: planned{create: []string{"4: a! b!"}}},
+		{name: "rule 3: then the pod that failed it goes with the due pod", wanted: []string{a, b},
+			pods: []*corev1.Pod{oldAB, staleABFailedB, freshAB}, resync: time.Minute, want: planned{delete: names(oldAB, staleABFailedB)}},
+		{name: "rule 3: a fresh pod refused at admission is retried, still pulling afresh", wanted: []string{a, b},
+			pods: []*corev1.Pod{oldAB, rejectedFreshAB}, resync: time.Hour,
+			want: planned{create: []string{"4: a! b!"}, delete: names(rejectedFreshAB), rejected: names(rejectedFreshAB)}},
+		{name: "rule 3: a pod refused at admission still owes its fresh pulls", wanted: []string{a},
+			pods: []*corev1.Pod{cachedAB, rejectedFreshA},
+			want: planned{create: []string{"4: a!"}, delete: names(cachedAB, rejectedFreshA), rejected: names(rejectedFreshA)}},
 		{name: "rule 3 waits for an unfinished pod", wanted: []string{a, b},
 			pods: []*corev1.Pod{existing([]string{a, b}, 0, t0.Add(-time.Hour), "pulling")}, resync: time.Minute},
 		{name: "resync off", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}},
@@ -253,12 +294,12 @@ func TestPlan(t *testing.T) {
 		{name: "rule 8: a new image does not disturb the others", wanted: []string{a, b, d}, pods: []*corev1.Pod{pullingAB},
 			want: planned{create: []string{"0: d"}}},
 		{name: "rule 8: a new image shares the pod of a resync", wanted: []string{a, b, d}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
-			want: planned{create: []string{"3: a! b! d"}, delete: []string{oldAB.Name}}},
+			want: planned{create: []string{"3: a! b! d"}}},
 		{name: "a failed image keeps its pod", wanted: []string{c}, pods: []*corev1.Pod{failedC}},
-		{name: "a pod being deleted covers nothing", wanted: []string{d}, pods: []*corev1.Pod{deletingD},
-			want: planned{create: []string{"0: d"}}},
-		{name: "ownership: a pod without our owner is neither deleted nor counted", wanted: []string{c},
-			pods: []*corev1.Pod{foreign}, want: planned{create: []string{"0: c"}}},
+		{name: "a pod being deleted covers nothing, and keeps its name", wanted: []string{d}, pods: []*corev1.Pod{deletingD},
+			want: planned{create: []string{"1: d"}}},
+		{name: "ownership: a pod without our owner is neither deleted nor counted, and keeps its name", wanted: []string{c},
+			pods: []*corev1.Pod{foreign}, want: planned{create: []string{"1: c"}}},
 		{name: "ownership: another install's pod is left alone", wanted: nil, pods: []*corev1.Pod{impostor}},
 		{name: "cap: no more pods than the cap", wanted: []string{a, b, c, d, e, f, img("g")}, maxPods: 2,
 			want: planned{create: []string{"0: a b c", "0: d e f"}, waiting: 1}},
@@ -269,6 +310,10 @@ func TestPlan(t *testing.T) {
 		{name: "cap: a resync at the cap deletes first and owes the fresh pull", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB},
 			resync: time.Minute, maxPods: 1,
 			want: planned{delete: []string{oldAB.Name}, owed: []string{"a", "b"}, waiting: 2}},
+		{name: "cap: at the cap, a resync waits for the budget before it deletes", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB},
+			resync: time.Minute, maxPods: 1, budget: &Budget{Pulls: 1, MinPulls: 5}, want: planned{paced: 2}},
+		{name: "cap: below the cap, a resync makes before it breaks", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB},
+			resync: time.Minute, maxPods: 2, want: planned{create: []string{"3: a! b!"}}},
 		{name: "cap: owed images are pulled afresh once there is room", wanted: []string{a, b, c}, owed: []string{a, b, e}, maxPods: 1,
 			want: planned{create: []string{"0: a! b! c"}}},
 		{name: "cap: owed images a kept pod holds are paid", wanted: []string{a, b}, pods: []*corev1.Pod{cachedAB}, owed: []string{a},
@@ -298,10 +343,10 @@ func TestPlan(t *testing.T) {
 		{name: "budget: a resync waits for the budget, its pod kept", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
 			budget: &Budget{Pulls: 1, MinPulls: 5}, want: planned{paced: 2}},
 		{name: "budget: a resync within the budget", wanted: []string{a, b}, pods: []*corev1.Pod{oldAB}, resync: time.Minute,
-			budget: &Budget{Pulls: 2, MinPulls: 5}, want: planned{create: []string{"3: a! b!"}, delete: []string{oldAB.Name}}},
+			budget: &Budget{Pulls: 2, MinPulls: 5}, want: planned{create: []string{"3: a! b!"}}},
 		{name: "budget: a fresh pull costs one though the image is on the node", wanted: []string{a, b, d}, pods: []*corev1.Pod{oldAB},
 			resync: time.Minute, budget: &Budget{Pulls: 2, MinPulls: 1},
-			want: planned{create: []string{"3: a!", "3: b!"}, delete: []string{oldAB.Name}, waiting: 1, paced: 1}},
+			want: planned{create: []string{"3: a!", "3: b!"}, waiting: 1, paced: 1}},
 		{name: "rule 5: a pod stuck on the pull limit is replaced at once", wanted: []string{a, b}, pods: []*corev1.Pod{throttledAB},
 			budget: &Budget{Pulls: 1, MinPulls: 5},
 			want:   planned{create: []string{"1: a b"}, delete: []string{throttledAB.Name}}},
@@ -336,7 +381,12 @@ func TestPlan(t *testing.T) {
 		{name: "rule 9 waits while pulls are paced", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB},
 			budget: &Budget{MinPulls: 5}, want: planned{waiting: 1, paced: 1}},
 		{name: "rule 9 waits for a resync", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB, oldC},
-			resync: time.Minute, want: planned{create: []string{"1: c!"}, delete: []string{oldC.Name}}},
+			resync: time.Minute, want: planned{create: []string{"1: c!"}}},
+		{name: "rule 9 waits for a resync's fresh pods", wanted: []string{a, b, c}, resync: time.Minute,
+			pods: []*corev1.Pod{cachedA, cachedB, oldC, asListed(cfg.Pod([]string{c}, 1, corev1.PullAlways), t0, "pulling")}},
+		{name: "rule 9 does not wait for a due pod kept for a failed fresh pull", wanted: []string{a, b, c}, resync: time.Minute,
+			pods: []*corev1.Pod{cachedA, cachedB, oldC, asListed(cfg.Pod([]string{c}, 1, corev1.PullAlways), t0, "failed")},
+			want: planned{create: []string{"1: a b"}}},
 		{name: "rule 9 waits for a resync the budget holds back", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB, oldC},
 			resync: time.Minute, budget: &Budget{MinPulls: 5}, want: planned{paced: 1}},
 		{name: "rule 9 waits for a pod in phase Failed", wanted: []string{a, b, c}, pods: []*corev1.Pod{cachedA, cachedB,
