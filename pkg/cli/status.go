@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,16 +110,28 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		return o.print(o.Out, s)
 	}
 	var shown *snapshot
+	var last []byte
 	err := follow(ctx, o.client, o.namespace, followOptions{every: o.Interval, warn: o.ErrOut}, func(s *snapshot) (bool, error) {
 		o.filter(s)
 		if shown != nil && s.same(shown) {
 			return false, nil // a change status does not show
 		}
-		if shown != nil {
-			fmt.Fprintln(o.Out)
+		// Or one it shows the same way (a daemon's health report
+		// written again, a warm-up time to the second).
+		var out bytes.Buffer
+		if err := o.print(&out, s); err != nil {
+			return false, err
 		}
 		shown = s
-		return false, o.print(o.Out, s)
+		if bytes.Equal(out.Bytes(), last) {
+			return false, nil
+		}
+		if last != nil {
+			fmt.Fprintln(o.Out)
+		}
+		last = out.Bytes()
+		_, err := o.Out.Write(last)
+		return false, err
 	})
 	if ctx.Err() != nil {
 		return nil // interrupted: the way --watch ends
