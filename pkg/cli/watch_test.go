@@ -165,6 +165,16 @@ func TestStatusWatch(t *testing.T) {
 	const nginx, summary = "docker.io/library/nginx:1.27", " images on 2 nodes: "
 	out.waitFor(t, "nginx:1.27                    1/2", 1)
 	w := nextWatch(t, opened)
+	// A change the table does not show (when a cached image finished):
+	// no new table.
+	quiet := withState(prefetchPodOf(t, objs, "node-a", nginx), "4", nginx, cachedNow)
+	if err := client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), quiet, ns); err != nil {
+		t.Fatal(err)
+	}
+	w.Modify(quiet)
+	// Nothing shows that the change was read and printed nothing: give it
+	// a few refresh intervals, so that it is not folded into the next one.
+	time.Sleep(5 * o.Interval)
 	updated := withState(prefetchPodOf(t, objs, "node-b", nginx), "5", nginx, cachedNow)
 	// The store the next list reads, and the event.
 	if err := client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), updated, ns); err != nil {
