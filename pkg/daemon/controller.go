@@ -333,8 +333,7 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	if plan.Waiting > 0 {
 		logger.V(2).Info("Images wait for room under the prefetch pod limit", "images", plan.Waiting, "maxPrefetchPods", podCap)
 	}
-	states := cachestate.Summarize(pods)
-	c.record(len(wanted), images, pods, states)
+	c.record(len(wanted), images, pods, plan.States)
 	requeue := plan.RequeueAfter
 	if plan.Paced > 0 {
 		// The pods' updates call for a plan when their pulls are seen;
@@ -343,20 +342,24 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 		if wait <= 0 {
 			wait = time.Second
 		}
-		if requeue == 0 || wait < requeue {
-			requeue = wait
-		}
+		requeue = sooner(requeue, wait)
 	}
 	if c.cfg.Warm != nil {
-		recheck, err := c.syncWarm(ctx, images, states)
+		recheck, err := c.syncWarm(ctx, images, plan.States)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if recheck > 0 && (requeue == 0 || recheck < requeue) {
-			requeue = recheck // the warm-up timeout comes with no pod event
-		}
+		requeue = sooner(requeue, recheck) // the warm-up timeout comes with no pod event
 	}
 	return requeue, errors.Join(errs...)
+}
+
+// sooner is the earlier of two requeue delays, 0 meaning none.
+func sooner(a, b time.Duration) time.Duration {
+	if a == 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 // syncWarm writes whether the node is warm (every image within its limits

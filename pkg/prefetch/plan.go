@@ -62,6 +62,9 @@ type Decision struct {
 	// RequeueAfter is when the next kept pod becomes due for a resync or a
 	// retry (0: none).
 	RequeueAfter time.Duration
+	// States is cachestate.Summarize of the owned pods as Plan read them,
+	// for the caller's metrics and warm condition.
+	States []cachestate.ImageStatus
 }
 
 // Back-off of a pod in phase Failed: RetryDelay.
@@ -191,14 +194,15 @@ func Plan(in Input, cfg Config) Decision {
 		}
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	var d Decision
+	d.States = cachestate.Summarize(pods)
 	present := map[string]bool{} // images a container ran from: on the node
-	for _, st := range cachestate.Summarize(pods) {
+	for _, st := range d.States {
 		if st.State == cachestate.Cached {
 			present[st.Image] = true
 		}
 	}
 
-	var d Decision
 	covered := map[string]bool{}
 	reissue := map[string]bool{}   // images on the node that a rule-2 replacement holds, covered or not
 	pullAgain := map[string]bool{} // images whose new pod pulls them PullAlways
