@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -257,7 +256,7 @@ func (b *bench) settle() {
 // pods it took. It then empties the list and waits until the pods are gone.
 func (b *bench) timeFill(ctx context.Context, ns string, images []string) (time.Duration, int, int, error) {
 	b.settle()
-	before, err := b.refusedPulls(ctx, ns)
+	before, err := testcluster.RefusedPulls(ctx, b.kube, ns)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -273,7 +272,7 @@ func (b *bench) timeFill(ctx context.Context, ns string, images []string) (time.
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	after, err := b.refusedPulls(ctx, ns)
+	after, err := testcluster.RefusedPulls(ctx, b.kube, ns)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -298,23 +297,4 @@ func (b *bench) waitNoPrefetchPods(ctx context.Context, ns string) error {
 		return errors.New("the prefetch pods were not deleted after the list was emptied")
 	}
 	return nil
-}
-
-// refusedPulls counts, by Event, the kubelet's "pull QPS exceeded"
-// failures in ns (an Event's count grows as the kubelet repeats it).
-func (b *bench) refusedPulls(ctx context.Context, ns string) (map[types.UID]int, error) {
-	events, err := b.kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	out := map[types.UID]int{}
-	for _, e := range events.Items {
-		if strings.Contains(e.Message, "pull QPS exceeded") {
-			out[e.UID] = int(max(e.Count, 1))
-			if e.Series != nil {
-				out[e.UID] = int(max(e.Series.Count, e.Count, 1))
-			}
-		}
-	}
-	return out, nil
 }

@@ -44,7 +44,6 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/internal/ociimage"
 	"github.com/dcherman/image-cache-daemon/internal/testcluster"
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imagelist"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/options"
@@ -290,24 +289,8 @@ func (b *bench) barePod(ctx context.Context, image string) (time.Duration, error
 // waitCached polls the prefetch pods of the installation in ns (one LIST a
 // round) until every image is cached on every node that runs a daemon.
 func (b *bench) waitCached(ctx context.Context, ns string, images []string) error {
-	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
-		pods, err := testcluster.PrefetchPods(ctx, b.kube, ns)
-		if err != nil {
-			return false, nil
-		}
-		cached := map[string]bool{}
-		for _, st := range cachestate.Summarize(pods) {
-			if st.State == cachestate.Cached {
-				cached[st.Image] = true
-			}
-		}
-		for _, img := range images {
-			if !cached[img] {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
+	_, err := testcluster.WaitCached(ctx, b.kube, ns, images, 50*time.Millisecond, 10*time.Minute)
+	return err
 }
 
 // metric reads one value from the daemon's /metrics through the API

@@ -9,11 +9,10 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/dcherman/image-cache-daemon/internal/ociimage"
+	"github.com/dcherman/image-cache-daemon/internal/testcluster"
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 )
@@ -35,15 +34,13 @@ func smallImages(t *testing.T, repo string, n int) []string {
 // refusedPulls counts the kubelet's "pull QPS exceeded" failures in ns.
 func refusedPulls(t *testing.T, ns string) int {
 	t.Helper()
-	events, err := env.client.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	byEvent, err := testcluster.RefusedPulls(context.Background(), env.client, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, e := range events.Items {
-		if strings.Contains(e.Message, "pull QPS exceeded") {
-			n += int(max(e.Count, 1))
-		}
+	for _, c := range byEvent {
+		n += c
 	}
 	return n
 }
@@ -51,23 +48,7 @@ func refusedPulls(t *testing.T, ns string) int {
 // waitAllCached waits until every image is cached on the node.
 func waitAllCached(t *testing.T, ns string, images []string, timeout time.Duration) {
 	t.Helper()
-	var missing []string
-	err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		cached := map[string]bool{}
-		for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
-			if st.State == cachestate.Cached {
-				cached[st.Image] = true
-			}
-		}
-		missing = missing[:0]
-		for _, img := range images {
-			if !cached[img] {
-				missing = append(missing, img)
-			}
-		}
-		return len(missing) == 0, nil
-	})
-	if err != nil {
+	if missing, err := testcluster.WaitCached(context.Background(), env.client, ns, images, 500*time.Millisecond, timeout); err != nil {
 		t.Fatalf("%d of %d images not cached within %s: %v\n%s", len(missing), len(images), timeout, missing, daemonLogs(t, ns))
 	}
 }
