@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
@@ -69,7 +70,30 @@ func (b *bench) statusBench(ctx context.Context, nodes, images, runs int) error 
 		return err
 	}
 	fmt.Printf("  (simulated %d nodes with %d pods in %s)\n", nodes, nodes*(1+(images+statusBatch-1)/statusBatch), time.Since(start).Round(time.Millisecond))
+	if err := b.report(nodes, images, runs); err != nil {
+		return err
+	}
+	// The same without the daemons' image reports (daemons older than
+	// them, or nodes whose statuses do not fit): status reads every pod.
+	if err := dropReports(ctx, kube, nodes); err != nil {
+		return err
+	}
+	fmt.Println("  without the daemons' image reports, status reads every prefetch pod:")
 	return b.report(nodes, images, runs)
+}
+
+// dropReports removes the image report from the simulated daemon pods.
+func dropReports(ctx context.Context, kube kubernetes.Interface, nodes int) error {
+	patch := []byte(`{"metadata":{"annotations":{"` + cachestate.AnnotationReport + `":null}}}`)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for i := range nodes {
+		g.Go(func() error {
+			_, err := kube.CoreV1().Pods(statusNamespace).Patch(ctx, fmt.Sprintf("daemon-icd-sim-%04d", i), types.MergePatchType, patch, metav1.PatchOptions{})
+			return err
+		})
+	}
+	return g.Wait()
 }
 
 // report runs status (default and -o wide) runs times and prints the median
@@ -159,32 +183,48 @@ func (b *bench) simulateNode(ctx context.Context, kube kubernetes.Interface, nod
 	if err != nil {
 		return err
 	}
-	daemon := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "daemon-" + node, Namespace: statusNamespace,
-			Labels:      map[string]string{cachestate.LabelPartOf: cachestate.PartOf, cachestate.LabelComponent: "daemon"},
-			Annotations: map[string]string{source.HealthAnnotation: string(health)}},
-		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: install.ContainerName, Image: b.image}}},
-	}
-	if _, err := kube.CoreV1().Pods(statusNamespace).Create(ctx, daemon, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
 	cfg := prefetch.Config{Namespace: statusNamespace, NodeName: node, WardenImage: b.image, BatchSize: statusBatch}
+	var pods []*corev1.Pod
 	for start := 0; start < len(images); start += cfg.BatchSize {
 		batch := images[start:min(start+cfg.BatchSize, len(images))]
 		pod := cfg.Pod(batch, 0, corev1.PullIfNotPresent)
 		created, err := kube.CoreV1().Pods(statusNamespace).Create(ctx, pod, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			continue
+			created, err = kube.CoreV1().Pods(statusNamespace).Get(ctx, pod.Name, metav1.GetOptions{})
 		}
 		if err != nil {
 			return err
 		}
-		created.Status = kubeletStatus(created, start == 0)
-		if _, err := kube.CoreV1().Pods(statusNamespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-			return err
+		if created.Status.Phase == "" {
+			created.Status = kubeletStatus(created, start == 0)
+			if created, err = kube.CoreV1().Pods(statusNamespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
 		}
+		pods = append(pods, created)
 	}
-	return nil
+	// The daemon pod, running, with the reports a daemon publishes: its
+	// health, and its node's image statuses, which status reads.
+	report, ok := cachestate.EncodeReport(cachestate.Summarize(pods))
+	if !ok {
+		return fmt.Errorf("the image report of node %s does not fit in an annotation", node)
+	}
+	daemon := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "daemon-" + node, Namespace: statusNamespace,
+			Labels:      map[string]string{cachestate.LabelPartOf: cachestate.PartOf, cachestate.LabelComponent: "daemon"},
+			Annotations: map[string]string{source.HealthAnnotation: string(health), cachestate.AnnotationReport: report}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: install.ContainerName, Image: b.image}}},
+	}
+	created, err := kube.CoreV1().Pods(statusNamespace).Create(ctx, daemon, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	created.Status = corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	_, err = kube.CoreV1().Pods(statusNamespace).UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	return err
 }
 
 // kubeletStatus is what the kubelet would report for a prefetch pod: the

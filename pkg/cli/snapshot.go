@@ -42,6 +42,9 @@ type snapshot struct {
 	Problems []problem
 	// Warm is each node's warm state as its daemon reports it.
 	Warm map[string]*source.Warmth
+	// needsPods: read from the daemons' reports alone, but some node's
+	// daemon has no usable report, or no daemon pod runs on any node.
+	needsPods bool
 }
 
 // problem is one thing that keeps daemons from caching, and where.
@@ -50,7 +53,7 @@ type problem struct {
 	Nodes   []string `json:"nodes"`
 }
 
-// takeSnapshot reads the installation's pods once.
+// takeSnapshot reads the cache once (see follow).
 func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (*snapshot, error) {
 	var s *snapshot
 	err := follow(ctx, client, ns, followOptions{once: true}, func(got *snapshot) (bool, error) {
@@ -63,6 +66,10 @@ func takeSnapshot(ctx context.Context, client kubernetes.Interface, ns string) (
 // podRecord is the pods of one installation, cut to what status reads: the
 // store a reflector keeps current. It is safe for concurrent use.
 type podRecord struct {
+	// daemonsOnly: the record holds the daemon pods only, and reads the
+	// cache from their reports.
+	daemonsOnly bool
+
 	mu       sync.Mutex
 	prefetch map[string]*corev1.Pod // by name
 	daemons  map[string]daemonPod   // by name
@@ -80,10 +87,13 @@ type daemonPod struct {
 	image    string
 	problems []string
 	warm     *source.Warmth
+	// report is the node's image statuses as the daemon publishes them;
+	// nil when it publishes none that can be trusted.
+	report []cachestate.ImageStatus
 }
 
-func newPodRecord() *podRecord {
-	return &podRecord{prefetch: map[string]*corev1.Pod{}, daemons: map[string]daemonPod{}, changed: make(chan struct{}, 1)}
+func newPodRecord(daemonsOnly bool) *podRecord {
+	return &podRecord{daemonsOnly: daemonsOnly, prefetch: map[string]*corev1.Pod{}, daemons: map[string]daemonPod{}, changed: make(chan struct{}, 1)}
 }
 
 // trimmedPod is a pod cut by trimPod. A type of its own, so the record
@@ -111,7 +121,7 @@ func trimPod(obj any) (any, error) {
 	if c, ok := p.Labels[cachestate.LabelComponent]; ok {
 		t.Labels = map[string]string{cachestate.LabelComponent: c}
 	}
-	for _, key := range []string{cachestate.AnnotationNodeName, source.HealthAnnotation} {
+	for _, key := range []string{cachestate.AnnotationNodeName, source.HealthAnnotation, cachestate.AnnotationReport} {
 		if v, ok := p.Annotations[key]; ok {
 			if t.Annotations == nil {
 				t.Annotations = map[string]string{}
@@ -163,7 +173,7 @@ func (r *podRecord) Resync() error { return nil }
 // Update files a pod again.
 func (r *podRecord) Update(obj any) error {
 	r.mu.Lock()
-	put(r.prefetch, r.daemons, obj)
+	put(r.prefetch, r.daemons, obj, r.daemonsOnly)
 	r.mu.Unlock()
 	r.notify()
 	return nil
@@ -188,7 +198,7 @@ func (r *podRecord) Delete(obj any) error {
 func (r *podRecord) Replace(list []any, _ string) error {
 	prefetch, daemons := make(map[string]*corev1.Pod, len(list)), map[string]daemonPod{}
 	for _, obj := range list {
-		put(prefetch, daemons, obj)
+		put(prefetch, daemons, obj, r.daemonsOnly)
 	}
 	r.mu.Lock()
 	r.prefetch, r.daemons = prefetch, daemons
@@ -209,8 +219,9 @@ func (r *podRecord) notify() {
 	}
 }
 
-// put files a pod under its component.
-func put(prefetch map[string]*corev1.Pod, daemons map[string]daemonPod, obj any) {
+// put files a pod under its component, with a daemon's image report if
+// reports is set.
+func put(prefetch map[string]*corev1.Pod, daemons map[string]daemonPod, obj any, reports bool) {
 	t, ok := obj.(*trimmedPod)
 	if !ok {
 		cut, _ := trimPod(obj)
@@ -227,6 +238,9 @@ func put(prefetch map[string]*corev1.Pod, daemons map[string]daemonPod, obj any)
 	case componentDaemon:
 		report, err := healthReport(p)
 		d := daemonPod{node: p.Spec.NodeName, problems: daemonProblems(p, report, err), warm: report.Warm}
+		if reports {
+			d.report = imageReport(p)
+		}
 		for _, c := range p.Spec.Containers {
 			if c.Name == install.ContainerName {
 				d.image = c.Image
@@ -250,9 +264,9 @@ func (r *podRecord) empty() bool {
 	return len(r.prefetch) == 0 && len(r.daemons) == 0
 }
 
-// snapshot reads the cache from the record: the statuses of the prefetch
-// pods of each node that runs a daemon pod, one node at a time (the rows
-// come out sorted without sorting them all), and the daemons' reports.
+// snapshot reads the cache from the record: the image statuses of each node
+// that runs a daemon pod, from its daemon's report or from its prefetch
+// pods, and the daemons' health reports.
 func (r *podRecord) snapshot() *snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -280,6 +294,45 @@ func (r *podRecord) snapshot() *snapshot {
 	slices.Sort(s.Nodes)
 	s.Nodes = slices.Compact(s.Nodes)
 
+	if r.daemonsOnly {
+		r.fromReports(s)
+	} else {
+		r.fromPods(s)
+	}
+
+	for msg, on := range byMessage {
+		slices.Sort(on)
+		s.Problems = append(s.Problems, problem{Message: msg, Nodes: slices.Compact(on)})
+	}
+	slices.SortFunc(s.Problems, func(a, b problem) int { return strings.Compare(a.Message, b.Message) })
+	return s
+}
+
+// fromReports fills s.Images from the daemons' reports, and says whether
+// the prefetch pods must be read instead.
+func (r *podRecord) fromReports(s *snapshot) {
+	reports := make(map[string][]cachestate.ImageStatus, len(s.Nodes))
+	for _, d := range r.daemons {
+		if d.node != "" && d.report != nil {
+			reports[d.node] = d.report
+		}
+	}
+	// Without a daemon on any node, only the pods can say whether
+	// prefetch pods are left on nodes without one.
+	s.needsPods = len(s.Nodes) == 0
+	for _, n := range s.Nodes {
+		st, ok := reports[n]
+		if !ok {
+			s.needsPods = true
+		}
+		s.Images = append(s.Images, st...)
+	}
+}
+
+// fromPods fills s.Images from the prefetch pods of the nodes in s.Nodes,
+// one node at a time (the rows come out sorted without sorting them all),
+// and s.WithoutDaemon with the nodes of the others.
+func (r *podRecord) fromPods(s *snapshot) {
 	byNode := make(map[string][]*corev1.Pod, len(s.Nodes))
 	rows := 0
 	for _, p := range r.prefetch {
@@ -297,13 +350,6 @@ func (r *podRecord) snapshot() *snapshot {
 		s.WithoutDaemon = append(s.WithoutDaemon, n)
 	}
 	slices.Sort(s.WithoutDaemon)
-
-	for msg, on := range byMessage {
-		slices.Sort(on)
-		s.Problems = append(s.Problems, problem{Message: msg, Nodes: slices.Compact(on)})
-	}
-	slices.SortFunc(s.Problems, func(a, b problem) int { return strings.Compare(a.Message, b.Message) })
-	return s
 }
 
 // healthReport reads the health report a daemon publishes on its pod: an
@@ -318,6 +364,25 @@ func healthReport(p *corev1.Pod) (*source.HealthReport, error) {
 		return &source.HealthReport{}, err
 	}
 	return r, nil
+}
+
+// imageReport reads the node's image statuses that a daemon publishes on
+// its pod: nil when there are none to trust, because the daemon does not
+// run (its last report may be stale), publishes none (an older daemon, or
+// statuses too large for an annotation) or one that does not read.
+func imageReport(p *corev1.Pod) []cachestate.ImageStatus {
+	raw, ok := p.Annotations[cachestate.AnnotationReport]
+	if !ok || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || p.Spec.NodeName == "" {
+		return nil
+	}
+	st, err := cachestate.DecodeReport(p.Spec.NodeName, raw)
+	if err != nil {
+		return nil
+	}
+	if st == nil {
+		st = []cachestate.ImageStatus{} // a report of no image is a report
+	}
+	return st
 }
 
 // daemonProblems says what keeps a daemon from caching: its pod's

@@ -37,9 +37,17 @@ import (
 // real API server). read=stream is a server that streams lists (Kubernetes
 // 1.34 and later), read=list one that does not; wire=protobuf is what the
 // plugin's client asks for, wire=json a client that asks for JSON.
+// reports=true is a cluster whose daemons publish their reports (status
+// reads the daemon pods alone), reports=false one where they do not (it
+// reads every pod).
 func BenchmarkStatus(b *testing.B) {
 	const nodes, images = 1000, 100
-	srv := newPodServer(b, benchPods(nodes, images))
+	for _, reports := range []bool{true, false} {
+		benchmarkStatus(b, reports, newPodServer(b, benchObjects(b, nodes, images, reports)))
+	}
+}
+
+func benchmarkStatus(b *testing.B, reports bool, srv *podServer) {
 	for _, c := range []struct{ read, wire string }{{"stream", "protobuf"}, {"list", "protobuf"}, {"list", "json"}} {
 		cfg := &rest.Config{Host: srv.URL, QPS: -1}
 		if c.wire == "json" {
@@ -50,7 +58,7 @@ func BenchmarkStatus(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, output := range []string{"", "wide"} {
-			b.Run(fmt.Sprintf("read=%s/wire=%s/output=%s", c.read, c.wire, output), func(b *testing.B) {
+			b.Run(fmt.Sprintf("reports=%v/read=%s/wire=%s/output=%s", reports, c.read, c.wire, output), func(b *testing.B) {
 				srv.stream.Store(c.read == "stream")
 				o := &StatusOptions{IOStreams: genericiooptions.IOStreams{Out: io.Discard, ErrOut: io.Discard},
 					kube:   kube{flags: genericclioptions.NewConfigFlags(false), client: client, namespace: ns},
@@ -68,51 +76,62 @@ func BenchmarkStatus(b *testing.B) {
 // podServer is an API server that only serves the pods of namespace ns,
 // in protobuf when the client accepts it, else in JSON: a LIST, a streamed
 // list (a WATCH with sendInitialEvents) when stream is set, and a WATCH
-// that sends nothing. Every answer is encoded beforehand.
+// that sends nothing. It honours the one label selector that narrows what
+// the plugin reads, to the daemon pods. Every answer is encoded beforehand.
 type podServer struct {
 	*httptest.Server
 	stream   atomic.Bool
 	requests atomic.Int64
 	accepts  sync.Map // media types asked for
-	list     map[string][]byte
-	events   map[string][]byte
+	// list and events by daemonsOnly, then media type.
+	list, events map[bool]map[string][]byte
 }
 
 func newPodServer(tb testing.TB, pods []corev1.Pod) *podServer {
 	tb.Helper()
-	s := &podServer{list: map[string][]byte{}, events: map[string][]byte{}}
+	s := &podServer{list: map[bool]map[string][]byte{}, events: map[bool]map[string][]byte{}}
+	var daemons []corev1.Pod
+	for _, p := range pods {
+		if p.Labels[cachestate.LabelComponent] == componentDaemon {
+			daemons = append(daemons, p)
+		}
+	}
 	const rv = "123456"
-	for _, mediaType := range []string{runtime.ContentTypeJSON, runtime.ContentTypeProtobuf} {
-		info, ok := runtime.SerializerInfoForMediaType(scheme.Codecs.SupportedMediaTypes(), mediaType)
-		if !ok {
-			tb.Fatalf("no serializer for %s", mediaType)
-		}
-		enc := scheme.Codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion)
-		list, err := runtime.Encode(enc, &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: rv}, Items: pods})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		s.list[mediaType] = list
-		var events bytes.Buffer
-		stream := streaming.NewEncoder(info.StreamSerializer.Framer.NewFrameWriter(&events), info.StreamSerializer.Serializer)
-		send := func(typ watch.EventType, pod *corev1.Pod) {
-			raw, err := runtime.Encode(enc, pod)
-			if err == nil {
-				err = stream.Encode(&metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}})
+	for daemonsOnly, pods := range map[bool][]corev1.Pod{false: pods, true: daemons} {
+		s.list[daemonsOnly], s.events[daemonsOnly] = map[string][]byte{}, map[string][]byte{}
+		for _, mediaType := range []string{runtime.ContentTypeJSON, runtime.ContentTypeProtobuf} {
+			info, ok := runtime.SerializerInfoForMediaType(scheme.Codecs.SupportedMediaTypes(), mediaType)
+			if !ok {
+				tb.Fatalf("no serializer for %s", mediaType)
 			}
+			enc := scheme.Codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion)
+			list, err := runtime.Encode(enc, &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: rv}, Items: pods})
 			if err != nil {
 				tb.Fatal(err)
 			}
+			s.list[daemonsOnly][mediaType] = list
+			var events bytes.Buffer
+			stream := streaming.NewEncoder(info.StreamSerializer.Framer.NewFrameWriter(&events), info.StreamSerializer.Serializer)
+			send := func(typ watch.EventType, pod *corev1.Pod) {
+				raw, err := runtime.Encode(enc, pod)
+				if err == nil {
+					err = stream.Encode(&metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}})
+				}
+				if err != nil {
+					tb.Fatal(err)
+				}
+			}
+			for i := range pods {
+				send(watch.Added, &pods[i])
+			}
+			send(watch.Bookmark, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{ResourceVersion: rv,
+				Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}})
+			s.events[daemonsOnly][mediaType] = events.Bytes()
 		}
-		for i := range pods {
-			send(watch.Added, &pods[i])
-		}
-		send(watch.Bookmark, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{ResourceVersion: rv,
-			Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}})
-		s.events[mediaType] = events.Bytes()
 	}
-	tb.Logf("%d pods: a LIST of %d MB in JSON, %d MB in protobuf", len(pods),
-		len(s.list[runtime.ContentTypeJSON])>>20, len(s.list[runtime.ContentTypeProtobuf])>>20)
+	tb.Logf("%d pods: a LIST of %d MB in JSON, %d MB in protobuf; of the daemon pods alone %d KB in protobuf", len(pods),
+		len(s.list[false][runtime.ContentTypeJSON])>>20, len(s.list[false][runtime.ContentTypeProtobuf])>>20,
+		len(s.list[true][runtime.ContentTypeProtobuf])>>10)
 	s.stream.Store(true)
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	tb.Cleanup(s.Close)
@@ -127,12 +146,13 @@ func (s *podServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.accepts.Store(mediaType, true)
 	q := r.URL.Query()
+	daemonsOnly := strings.Contains(q.Get("labelSelector"), cachestate.LabelComponent+"="+componentDaemon)
 	switch {
 	case r.URL.Path != "/api/v1/namespaces/"+ns+"/pods":
 		http.NotFound(w, r)
 	case q.Get("watch") != "true" && q.Get("watch") != "1":
 		w.Header().Set("Content-Type", mediaType)
-		_, _ = w.Write(s.list[mediaType])
+		_, _ = w.Write(s.list[daemonsOnly][mediaType])
 	case q.Get("sendInitialEvents") == "true" && !s.stream.Load():
 		// What a server without streamed lists answers.
 		w.Header().Set("Content-Type", runtime.ContentTypeJSON)
@@ -143,7 +163,7 @@ func (s *podServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", mediaType+";stream=watch")
 		w.WriteHeader(http.StatusOK)
 		if q.Get("sendInitialEvents") == "true" {
-			_, _ = w.Write(s.events[mediaType])
+			_, _ = w.Write(s.events[daemonsOnly][mediaType])
 		}
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
@@ -199,6 +219,24 @@ func benchPods(nodes, images int) []corev1.Pod {
 		}
 	}
 	return pods
+}
+
+// benchObjects is benchPods as objects, with the reports the daemons
+// publish when reports is set.
+func benchObjects(tb testing.TB, nodes, images int, reports bool) []corev1.Pod {
+	pods := benchPods(nodes, images)
+	if !reports {
+		return pods
+	}
+	objs := make([]runtime.Object, len(pods))
+	for i := range pods {
+		objs[i] = &pods[i]
+	}
+	out := make([]corev1.Pod, 0, len(pods))
+	for _, o := range withReports(tb, objs) {
+		out = append(out, *o.(*corev1.Pod))
+	}
+	return out
 }
 
 // managedFields are the entries the API server keeps on a prefetch pod: the

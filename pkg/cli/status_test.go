@@ -14,7 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
@@ -70,8 +72,13 @@ func cluster() []runtime.Object {
 
 func runStatus(t *testing.T, objs []runtime.Object, args ...string) (string, error) {
 	t.Helper()
+	return runStatusWith(t, fake.NewClientset(objs...), args...)
+}
+
+func runStatusWith(t *testing.T, client kubernetes.Interface, args ...string) (string, error) {
+	t.Helper()
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
-	o := &StatusOptions{IOStreams: streams, kube: kube{flags: genericclioptions.NewConfigFlags(false), client: fake.NewClientset(objs...)},
+	o := &StatusOptions{IOStreams: streams, kube: kube{flags: genericclioptions.NewConfigFlags(false), client: client},
 		Interval: time.Second, now: func() time.Time { return now }}
 	cmd := newCmdStatus(o)
 	cmd.SetArgs(append([]string{}, args...)) // nil would make cobra read os.Args
@@ -111,6 +118,125 @@ func TestStatusTables(t *testing.T) {
 				t.Fatal(err)
 			}
 			golden(t, filepath.Join("testdata", tc.name+".golden"), []byte(out))
+		})
+	}
+}
+
+// withReports is objs with the reports the daemons would publish: each
+// daemon pod runs, and carries the statuses of its node's prefetch pods.
+func withReports(t testing.TB, objs []runtime.Object) []runtime.Object {
+	t.Helper()
+	byNode := map[string][]*corev1.Pod{}
+	var out []runtime.Object
+	for _, o := range objs {
+		p := o.(*corev1.Pod).DeepCopy()
+		if p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch {
+			byNode[cachestate.Node(p)] = append(byNode[cachestate.Node(p)], p)
+		}
+		out = append(out, p)
+	}
+	for _, o := range out {
+		p := o.(*corev1.Pod)
+		if p.Labels[cachestate.LabelComponent] != componentDaemon {
+			continue
+		}
+		raw, ok := cachestate.EncodeReport(cachestate.Summarize(byNode[p.Spec.NodeName]))
+		if !ok {
+			t.Fatalf("the report of node %s does not fit", p.Spec.NodeName)
+		}
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[cachestate.AnnotationReport] = raw
+		p.Status.Phase = corev1.PodRunning
+	}
+	return out
+}
+
+// withoutPrefetchPods is objs without its prefetch pods.
+func withoutPrefetchPods(objs []runtime.Object) []runtime.Object {
+	var out []runtime.Object
+	for _, o := range objs {
+		if o.(*corev1.Pod).Labels[cachestate.LabelComponent] != cachestate.ComponentPrefetch {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// podLists are the label selectors of the pod LISTs client made.
+func podLists(client *fake.Clientset) []string {
+	var out []string
+	for _, a := range client.Actions() {
+		if l, ok := a.(k8stesting.ListAction); ok && a.GetResource().Resource == "pods" {
+			out = append(out, l.GetListRestrictions().Labels.String())
+		}
+	}
+	return out
+}
+
+// Where every daemon publishes its node's statuses, status reads the daemon
+// pods alone and prints what it prints from the prefetch pods: the same
+// tables with the prefetch pods gone from the cluster.
+func TestStatusFromReports(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"status", nil},
+		{"status-wide", []string{"-o", "wide"}},
+		{"status-node", []string{"-o", "wide", "--node", "node-b"}},
+		{"status-image", []string{"--image", "nginx:1.27"}},
+		{"status-json", []string{"-o", "json"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset(withoutPrefetchPods(withReports(t, cluster()))...)
+			out, err := runStatusWith(t, client, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, filepath.Join("testdata", tc.name+".golden"), []byte(out))
+			if got, want := podLists(client), []string{"app.kubernetes.io/component=daemon,app.kubernetes.io/part-of=image-cache-daemon"}; !reflect.DeepEqual(got, want) {
+				t.Errorf("pod lists %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// A daemon's report is not used when it cannot be trusted: status then
+// reads the prefetch pods (a second request), and prints what they say.
+func TestStatusDistrustsReports(t *testing.T) {
+	// A report that would show node-b with no image, were it read.
+	const lie = `{"v":1,"images":[]}`
+	for name, spoil := range map[string]func(p *corev1.Pod){
+		"none": func(p *corev1.Pod) { delete(p.Annotations, cachestate.AnnotationReport) },
+		// Its last report may be stale.
+		"not running": func(p *corev1.Pod) { p.Status.Phase, p.Annotations[cachestate.AnnotationReport] = "", lie },
+		"deleted": func(p *corev1.Pod) {
+			p.DeletionTimestamp, p.Annotations[cachestate.AnnotationReport] = &metav1.Time{Time: now}, lie
+		},
+		"unreadable": func(p *corev1.Pod) { p.Annotations[cachestate.AnnotationReport] = `{"v":1,"images":[["a","gone"]]}` },
+		"twice": func(p *corev1.Pod) {
+			p.Annotations[cachestate.AnnotationReport] = `{"v":1,"images":[["a","cached"],["a","failed"]]}`
+		},
+		"newer": func(p *corev1.Pod) { p.Annotations[cachestate.AnnotationReport] = `{"v":2,"images":[]}` },
+	} {
+		t.Run(name, func(t *testing.T) {
+			objs := withReports(t, cluster())
+			for _, o := range objs {
+				if p := o.(*corev1.Pod); p.Name == "daemon-node-b" {
+					spoil(p)
+				}
+			}
+			client := fake.NewClientset(objs...)
+			out, err := runStatusWith(t, client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, filepath.Join("testdata", "status.golden"), []byte(out))
+			if got := podLists(client); len(got) != 2 || got[1] != "app.kubernetes.io/part-of=image-cache-daemon" {
+				t.Errorf("pod lists %q, want the daemons' then all", got)
+			}
 		})
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -25,6 +26,9 @@ import (
 type followOptions struct {
 	// once stops reading once the pods are read: status without --watch.
 	once bool
+	// daemonsOnly reads the daemon pods alone, and the cache from their
+	// reports (set by follow).
+	daemonsOnly bool
 	// every is the least time between two snapshots.
 	every time.Duration
 	// warn is told when the watch breaks after the first snapshot (the
@@ -34,10 +38,39 @@ type followOptions struct {
 	warn io.Writer
 }
 
-// follow reads the pods of the installation in namespace ns and hands
-// render a snapshot: once they are read, then after each change, at most
-// every opts.every, until render says it is done or fails, or ctx ends
-// (follow then returns ctx.Err()).
+// errNeedsPods stops reading the daemons' reports alone.
+var errNeedsPods = errors.New("some node has no usable image report")
+
+// follow reads the cache of the installation in namespace ns and hands
+// render a snapshot: once it is read, then after each change, at most every
+// opts.every, until render says it is done or fails, or ctx ends.
+//
+// It reads the reports the daemons publish on their pods
+// (cachestate.AnnotationReport): one small pod per node, however many
+// images and prefetch pods there are. As soon as a node's daemon has no
+// usable report (an older daemon, one not running or just started, a node
+// whose statuses do not fit in an annotation), or no daemon pod runs at
+// all, it reads every pod of the installation instead, from then on: the
+// prefetch pods, which the reports are read from, say the same, later.
+func follow(ctx context.Context, client kubernetes.Interface, ns string, opts followOptions, render func(*snapshot) (bool, error)) error {
+	opts.daemonsOnly = true
+	err := followPods(ctx, client, ns, opts, func(s *snapshot) (bool, error) {
+		if s.needsPods {
+			return true, errNeedsPods
+		}
+		return render(s)
+	})
+	if !errors.Is(err, errNeedsPods) {
+		return err
+	}
+	opts.daemonsOnly = false
+	return followPods(ctx, client, ns, opts, render)
+}
+
+// followPods reads the pods of the installation in namespace ns (with
+// opts.daemonsOnly, its daemon pods only) and hands render a snapshot: once
+// they are read, then after each change, at most every opts.every, until
+// render says it is done or fails, or ctx ends (it then returns ctx.Err()).
 //
 // A reflector reads them, as informers do, so the number of requests does
 // not grow with nodes or images: a streamed list (one WATCH with
@@ -51,8 +84,8 @@ type followOptions struct {
 // error the pods are read again. With opts.once the reflector stops as soon
 // as the pods are read: one request (two where the server refuses the
 // stream).
-func follow(ctx context.Context, client kubernetes.Interface, ns string, opts followOptions, render func(*snapshot) (bool, error)) error {
-	rec := newPodRecord()
+func followPods(ctx context.Context, client kubernetes.Interface, ns string, opts followOptions, render func(*snapshot) (bool, error)) error {
+	rec := newPodRecord(opts.daemonsOnly)
 	errs := make(chan error, 1)
 	if opts.warn == nil {
 		opts.warn = io.Discard
@@ -77,6 +110,9 @@ func follow(ctx context.Context, client kubernetes.Interface, ns string, opts fo
 	}
 	pods := client.CoreV1().Pods(ns)
 	selector := cachestate.LabelPartOf + "=" + cachestate.PartOf
+	if opts.daemonsOnly {
+		selector += "," + cachestate.LabelComponent + "=" + componentDaemon
+	}
 	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = selector
@@ -122,7 +158,7 @@ func follow(ctx context.Context, client kubernetes.Interface, ns string, opts fo
 		}
 		if !synced {
 			synced = true
-			if rec.empty() {
+			if rec.empty() && !opts.daemonsOnly {
 				// No pod at all: is it installed? One more request, only here.
 				if _, err := client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{}); err != nil {
 					return notInstalled(ns, err)

@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
@@ -72,7 +75,12 @@ func (s *syncBuffer) waitFor(t *testing.T, want string, n int) {
 // watch instead.
 func fakeWatches(client *fake.Clientset) (opened <-chan *watch.FakeWatcher, fail chan<- error) {
 	watches, failures := make(chan *watch.FakeWatcher, 10), make(chan error, 1)
-	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) {
+	client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		if daemonsOnly(a) {
+			// status reads the daemons' reports first; the tests that
+			// drive watches follow what it reads next.
+			return true, watch.NewFake(), nil
+		}
 		select {
 		case err := <-failures:
 			return true, nil, err
@@ -96,12 +104,28 @@ func nextWatch(t *testing.T, opened <-chan *watch.FakeWatcher) *watch.FakeWatche
 	}
 }
 
+// daemonsOnly reports whether a is a list or watch of the daemon pods
+// alone: status reading the daemons' reports.
+func daemonsOnly(a k8stesting.Action) bool {
+	var sel labels.Selector
+	switch a := a.(type) {
+	case k8stesting.WatchAction:
+		sel = a.GetWatchRestrictions().Labels
+	case k8stesting.ListAction:
+		sel = a.GetListRestrictions().Labels
+	default:
+		return false
+	}
+	return sel != nil && strings.Contains(sel.String(), cachestate.LabelComponent+"="+componentDaemon)
+}
+
 // podActions are the client's requests about pods, by verb, and the
-// resource versions its watches started from.
+// resource versions its watches started from, after the reading of the
+// daemons' reports alone.
 func podActions(client *fake.Clientset) (verbs map[string]int, watchedFrom []string) {
 	verbs = map[string]int{}
 	for _, a := range client.Actions() {
-		if a.GetResource().Resource != "pods" {
+		if a.GetResource().Resource != "pods" || daemonsOnly(a) {
 			continue
 		}
 		verbs[a.GetVerb()]++
@@ -264,52 +288,116 @@ func TestStatusListRefused(t *testing.T) {
 	}
 }
 
-// status reads the pods with one request, in protobuf, through the client
-// the kubectl flags build: a streamed list, or on a server without streamed
-// lists the refused attempt and one LIST. The output is the same as from
-// the fake.
+// status reads the daemons' reports with one request, in protobuf, through
+// the client the kubectl flags build: a streamed list, or on a server
+// without streamed lists the refused attempt and one LIST. Without reports
+// it reads all the pods in as many more. The output is the same as from the
+// fake.
 func TestStatusOneRequest(t *testing.T) {
-	var pods []corev1.Pod
-	for _, o := range cluster() {
-		pods = append(pods, *o.(*corev1.Pod))
-	}
-	srv := newPodServer(t, pods)
-	kubeconfig := filepath.Join(t.TempDir(), "config")
-	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	want, err := os.ReadFile(filepath.Join("testdata", "status.golden"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name     string
-		stream   bool
-		requests int64
-	}{
-		{"streamed list", true, 1},
-		{"list", false, 2},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			srv.stream.Store(tc.stream)
-			srv.requests.Store(0)
-			flags := genericclioptions.NewConfigFlags(false)
-			flags.KubeConfig, flags.APIServer = &kubeconfig, &srv.URL
-			streams, _, out, _ := genericiooptions.NewTestIOStreams()
-			cmd := newCmdStatus(&StatusOptions{IOStreams: streams, kube: kube{flags: flags}, Interval: time.Second, now: func() time.Time { return now }})
-			cmd.SetArgs([]string{})
-			if err := cmd.ExecuteContext(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if out.String() != string(want) {
-				t.Errorf("output:\n%s\nwant:\n%s", out, want)
-			}
-			if n := srv.requests.Load(); n != tc.requests {
-				t.Errorf("%d requests, want %d", n, tc.requests)
-			}
-		})
+	kubeconfig := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if _, json := srv.accepts.Load(runtime.ContentTypeJSON); json {
-		t.Error("status asked for JSON; protobuf decodes thousands of pods several times faster")
+	for _, reports := range []bool{true, false} {
+		objs := cluster()
+		if reports {
+			objs = withReports(t, objs)
+		}
+		var pods []corev1.Pod
+		for _, o := range objs {
+			pods = append(pods, *o.(*corev1.Pod))
+		}
+		srv := newPodServer(t, pods)
+		for _, tc := range []struct {
+			name     string
+			stream   bool
+			requests int64
+		}{
+			{"streamed list", true, 1},
+			{"list", false, 2},
+		} {
+			if !reports {
+				tc.requests *= 2
+			}
+			t.Run(fmt.Sprintf("%s/reports=%v", tc.name, reports), func(t *testing.T) {
+				srv.stream.Store(tc.stream)
+				srv.requests.Store(0)
+				flags := genericclioptions.NewConfigFlags(false)
+				flags.KubeConfig, flags.APIServer = &kubeconfig, &srv.URL
+				streams, _, out, _ := genericiooptions.NewTestIOStreams()
+				cmd := newCmdStatus(&StatusOptions{IOStreams: streams, kube: kube{flags: flags}, Interval: time.Second, now: func() time.Time { return now }})
+				cmd.SetArgs([]string{})
+				if err := cmd.ExecuteContext(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if out.String() != string(want) {
+					t.Errorf("output:\n%s\nwant:\n%s", out, want)
+				}
+				if n := srv.requests.Load(); n != tc.requests {
+					t.Errorf("%d requests, want %d", n, tc.requests)
+				}
+			})
+		}
+		if _, json := srv.accepts.Load(runtime.ContentTypeJSON); json {
+			t.Error("status asked for JSON; protobuf decodes thousands of pods several times faster")
+		}
+	}
+}
+
+// Where the daemons publish reports, add --wait follows the daemon pods
+// alone: a daemon's new report ends the wait, and no prefetch pod is read.
+func TestAddWaitFollowsReports(t *testing.T) {
+	const nginx = "docker.io/library/nginx:1.27"
+	objs := withReports(t, cluster())
+	o, client, _ := editOptions(false, objs...)
+	opened := make(chan *watch.FakeWatcher, 10)
+	client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		w := watch.NewFakeWithChanSize(10, false)
+		if daemonsOnly(a) {
+			opened <- w
+		}
+		return true, w, nil
+	})
+	out := newSyncBuffer()
+	o.Out = out
+	o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
+	done := make(chan error)
+	go func() { done <- runOptions(t, o, "nginx:1.27") }()
+
+	out.waitFor(t, "cached: nginx:1.27 1/2\n", 1)
+	// node-b's daemon reports the pull done.
+	var daemonB *corev1.Pod
+	for _, obj := range objs {
+		if p := obj.(*corev1.Pod); p.Name == "daemon-node-b" {
+			daemonB = p.DeepCopy()
+		}
+	}
+	onB := withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow)
+	var pods []*corev1.Pod
+	for _, obj := range objs {
+		if p := obj.(*corev1.Pod); cachestate.Node(p) == "node-b" && p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch && p.Name != onB.Name {
+			pods = append(pods, p)
+		}
+	}
+	raw, _ := cachestate.EncodeReport(cachestate.Summarize(append(pods, onB)))
+	daemonB.Annotations[cachestate.AnnotationReport], daemonB.ResourceVersion = raw, "5"
+	nextWatch(t, opened).Modify(daemonB)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("add --wait: %v\n%s", err, out)
+		}
+	case <-time.After(patience):
+		t.Fatalf("add --wait did not end:\n%s", out)
+	}
+	if !strings.HasSuffix(out.String(), "cached: nginx:1.27 1/2\ncached: nginx:1.27 2/2\nevery node (2) has nginx:1.27\n") {
+		t.Errorf("output:\n%s", out)
+	}
+	if got, want := podLists(client), []string{cachestate.LabelComponent + "=" + componentDaemon + "," + cachestate.LabelPartOf + "=" + cachestate.PartOf}; !reflect.DeepEqual(got, want) {
+		t.Errorf("pod lists %q, want %q", got, want)
 	}
 }

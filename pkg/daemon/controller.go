@@ -98,6 +98,8 @@ type ControllerConfig struct {
 	// Pacer keeps the pulls the prefetch pods cause within the kubelet's
 	// pull budget; nil paces nothing.
 	Pacer *prefetch.Pacer
+	// Report, if set, is given the node's image statuses after each sync.
+	Report func([]cachestate.ImageStatus)
 }
 
 // nodeRefresh is how often the node's allocatable pods are read again.
@@ -334,6 +336,9 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 		logger.V(2).Info("Images wait for room under the prefetch pod limit", "images", plan.Waiting, "maxPrefetchPods", podCap)
 	}
 	c.record(len(wanted), images, pods, plan.States)
+	if c.cfg.Report != nil {
+		c.cfg.Report(plan.States)
+	}
 	requeue := plan.RequeueAfter
 	if plan.Paced > 0 {
 		// The pods' updates call for a plan when their pulls are seen;

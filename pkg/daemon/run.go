@@ -84,11 +84,12 @@ func Run(ctx context.Context, o *options.Options) error {
 	}
 
 	podInformer := newPodInformer(kube, o.PodNamespace, o.NodeName)
+	statuses := newImageReport(kube, o.PodNamespace, o.PodName)
 	ctrl, err := NewController(kube, podInformer, sources, ControllerConfig{
 		Prefetch: pcfg, Resync: o.ResyncPeriod, MaxImages: o.MaxImages, MaxPods: o.MaxPrefetchPods,
 		Self: self, Recorder: recorder, Metrics: m, WarmTimeout: o.WarmTimeout,
-		Pacer: prefetch.NewPacer(o.RegistryPullQPS, o.RegistryBurst),
-		Warm:  warm.NewNode(kube, warm.NodeConfig{Name: o.NodeName, TaintKey: o.StartupTaint, Recorder: recorder, FieldManager: FieldManager}),
+		Pacer: prefetch.NewPacer(o.RegistryPullQPS, o.RegistryBurst), Report: statuses.set,
+		Warm: warm.NewNode(kube, warm.NodeConfig{Name: o.NodeName, TaintKey: o.StartupTaint, Recorder: recorder, FieldManager: FieldManager}),
 	})
 	if err != nil {
 		return err
@@ -121,6 +122,7 @@ func Run(ctx context.Context, o *options.Options) error {
 		g.Go(func() error { gc.runSweeps(ctx, election.leading); return nil })
 	}
 	g.Go(func() error { h.run(ctx); return nil })
+	g.Go(func() error { statuses.run(ctx); return nil })
 	if o.MetricsAddress != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
@@ -100,6 +102,16 @@ func TestPlugin(t *testing.T) {
 		table := mustPlugin(t, bin, args("status")...)
 		if !strings.Contains(table, "1/1") || !strings.Contains(table, "cached") {
 			t.Errorf("status table:\n%s", table)
+		}
+		// What status read: the report the daemon publishes on its pod.
+		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+		if err != nil || len(daemons.Items) != 1 {
+			t.Fatalf("daemon pods: %v %v", daemons, err)
+		}
+		d := daemons.Items[0]
+		report, err := cachestate.DecodeReport(d.Spec.NodeName, d.Annotations[cachestate.AnnotationReport])
+		if err != nil || !slices.ContainsFunc(report, func(s cachestate.ImageStatus) bool { return s.Image == cached && s.State == cachestate.Cached }) {
+			t.Errorf("the daemon's report does not have %s cached: %+v %v", cached, report, err)
 		}
 	})
 
