@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/warden"
 )
 
 // Pacer keeps the pulls that a node's prefetch pods cause within the
@@ -26,7 +27,9 @@ import (
 //     seen happen is counted as if it took its token now;
 //   - a pull seen to have happened is debited at the latest time it can
 //     have happened: its container's start (the kubelet pulls, creates, then
-//     starts), to the second, or when it was seen.
+//     starts), to the nanosecond where the warden wrote it as its
+//     termination message (warden.StartTime), else the end of the second
+//     the kubelet reports, or when it was seen.
 //
 // Debiting a pull no earlier than it happened only ever leaves fewer tokens
 // in the model, and so does counting pulls still to come as taken now. So a
@@ -176,11 +179,7 @@ func (p *Pacer) observePod(pod *corev1.Pod, pp *pacedPod, now time.Time) (refuse
 		case cs.State.Running != nil:
 			p.debit(cs.State.Running.StartedAt.Add(time.Second), now)
 		case cs.State.Terminated != nil:
-			at := cs.State.Terminated.StartedAt.Time
-			if at.IsZero() {
-				at = now
-			}
-			p.debit(at.Add(time.Second), now)
+			p.debit(pulledBy(cs.State.Terminated, now), now)
 		case cs.State.Waiting != nil && cachestate.RateLimited(cs.State.Waiting):
 			// Refused without a token; the kubelet tries again after
 			// its back-off unless Plan replaces the pod first.
@@ -202,6 +201,19 @@ func (p *Pacer) observePod(pod *corev1.Pod, pp *pacedPod, now time.Time) (refuse
 		delete(pp.pending, cs.Name)
 	}
 	return refused
+}
+
+// pulledBy is the latest time a finished container's pull can have
+// happened: when the warden started, as it wrote in its termination
+// message, else the end of the second the kubelet reports it started in.
+func pulledBy(t *corev1.ContainerStateTerminated, now time.Time) time.Time {
+	if t.StartedAt.IsZero() {
+		return now
+	}
+	if at, ok := warden.StartTime(t.Message, t.StartedAt.Time); ok {
+		return at
+	}
+	return t.StartedAt.Add(time.Second)
 }
 
 // debit records a pull at time at, but never later than now nor earlier

@@ -3,11 +3,15 @@ package warden
 import (
 	"bytes"
 	"debug/elf"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // Each built-in executable is a valid static ELF program for its machine
@@ -44,9 +48,72 @@ func TestExecutable(t *testing.T) {
 			if out, err := exec.Command(path, "python", "-c", "print(1)").CombinedOutput(); err != nil {
 				t.Fatalf("running it: %v %s", err, out)
 			}
+			if arch == "amd64" {
+				testStartTime(t, b)
+			}
 		})
 	}
 	if _, err := Executable("riscv64"); err == nil {
 		t.Error("an architecture without a built-in executable was accepted")
 	}
+}
+
+// testStartTime runs the amd64 executable with its termination log at a
+// path of the same length, made by the test as the kubelet makes it: the
+// file then holds the time the program started, to the nanosecond.
+func testStartTime(t *testing.T, b []byte) {
+	log := fmt.Sprintf("/tmp/icdw%011d", rand.Int64N(1e11))
+	if len(log) != len(TerminationLog) || bytes.Count(b, []byte(TerminationLog)) != 1 {
+		t.Fatalf("cannot place the termination log at %s", log)
+	}
+	if err := os.WriteFile(log, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(log)
+	exe := filepath.Join(t.TempDir(), "warden")
+	if err := os.WriteFile(exe, bytes.Replace(b, []byte(TerminationLog), []byte(log), 1), 0o555); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if out, err := exec.Command(exe).CombinedOutput(); err != nil {
+		t.Fatalf("running it: %v %s", err, out)
+	}
+	after := time.Now()
+	msg, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := StartTime(string(msg), before.Truncate(time.Second))
+	if !ok || got.Before(before) || got.After(after) {
+		t.Errorf("termination message %q: %v %v, want a time within [%v, %v]", msg, got, ok, before, after)
+	}
+}
+
+// Only a time in nanoseconds, within a second of the start the kubelet
+// reports, is taken.
+func TestStartTime(t *testing.T) {
+	reported := time.Unix(1764100000, 0)
+	for msg, want := range map[string]bool{
+		"1764100000000000000": true,
+		"1764100000999999999": true,
+		"1764099999500000000": true, // read just before the runtime noted the start
+		"1764100001000000000": false,
+		"1764099998999999999": false,
+		"":                    false,
+		"warden":              false,
+		"-1":                  false,
+		"1764100000.5":        false,
+	} {
+		if got, ok := StartTime(msg, reported); ok != want || (ok && !got.Equal(time.Unix(0, mustInt(t, msg)))) {
+			t.Errorf("StartTime(%q) = %v, %v; want ok %v", msg, got, ok, want)
+		}
+	}
+}
+
+func mustInt(t *testing.T, s string) int64 {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

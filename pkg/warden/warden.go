@@ -1,8 +1,9 @@
 // Package warden is the entrypoint of every image a prefetch pod pulls. An
 // init container runs "warden install DIR" to copy the binary into a shared
-// emptyDir; each image container then runs the copy, which exits 0 at once:
-// by the time a container starts, the kubelet has its image, so there is
-// nothing left to do. It depends on nothing in the image (no shell, no libc,
+// emptyDir; each image container then runs the copy, which exits 0 at once,
+// having written the time it started as its termination message: by the
+// time a container starts, the kubelet has its image, so there is nothing
+// left to do. It depends on nothing in the image (no shell, no libc,
 // no /etc/passwd), so it works in any Linux image and as any user.
 //
 // The package avoids fmt and other large packages: the binary stays well
@@ -14,6 +15,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"time"
 )
 
 // Main runs the warden with args (without the program name) and returns
@@ -31,7 +34,20 @@ func Main(args []string, stderr io.Writer) int {
 		return 0
 	}
 	// Any other arguments are the image's own CMD, passed on by the kubelet.
+	writeStartTime(TerminationLog, time.Now())
 	return 0
+}
+
+// writeStartTime writes now, in nanoseconds since the epoch, into the
+// termination message file at path if the kubelet made one (see
+// StartTime); it never creates a file, and never fails the container.
+func writeStartTime(path string, now time.Time) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	_, _ = f.WriteString(strconv.FormatInt(now.UnixNano(), 10))
+	_ = f.Close()
 }
 
 // Install copies the running executable to DIR/warden, atomically: a

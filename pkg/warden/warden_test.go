@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestMainExitsZeroWithAnyArguments(t *testing.T) {
@@ -66,5 +67,27 @@ func TestBuiltBinary(t *testing.T) {
 	entries, _ := os.ReadDir(shared)
 	if len(entries) != 1 {
 		t.Errorf("shared dir holds %d entries, want only warden (no temp file left)", len(entries))
+	}
+}
+
+// The Go warden writes its start time where the kubelet reads the
+// termination message, and creates no file where there is none.
+func TestWriteStartTime(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "termination-log")
+	now := time.Unix(1764100000, 123456789)
+	writeStartTime(log, now)
+	if _, err := os.Stat(log); !os.IsNotExist(err) {
+		t.Fatalf("a file was created: %v", err)
+	}
+	if err := os.WriteFile(log, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	writeStartTime(log, now)
+	msg, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := StartTime(string(msg), now.Truncate(time.Second)); !ok || !got.Equal(now) {
+		t.Errorf("message %q reads %v %v, want %v", msg, got, ok, now)
 	}
 }
