@@ -222,7 +222,9 @@ func (b *bench) simulateNode(ctx context.Context, kube kubernetes.Interface, nod
 	if err != nil {
 		return err
 	}
-	created.Status = corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	created.Status = corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: install.ContainerName, Image: b.image, Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}}}}
 	_, err = kube.CoreV1().Pods(statusNamespace).UpdateStatus(ctx, created, metav1.UpdateOptions{})
 	return err
 }

@@ -6,7 +6,9 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
+	"unicode"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 )
 
 // AnnotationReport is the annotation on each daemon pod that holds its
@@ -48,17 +50,23 @@ func EncodeReport(states []ImageStatus) (raw string, ok bool) {
 		if !st.Since.IsZero() {
 			since = st.Since.UTC().Format(time.RFC3339)
 		}
-		t := []string{st.Image, string(st.State), st.Digest, st.Pod, since, st.Reason, cut(st.Message, maxReportMessage)}
+		t := []string{st.Image, string(st.State), st.Digest, st.Pod, since, st.Reason, printable(st.Message, maxReportMessage)}
 		for len(t) > 2 && t[len(t)-1] == "" {
 			t = t[:len(t)-1]
 		}
 		r.Images = append(r.Images, t)
 	}
-	b, err := json.Marshal(r)
-	if err != nil || len(b) > MaxReportBytes {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // "<>&" would take 6 bytes each
+	if err := enc.Encode(r); err != nil {
 		return "", false
 	}
-	return string(b), true
+	raw = strings.TrimSuffix(b.String(), "\n")
+	if len(raw) > MaxReportBytes {
+		return "", false
+	}
+	return raw, true
 }
 
 // DecodeReport reads a report that EncodeReport wrote, for node. Anyone who
@@ -79,6 +87,11 @@ func DecodeReport(node, raw string) ([]ImageStatus, error) {
 	for i, t := range r.Images {
 		if len(t) < 2 || len(t) > 7 {
 			return nil, fmt.Errorf("image %d of the report has %d fields, not 2 to 7", i, len(t))
+		}
+		for _, f := range t {
+			if strings.ContainsFunc(f, unicode.IsControl) {
+				return nil, fmt.Errorf("image %d of the report holds a control character", i)
+			}
 		}
 		t = append(t, make([]string, 7-len(t))...)
 		st := ImageStatus{Node: node, Image: t[0], State: State(t[1]), Digest: t[2], Pod: t[3], Reason: t[5], Message: t[6]}
@@ -112,16 +125,19 @@ func DecodeReport(node, raw string) ([]ImageStatus, error) {
 	return out, nil
 }
 
-// cut shortens s to at most n bytes, at a character boundary, marking the
-// cut.
-func cut(s string, n int) string {
-	if len(s) <= n {
+// printable is s with its control characters (a terminal's escape
+// sequences, line breaks) made spaces, cut to at most n bytes, marked.
+func printable(s string, n int) string {
+	if len(s) > n {
+		s = imageref.Prefix(s, n-len("...")) + "..."
+	}
+	if !strings.ContainsFunc(s, unicode.IsControl) {
 		return s
 	}
-	const mark = "..."
-	i := n - len(mark)
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + mark
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }

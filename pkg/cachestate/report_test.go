@@ -136,3 +136,34 @@ func FuzzDecodeReport(f *testing.F) {
 		}
 	})
 }
+
+// MaxReportBytes is the bound on both sides, to the byte.
+func TestReportBoundExact(t *testing.T) {
+	frame := `{"v":1,"images":[["a","cached","` + `"]]}`
+	for _, extra := range []int{0, 1} {
+		digest := strings.Repeat("d", MaxReportBytes-len(frame)+extra)
+		want := `{"v":1,"images":[["a","cached","` + digest + `"]]}`
+		raw, ok := EncodeReport([]ImageStatus{{Image: "a", State: Cached, Digest: digest}})
+		if ok != (extra == 0) || (ok && raw != want) {
+			t.Errorf("%d bytes: encoded %v (%d bytes)", len(want), ok, len(raw))
+		}
+		if _, err := DecodeReport("n", want); (err == nil) != (extra == 0) {
+			t.Errorf("%d bytes: decoded, err %v", len(want), err)
+		}
+	}
+}
+
+// A message fit for a terminal: control characters become spaces when
+// the daemon writes it, and a report that holds one is not read.
+func TestReportControlCharacters(t *testing.T) {
+	raw, ok := EncodeReport([]ImageStatus{{Image: "a", State: Failed, Message: "line\nbreak \x1b[31mred"}})
+	if !ok || strings.ContainsAny(raw, "\x1b") || strings.Contains(raw, `\n`) || strings.Contains(raw, `\u001b`) {
+		t.Fatalf("encoded %q", raw)
+	}
+	if got, err := DecodeReport("n", raw); err != nil || got[0].Message != "line break  [31mred" {
+		t.Errorf("decoded %+v %v", got, err)
+	}
+	if got, err := DecodeReport("n", `{"v":1,"images":[["a","failed","","","","","\u001b[2J"]]}`); err == nil {
+		t.Errorf("a report with an escape sequence was read: %+v", got)
+	}
+}

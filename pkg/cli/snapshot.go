@@ -368,11 +368,13 @@ func healthReport(p *corev1.Pod) (*source.HealthReport, error) {
 
 // imageReport reads the node's image statuses that a daemon publishes on
 // its pod: nil when there are none to trust, because the daemon does not
-// run (its last report may be stale), publishes none (an older daemon, or
-// statuses too large for an annotation) or one that does not read.
+// run (crashed, restarting, being deleted: its last report may be stale; a
+// daemon that starts again first removes it), publishes none (an older
+// daemon, or statuses too large for an annotation) or one that does not
+// read.
 func imageReport(p *corev1.Pod) []cachestate.ImageStatus {
 	raw, ok := p.Annotations[cachestate.AnnotationReport]
-	if !ok || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || p.Spec.NodeName == "" {
+	if !ok || p.DeletionTimestamp != nil || p.Spec.NodeName == "" || !daemonRunning(p) {
 		return nil
 	}
 	st, err := cachestate.DecodeReport(p.Spec.NodeName, raw)
@@ -383,6 +385,19 @@ func imageReport(p *corev1.Pod) []cachestate.ImageStatus {
 		st = []cachestate.ImageStatus{} // a report of no image is a report
 	}
 	return st
+}
+
+// daemonRunning reports whether the daemon container of a daemon pod runs.
+func daemonRunning(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == install.ContainerName {
+			return cs.State.Running != nil
+		}
+	}
+	return false
 }
 
 // daemonProblems says what keeps a daemon from caching: its pod's

@@ -48,10 +48,10 @@ func newCmdStatus(o *StatusOptions) *cobra.Command {
 		Short: "Show which images are cached on which nodes",
 		Long: `Show the cache: by default one row per image with how many nodes have it
 cached, are pulling it or failed to; -o wide shows one row per node and image,
-with the kubelet's message for failures. Read with a single request,
-whatever the size of the cluster, from the report each daemon publishes on
-its pod (the statuses of its node's prefetch pods); where a daemon has no
-report to trust, from the prefetch pods themselves. Nodes that run no
+with the kubelet's message for failures. Read with one request, whatever
+the size of the cluster, from the report each daemon publishes on its pod
+(the statuses of its node's prefetch pods); where a daemon has no report
+to trust, from the prefetch pods themselves, with one more. Nodes that run no
 daemon pod are not counted. --watch keeps that request open as a watch and
 prints the table again when it changes.`,
 		Example: `  kubectl imagecache status

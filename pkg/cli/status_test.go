@@ -19,6 +19,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
@@ -149,6 +150,8 @@ func withReports(t testing.TB, objs []runtime.Object) []runtime.Object {
 		}
 		p.Annotations[cachestate.AnnotationReport] = raw
 		p.Status.Phase = corev1.PodRunning
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: install.ContainerName,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
 	}
 	return out
 }
@@ -212,6 +215,10 @@ func TestStatusDistrustsReports(t *testing.T) {
 		"none": func(p *corev1.Pod) { delete(p.Annotations, cachestate.AnnotationReport) },
 		// Its last report may be stale.
 		"not running": func(p *corev1.Pod) { p.Status.Phase, p.Annotations[cachestate.AnnotationReport] = "", lie },
+		"crash loop": func(p *corev1.Pod) {
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+			p.Annotations[cachestate.AnnotationReport] = lie
+		},
 		"deleted": func(p *corev1.Pod) {
 			p.DeletionTimestamp, p.Annotations[cachestate.AnnotationReport] = &metav1.Time{Time: now}, lie
 		},

@@ -401,3 +401,59 @@ func TestAddWaitFollowsReports(t *testing.T) {
 		t.Errorf("pod lists %q, want %q", got, want)
 	}
 }
+
+// When a daemon's report stops being one to trust during add --wait (its
+// daemon crashed), the wait goes on from the prefetch pods.
+func TestAddWaitFallsBackToPods(t *testing.T) {
+	const nginx = "docker.io/library/nginx:1.27"
+	objs := withReports(t, cluster())
+	o, client, _ := editOptions(false, objs...)
+	opened := make(chan *watch.FakeWatcher, 10)
+	client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		w := watch.NewFakeWithChanSize(10, false)
+		if daemonsOnly(a) {
+			opened <- w
+		}
+		return true, w, nil
+	})
+	out := newSyncBuffer()
+	o.Out = out
+	o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
+	done := make(chan error)
+	go func() { done <- runOptions(t, o, "nginx:1.27") }()
+
+	out.waitFor(t, "cached: nginx:1.27 1/2\n", 1)
+	// Meanwhile node-b's pull ended, and its daemon went into a crash loop
+	// before it reported it.
+	pods := corev1.SchemeGroupVersion.WithResource("pods")
+	if err := client.Tracker().Update(pods, withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow), ns); err != nil {
+		t.Fatal(err)
+	}
+	var daemonB *corev1.Pod
+	for _, obj := range objs {
+		if p := obj.(*corev1.Pod); p.Name == "daemon-node-b" {
+			daemonB = p.DeepCopy()
+		}
+	}
+	daemonB.ResourceVersion = "5"
+	daemonB.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+	if err := client.Tracker().Update(pods, daemonB, ns); err != nil {
+		t.Fatal(err)
+	}
+	nextWatch(t, opened).Modify(daemonB)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("add --wait: %v\n%s", err, out)
+		}
+	case <-time.After(patience):
+		t.Fatalf("add --wait did not end:\n%s", out)
+	}
+	if !strings.HasSuffix(out.String(), "every node (2) has nginx:1.27\n") {
+		t.Errorf("output:\n%s", out)
+	}
+	daemons := cachestate.LabelComponent + "=" + componentDaemon + "," + cachestate.LabelPartOf + "=" + cachestate.PartOf
+	if got, want := podLists(client), []string{daemons, cachestate.LabelPartOf + "=" + cachestate.PartOf}; !reflect.DeepEqual(got, want) {
+		t.Errorf("pod lists %q, want %q", got, want)
+	}
+}

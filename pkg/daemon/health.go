@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
@@ -87,15 +85,11 @@ func (h *health) publish(ctx context.Context) error {
 	if string(raw) == h.last {
 		return nil
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{source.HealthAnnotation: string(raw)}}})
-	if err != nil {
+	report := string(raw)
+	if err := patchAnnotation(ctx, h.client, h.namespace, h.pod, source.HealthAnnotation, &report); err != nil {
 		return err
 	}
-	_, err = h.client.CoreV1().Pods(h.namespace).Patch(ctx, h.pod, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
-	if err != nil {
-		return fmt.Errorf("patching pod %s/%s: %w", h.namespace, h.pod, err)
-	}
-	h.last = string(raw)
+	h.last = report
 	return nil
 }
 

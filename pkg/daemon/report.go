@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -23,43 +24,43 @@ const reportEvery = time.Second
 // imageReport publishes the node's image statuses on the daemon's own pod
 // (cachestate.AnnotationReport), where the plugin's status reads them: one
 // small object per node instead of every prefetch pod. The last statuses
-// set are always published, at most once per every.
+// set are always published, at most once per every, encoded then.
+//
+// Its first write removes the report a previous run of the daemon left on
+// the pod, unless the statuses of this run's first sync are already there
+// to replace it: a restarted daemon never shows what it no longer knows.
 type imageReport struct {
 	client         kubernetes.Interface
 	namespace, pod string
 	every          time.Duration
 
 	mu        sync.Mutex
-	latest    *string // the report to publish; nil: none (too large)
-	published *string // what is on the pod, once done
+	states    []cachestate.ImageStatus
+	hasStates bool // states were set since the start
+	// dropped: the API server refused the report (too large with the
+	// pod's other annotations); none is published until the next set.
+	dropped bool
+	// published is what is on the pod (nil: no report), once done.
+	published *string
 	done      bool
 	kick      chan struct{}
 }
 
 func newImageReport(client kubernetes.Interface, namespace, pod string) *imageReport {
-	return &imageReport{client: client, namespace: namespace, pod: pod, every: reportEvery, kick: make(chan struct{}, 1)}
+	r := &imageReport{client: client, namespace: namespace, pod: pod, every: reportEvery, kick: make(chan struct{}, 1)}
+	r.kick <- struct{}{} // the first write, whatever comes
+	return r
 }
 
 // set takes the node's statuses, as of the last sync.
 func (r *imageReport) set(states []cachestate.ImageStatus) {
-	var latest *string
-	if raw, ok := cachestate.EncodeReport(states); ok {
-		latest = &raw
-	}
 	r.mu.Lock()
-	changed := !r.done || !sameReport(latest, r.published)
-	r.latest = latest
+	r.states, r.hasStates, r.dropped = states, true, false
 	r.mu.Unlock()
-	if changed {
-		select {
-		case r.kick <- struct{}{}:
-		default:
-		}
+	select {
+	case r.kick <- struct{}{}:
+	default:
 	}
-}
-
-func sameReport(a, b *string) bool {
-	return (a == nil) == (b == nil) && (a == nil || *a == *b)
 }
 
 // run publishes until ctx ends.
@@ -86,30 +87,51 @@ func (r *imageReport) run(ctx context.Context) {
 	}
 }
 
-// publish writes the latest report onto the pod, unless it is there.
+// publish writes the report of the latest statuses onto the pod, unless it
+// is there.
 func (r *imageReport) publish(ctx context.Context) error {
 	r.mu.Lock()
-	latest, published, done := r.latest, r.published, r.done
+	states, set, dropped, published, done := r.states, r.hasStates, r.dropped, r.published, r.done
 	r.mu.Unlock()
-	if done && sameReport(latest, published) {
+	var report *string // nil removes the annotation: status then reads the node's pods
+	if set && !dropped {
+		if raw, ok := cachestate.EncodeReport(states); ok {
+			report = &raw
+		} else if !done || published != nil {
+			klog.FromContext(ctx).Info("The node's image statuses do not fit in an annotation; status reads this node's prefetch pods instead",
+				"images", len(states), "limitBytes", cachestate.MaxReportBytes)
+		}
+	}
+	if done && (report == nil) == (published == nil) && (report == nil || *report == *published) {
 		return nil
 	}
-	var value any // null removes the annotation: status then reads the node's pods
-	if latest != nil {
-		value = *latest
-	} else {
-		klog.FromContext(ctx).Info("The node's image statuses do not fit in an annotation; status reads this node's prefetch pods instead",
-			"limitBytes", cachestate.MaxReportBytes)
+	err := patchAnnotation(ctx, r.client, r.namespace, r.pod, cachestate.AnnotationReport, report)
+	if report != nil && (apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err)) {
+		// Too large with the pod's other annotations: remove the old
+		// report rather than leave it standing.
+		r.mu.Lock()
+		r.dropped = true
+		r.mu.Unlock()
+		return fmt.Errorf("the report of %d images was refused (status reads this node's prefetch pods instead): %w", len(states), err)
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{cachestate.AnnotationReport: value}}})
 	if err != nil {
 		return err
 	}
-	if _, err := r.client.CoreV1().Pods(r.namespace).Patch(ctx, r.pod, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
-		return fmt.Errorf("patching pod %s/%s: %w", r.namespace, r.pod, err)
-	}
 	r.mu.Lock()
-	r.published, r.done = latest, true
+	r.published, r.done = report, true
 	r.mu.Unlock()
+	return nil
+}
+
+// patchAnnotation sets the annotation key of the daemon's own pod to value,
+// or removes it where value is nil.
+func patchAnnotation(ctx context.Context, client kubernetes.Interface, namespace, pod, key string, value *string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]*string{key: value}}})
+	if err != nil {
+		return err
+	}
+	if _, err := client.CoreV1().Pods(namespace).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
+		return fmt.Errorf("patching pod %s/%s: %w", namespace, pod, err)
+	}
 	return nil
 }

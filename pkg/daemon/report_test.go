@@ -9,78 +9,111 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 )
 
-// The daemon publishes its node's statuses on its own pod: the last ones
-// set, once each, and none when they do not fit (status then reads the
-// node's pods).
+// The daemon publishes its node's statuses on its own pod: first removing
+// what an earlier run left there, then the last statuses set, once each,
+// and no report when they do not fit or the API server refuses them
+// (status then reads the node's pods).
 func TestImageReport(t *testing.T) {
-	self := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd"}}
+	ctx := context.Background()
+	self := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd",
+		Annotations: map[string]string{cachestate.AnnotationReport: `{"v":1,"images":[["stale","cached"]]}`}}}
 	client := fake.NewClientset(self)
+	refuse := false
+	client.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if refuse {
+			return true, nil, apierrors.NewInvalid(schema.GroupKind{Kind: "Pod"}, "daemon-x",
+				field.ErrorList{field.TooLong(field.NewPath("metadata", "annotations"), "", 256<<10)})
+		}
+		return false, nil, nil
+	})
 	r := newImageReport(client, "icd", "daemon-x")
-	r.every = 10 * time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.run(ctx)
-
-	patches := func() int {
+	patches := 0
+	publish := func(t *testing.T, want []cachestate.ImageStatus, wantPatch bool) {
+		t.Helper()
+		err := r.publish(ctx)
+		if refuse != (err != nil) {
+			t.Fatalf("publish: %v", err)
+		}
 		n := 0
 		for _, a := range client.Actions() {
-			if _, ok := a.(k8stesting.PatchAction); ok {
+			if a.GetVerb() == "patch" {
 				n++
 			}
 		}
-		return n
-	}
-	published := func(want []cachestate.ImageStatus) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			p, err := client.CoreV1().Pods("icd").Get(ctx, "daemon-x", metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			raw, ok := p.Annotations[cachestate.AnnotationReport]
-			var got []cachestate.ImageStatus
-			if ok {
-				if got, err = cachestate.DecodeReport("node-x", raw); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if ok == (want != nil) && len(got) == len(want) && (len(want) == 0 || reflect.DeepEqual(got, want)) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("published %v %+v, want %+v", ok, got, want)
-			}
-			time.Sleep(5 * time.Millisecond)
+		if got := n > patches; got != wantPatch {
+			t.Errorf("patched: %v, want %v", got, wantPatch)
+		}
+		patches = n // requests, refused ones too
+		p, err := client.CoreV1().Pods("icd").Get(ctx, "daemon-x", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, ok := p.Annotations[cachestate.AnnotationReport]
+		if ok != (want != nil) {
+			t.Fatalf("report on the pod: %v %q, want %v", ok, raw, want != nil)
+		}
+		if got, err := cachestate.DecodeReport("node-x", raw); ok && (err != nil || len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want))) {
+			t.Errorf("published %+v %v, want %+v", got, err, want)
 		}
 	}
 
 	one := []cachestate.ImageStatus{{Node: "node-x", Image: "docker.io/library/alpine:latest", State: cachestate.Pulling, Pod: "p1"}}
 	two := []cachestate.ImageStatus{{Node: "node-x", Image: "docker.io/library/alpine:latest", State: cachestate.Cached, Pod: "p1", Digest: "sha256:" + strings.Repeat("a", 64)}}
-	r.set(one)
-	r.set(two) // before the first write: only the last is published
-	published(two)
-	time.Sleep(5 * r.every)
-	n := patches()
-	r.set(two)
-	time.Sleep(5 * r.every)
-	if patches() != n {
-		t.Errorf("the same statuses were published again")
-	}
-
 	var huge []cachestate.ImageStatus
 	for i := range 2000 {
 		huge = append(huge, cachestate.ImageStatus{Node: "node-x", Image: fmt.Sprintf("r.example/%s:%d", strings.Repeat("x", 100), i), State: cachestate.Pending})
 	}
-	r.set(huge)
-	published(nil)
-	r.set([]cachestate.ImageStatus{})
-	published([]cachestate.ImageStatus{})
+	t.Run("the last run's report is removed first", func(t *testing.T) { publish(t, nil, true) })
+	t.Run("the last statuses set", func(t *testing.T) {
+		r.set(one)
+		r.set(two)
+		publish(t, two, true)
+	})
+	t.Run("the same again is no write", func(t *testing.T) {
+		r.set(two)
+		publish(t, two, false)
+	})
+	t.Run("too large", func(t *testing.T) {
+		r.set(huge)
+		publish(t, nil, true)
+	})
+	t.Run("no image", func(t *testing.T) {
+		r.set([]cachestate.ImageStatus{})
+		publish(t, []cachestate.ImageStatus{}, true)
+	})
+	t.Run("refused by the API server", func(t *testing.T) {
+		r.set(one)
+		refuse = true
+		publish(t, []cachestate.ImageStatus{}, true) // tried, refused
+		refuse = false
+		publish(t, nil, true) // not left standing
+		publish(t, nil, false)
+	})
+	t.Run("run publishes at once", func(t *testing.T) {
+		r.set(two)
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { r.run(ctx); close(done) }()
+		defer func() { cancel(); <-done }()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			p, err := client.CoreV1().Pods("icd").Get(ctx, "daemon-x", metav1.GetOptions{})
+			if err == nil && p.Annotations[cachestate.AnnotationReport] != "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("run did not publish")
+			}
+		}
+	})
 }

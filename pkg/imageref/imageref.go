@@ -245,13 +245,21 @@ func cut(s string) (head, omitted string) {
 	if len(s) <= MaxQuoted {
 		return s, ""
 	}
-	n := MaxQuoted
-	// Back up to the start of the rune that the cut would split; no further
-	// than one rune, so that invalid UTF-8 cannot make this scan s.
+	head = Prefix(s, MaxQuoted)
+	return head, fmt.Sprintf(" (+%d bytes)", len(s)-len(head))
+}
+
+// Prefix is s cut to at most n bytes, short of the character the cut would
+// split: backing up no further than one character, so that invalid UTF-8
+// cannot make it scan s.
+func Prefix(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
 	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); i++ {
 		n--
 	}
-	return s[:n], fmt.Sprintf(" (+%d bytes)", len(s)-n)
+	return s[:n]
 }
 
 // Set is the normalise-and-dedupe step every reader of wanted images ends

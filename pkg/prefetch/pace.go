@@ -39,6 +39,11 @@ import (
 // Plan replaces the pod as soon as the budget allows, instead of the kubelet's
 // back-off.
 //
+// The times compared are the node's: the daemon's clock, the kubelet's and
+// the warden's are one (a runtime whose containers keep a clock of their
+// own, as a virtual machine's can, is held to the second the kubelet
+// reports; see warden.StartTime).
+//
 // A nil *Pacer paces nothing (the kubelet's registryPullQPS is 0). A Pacer is
 // used by one goroutine.
 type Pacer struct {

@@ -281,3 +281,29 @@ func TestPacerNeverTripsTheKubelet(t *testing.T) {
 		})
 	}
 }
+
+// A finished container's pull is debited where the warden says it started,
+// when that reads and lies in the second the kubelet reports, else at the
+// end of that second, else when seen.
+func TestPulledBy(t *testing.T) {
+	now := t0.Add(time.Minute)
+	second := metav1.NewTime(t0.Truncate(time.Second))
+	exact := second.Add(123456789 * time.Nanosecond)
+	for _, tc := range []struct {
+		name string
+		term corev1.ContainerStateTerminated
+		want time.Time
+	}{
+		{"the warden's start", corev1.ContainerStateTerminated{StartedAt: second, Message: strconv.FormatInt(exact.UnixNano(), 10)}, exact},
+		{"no message", corev1.ContainerStateTerminated{StartedAt: second}, second.Add(time.Second)},
+		{"not a time", corev1.ContainerStateTerminated{StartedAt: second, Message: "exec format error"}, second.Add(time.Second)},
+		{"another second", corev1.ContainerStateTerminated{StartedAt: second, Message: strconv.FormatInt(second.Add(-time.Hour).UnixNano(), 10)}, second.Add(time.Second)},
+		{"no start", corev1.ContainerStateTerminated{Message: strconv.FormatInt(exact.UnixNano(), 10)}, now},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := pulledBy(&tc.term, now); !got.Equal(tc.want) {
+				t.Errorf("pulledBy = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -133,10 +133,12 @@ func le32(words ...uint32) []byte {
 
 // StartTime reads the start time an executable wrote as a container's
 // termination message, given the start the kubelet reports for that
-// container: to the second, truncated, and taken by the runtime once the
-// process started, so the executable's own reading may fall in the second
-// before. A message that is not such a time, or not within those two
-// seconds, says nothing: ok is false.
+// container, to the second, truncated. A message that is not such a time,
+// or not within that second, says nothing: ok is false. (The runtime notes
+// the start once the process runs, so the executable's own reading can
+// fall in the second before, rarely: it is then not taken, to the cost of
+// a second. Nor is a clock that runs apart from the node's, as a virtual
+// machine's might, by more than that.)
 func StartTime(message string, reported time.Time) (t time.Time, ok bool) {
 	if message == "" || len(message) > 20 {
 		return time.Time{}, false
@@ -146,7 +148,7 @@ func StartTime(message string, reported time.Time) (t time.Time, ok bool) {
 		return time.Time{}, false
 	}
 	t = time.Unix(0, ns)
-	if t.Before(reported.Add(-time.Second)) || !t.Before(reported.Add(time.Second)) {
+	if t.Before(reported) || !t.Before(reported.Add(time.Second)) {
 		return time.Time{}, false
 	}
 	return t, true
