@@ -289,7 +289,7 @@ func (b *bench) barePod(ctx context.Context, image string) (time.Duration, error
 // waitCached polls the prefetch pods of the installation in ns (one LIST a
 // round) until every image is cached on every node that runs a daemon.
 func (b *bench) waitCached(ctx context.Context, ns string, images []string) error {
-	_, err := testcluster.WaitCached(ctx, b.kube, ns, images, 50*time.Millisecond, 10*time.Minute)
+	_, err := testcluster.WaitCached(ctx, b.kube, ns, images, 10*time.Minute)
 	return err
 }
 

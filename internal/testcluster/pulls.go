@@ -5,10 +5,15 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 )
@@ -33,18 +38,42 @@ func RefusedPulls(ctx context.Context, kube kubernetes.Interface, ns string) (ma
 	return out, nil
 }
 
-// WaitCached polls the prefetch pods of the installation in ns every
-// interval until each of images is cached on a node, and returns those
-// still missing when it gives up.
-func WaitCached(ctx context.Context, kube kubernetes.Interface, ns string, images []string, interval, timeout time.Duration) ([]string, error) {
+// WaitCached follows the prefetch pods of the installation in ns with a
+// watch (no polling, which would load the machine being measured) until
+// each of images is cached on a node, and returns those still missing when
+// it gives up after timeout.
+func WaitCached(ctx context.Context, kube kubernetes.Interface, ns string, images []string, timeout time.Duration) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	selector := labels.SelectorFromSet(cachestate.PrefetchLabels()).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = selector
+			return kube.CoreV1().Pods(ns).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			return kube.CoreV1().Pods(ns).Watch(ctx, o)
+		},
+	}
+	pods := map[string]*corev1.Pod{}
 	var missing []string
-	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
-		pods, err := PrefetchPods(ctx, kube, ns)
-		if err != nil {
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(e watch.Event) (bool, error) {
+		p, ok := e.Object.(*corev1.Pod)
+		if !ok {
 			return false, nil
 		}
+		if e.Type == watch.Deleted {
+			delete(pods, p.Name)
+		} else {
+			pods[p.Name] = p
+		}
+		list := make([]*corev1.Pod, 0, len(pods))
+		for _, p := range pods {
+			list = append(list, p)
+		}
 		cached := map[string]bool{}
-		for _, st := range cachestate.Summarize(pods) {
+		for _, st := range cachestate.Summarize(list) {
 			if st.State == cachestate.Cached {
 				cached[st.Image] = true
 			}
@@ -57,5 +86,8 @@ func WaitCached(ctx context.Context, kube kubernetes.Interface, ns string, image
 		}
 		return len(missing) == 0, nil
 	})
+	if err != nil && len(missing) == 0 {
+		missing = images // nothing was read
+	}
 	return missing, err
 }

@@ -48,7 +48,7 @@ func refusedPulls(t *testing.T, ns string) int {
 // waitAllCached waits until every image is cached on the node.
 func waitAllCached(t *testing.T, ns string, images []string, timeout time.Duration) {
 	t.Helper()
-	if missing, err := testcluster.WaitCached(context.Background(), env.client, ns, images, 500*time.Millisecond, timeout); err != nil {
+	if missing, err := testcluster.WaitCached(context.Background(), env.client, ns, images, timeout); err != nil {
 		t.Fatalf("%d of %d images not cached within %s: %v\n%s", len(missing), len(images), timeout, missing, daemonLogs(t, ns))
 	}
 }
