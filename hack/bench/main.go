@@ -286,8 +286,8 @@ func (b *bench) barePod(ctx context.Context, image string) (time.Duration, error
 	return time.Since(start), err
 }
 
-// waitCached polls the prefetch pods of the installation in ns (one LIST a
-// round) until every image is cached on every node that runs a daemon.
+// waitCached follows the prefetch pods of the installation in ns with a
+// watch until every image is cached (on the one node of the local cluster).
 func (b *bench) waitCached(ctx context.Context, ns string, images []string) error {
 	_, err := testcluster.WaitCached(ctx, b.kube, ns, images, 10*time.Minute)
 	return err
