@@ -350,110 +350,82 @@ func TestStatusOneRequest(t *testing.T) {
 
 // Where the daemons publish reports, add --wait follows the daemon pods
 // alone: a daemon's new report ends the wait, and no prefetch pod is read.
-func TestAddWaitFollowsReports(t *testing.T) {
+// When a report stops being one to trust during the wait (its daemon
+// crashed), the wait goes on from the prefetch pods.
+func TestAddWaitOnReports(t *testing.T) {
 	const nginx = "docker.io/library/nginx:1.27"
-	objs := withReports(t, cluster())
-	o, client, _ := editOptions(false, objs...)
-	opened := make(chan *watch.FakeWatcher, 10)
-	client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
-		w := watch.NewFakeWithChanSize(10, false)
-		if daemonsOnly(a) {
-			opened <- w
-		}
-		return true, w, nil
-	})
-	out := newSyncBuffer()
-	o.Out = out
-	o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
-	done := make(chan error)
-	go func() { done <- runOptions(t, o, "nginx:1.27") }()
-
-	out.waitFor(t, "cached: nginx:1.27 1/2\n", 1)
-	// node-b's daemon reports the pull done.
-	var daemonB *corev1.Pod
-	for _, obj := range objs {
-		if p := obj.(*corev1.Pod); p.Name == "daemon-node-b" {
-			daemonB = p.DeepCopy()
-		}
-	}
-	onB := withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow)
-	var pods []*corev1.Pod
-	for _, obj := range objs {
-		if p := obj.(*corev1.Pod); cachestate.Node(p) == "node-b" && p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch && p.Name != onB.Name {
-			pods = append(pods, p)
-		}
-	}
-	raw, _ := cachestate.EncodeReport(cachestate.Summarize(append(pods, onB)))
-	daemonB.Annotations[cachestate.AnnotationReport], daemonB.ResourceVersion = raw, "5"
-	nextWatch(t, opened).Modify(daemonB)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("add --wait: %v\n%s", err, out)
-		}
-	case <-time.After(patience):
-		t.Fatalf("add --wait did not end:\n%s", out)
-	}
-	if !strings.HasSuffix(out.String(), "cached: nginx:1.27 1/2\ncached: nginx:1.27 2/2\nevery node (2) has nginx:1.27\n") {
-		t.Errorf("output:\n%s", out)
-	}
-	if got, want := podLists(client), []string{cachestate.LabelComponent + "=" + componentDaemon + "," + cachestate.LabelPartOf + "=" + cachestate.PartOf}; !reflect.DeepEqual(got, want) {
-		t.Errorf("pod lists %q, want %q", got, want)
-	}
-}
-
-// When a daemon's report stops being one to trust during add --wait (its
-// daemon crashed), the wait goes on from the prefetch pods.
-func TestAddWaitFallsBackToPods(t *testing.T) {
-	const nginx = "docker.io/library/nginx:1.27"
-	objs := withReports(t, cluster())
-	o, client, _ := editOptions(false, objs...)
-	opened := make(chan *watch.FakeWatcher, 10)
-	client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
-		w := watch.NewFakeWithChanSize(10, false)
-		if daemonsOnly(a) {
-			opened <- w
-		}
-		return true, w, nil
-	})
-	out := newSyncBuffer()
-	o.Out = out
-	o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
-	done := make(chan error)
-	go func() { done <- runOptions(t, o, "nginx:1.27") }()
-
-	out.waitFor(t, "cached: nginx:1.27 1/2\n", 1)
-	// Meanwhile node-b's pull ended, and its daemon went into a crash loop
-	// before it reported it.
-	pods := corev1.SchemeGroupVersion.WithResource("pods")
-	if err := client.Tracker().Update(pods, withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow), ns); err != nil {
-		t.Fatal(err)
-	}
-	var daemonB *corev1.Pod
-	for _, obj := range objs {
-		if p := obj.(*corev1.Pod); p.Name == "daemon-node-b" {
-			daemonB = p.DeepCopy()
-		}
-	}
-	daemonB.ResourceVersion = "5"
-	daemonB.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
-	if err := client.Tracker().Update(pods, daemonB, ns); err != nil {
-		t.Fatal(err)
-	}
-	nextWatch(t, opened).Modify(daemonB)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("add --wait: %v\n%s", err, out)
-		}
-	case <-time.After(patience):
-		t.Fatalf("add --wait did not end:\n%s", out)
-	}
-	if !strings.HasSuffix(out.String(), "every node (2) has nginx:1.27\n") {
-		t.Errorf("output:\n%s", out)
-	}
+	podsResource := corev1.SchemeGroupVersion.WithResource("pods")
 	daemons := cachestate.LabelComponent + "=" + componentDaemon + "," + cachestate.LabelPartOf + "=" + cachestate.PartOf
-	if got, want := podLists(client), []string{daemons, cachestate.LabelPartOf + "=" + cachestate.PartOf}; !reflect.DeepEqual(got, want) {
-		t.Errorf("pod lists %q, want %q", got, want)
+	for _, tc := range []struct {
+		name string
+		// change makes node-b's pull end, and returns node-b's daemon pod
+		// as the watch then shows it.
+		change func(t *testing.T, objs []runtime.Object, client *fake.Clientset, daemonB *corev1.Pod) *corev1.Pod
+		lists  []string
+	}{
+		{"the daemon reports it", func(t *testing.T, objs []runtime.Object, _ *fake.Clientset, daemonB *corev1.Pod) *corev1.Pod {
+			onB := withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow)
+			var pods []*corev1.Pod
+			for _, obj := range objs {
+				if p := obj.(*corev1.Pod); cachestate.Node(p) == "node-b" && p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch && p.Name != onB.Name {
+					pods = append(pods, p)
+				}
+			}
+			raw, _ := cachestate.EncodeReport(cachestate.Summarize(append(pods, onB)))
+			daemonB.Annotations[cachestate.AnnotationReport] = raw
+			return daemonB
+		}, []string{daemons}},
+		{"the daemon crashes first", func(t *testing.T, objs []runtime.Object, client *fake.Clientset, daemonB *corev1.Pod) *corev1.Pod {
+			if err := client.Tracker().Update(podsResource, withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow), ns); err != nil {
+				t.Fatal(err)
+			}
+			daemonB.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+			if err := client.Tracker().Update(podsResource, daemonB, ns); err != nil {
+				t.Fatal(err)
+			}
+			return daemonB
+		}, []string{daemons, cachestate.LabelPartOf + "=" + cachestate.PartOf}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := withReports(t, cluster())
+			o, client, _ := editOptions(false, objs...)
+			opened := make(chan *watch.FakeWatcher, 10)
+			client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
+				w := watch.NewFakeWithChanSize(10, false)
+				if daemonsOnly(a) {
+					opened <- w
+				}
+				return true, w, nil
+			})
+			out := newSyncBuffer()
+			o.Out = out
+			o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
+			done := make(chan error)
+			go func() { done <- runOptions(t, o, "nginx:1.27") }()
+
+			out.waitFor(t, "cached: nginx:1.27 1/2\n", 1)
+			var daemonB *corev1.Pod
+			for _, obj := range objs {
+				if p := obj.(*corev1.Pod); p.Name == "daemon-node-b" {
+					daemonB = p.DeepCopy()
+				}
+			}
+			daemonB.ResourceVersion = "5"
+			nextWatch(t, opened).Modify(tc.change(t, objs, client, daemonB))
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("add --wait: %v\n%s", err, out)
+				}
+			case <-time.After(patience):
+				t.Fatalf("add --wait did not end:\n%s", out)
+			}
+			if !strings.HasSuffix(out.String(), "every node (2) has nginx:1.27\n") {
+				t.Errorf("output:\n%s", out)
+			}
+			if got := podLists(client); !reflect.DeepEqual(got, tc.lists) {
+				t.Errorf("pod lists %q, want %q", got, tc.lists)
+			}
+		})
 	}
 }
