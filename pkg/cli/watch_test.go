@@ -243,22 +243,11 @@ func TestAddWaitFollowsWatch(t *testing.T) {
 		Reason: "ErrImagePull", Message: "pull QPS exceeded"}})
 	o, client, _ := editOptions(false, objs...)
 	opened, _ := fakeWatches(client)
-	out := newSyncBuffer()
-	o.Out = out
-	o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
-	done := make(chan error)
-	go func() { done <- runOptions(t, o, "nginx:1.27") }()
+	out, done := startAddWait(t, o)
 
 	out.waitFor(t, "cached: nginx:1.27 1/2\n", 1)
 	nextWatch(t, opened).Modify(withState(onB, "4", nginx, cachedNow))
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("add --wait: %v\n%s", err, out)
-		}
-	case <-time.After(patience):
-		t.Fatalf("add --wait did not end:\n%s", out)
-	}
+	ended(t, done, out)
 	if !strings.HasSuffix(out.String(), "cached: nginx:1.27 1/2\ncached: nginx:1.27 2/2\nevery node (2) has nginx:1.27\n") {
 		t.Errorf("output:\n%s", out)
 	}
@@ -397,11 +386,7 @@ func TestAddWaitOnReports(t *testing.T) {
 				}
 				return true, w, nil
 			})
-			out := newSyncBuffer()
-			o.Out = out
-			o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
-			done := make(chan error)
-			go func() { done <- runOptions(t, o, "nginx:1.27") }()
+			out, done := startAddWait(t, o)
 
 			out.waitFor(t, "cached: nginx:1.27 1/2\n", 1)
 			var daemonB *corev1.Pod
@@ -412,14 +397,7 @@ func TestAddWaitOnReports(t *testing.T) {
 			}
 			daemonB.ResourceVersion = "5"
 			nextWatch(t, opened).Modify(tc.change(t, objs, client, daemonB))
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatalf("add --wait: %v\n%s", err, out)
-				}
-			case <-time.After(patience):
-				t.Fatalf("add --wait did not end:\n%s", out)
-			}
+			ended(t, done, out)
 			if !strings.HasSuffix(out.String(), "every node (2) has nginx:1.27\n") {
 				t.Errorf("output:\n%s", out)
 			}
@@ -427,5 +405,28 @@ func TestAddWaitOnReports(t *testing.T) {
 				t.Errorf("pod lists %q, want %q", got, tc.lists)
 			}
 		})
+	}
+}
+
+// startAddWait runs add --wait nginx:1.27 with o, in the background.
+func startAddWait(t *testing.T, o *EditOptions) (*syncBuffer, <-chan error) {
+	out := newSyncBuffer()
+	o.Out = out
+	o.Wait.Enabled, o.Wait.Interval = true, 10*time.Millisecond
+	done := make(chan error)
+	go func() { done <- runOptions(t, o, "nginx:1.27") }()
+	return out, done
+}
+
+// ended waits for add --wait to end, and end well.
+func ended(t *testing.T, done <-chan error, out *syncBuffer) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("add --wait: %v\n%s", err, out)
+		}
+	case <-time.After(patience):
+		t.Fatalf("add --wait did not end:\n%s", out)
 	}
 }
