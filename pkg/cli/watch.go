@@ -29,6 +29,8 @@ type followOptions struct {
 	// daemonsOnly reads the daemon pods alone, and the cache from their
 	// reports (set by follow).
 	daemonsOnly bool
+	// poke asks for a snapshot without a change (set by follow).
+	poke <-chan struct{}
 	// every is the least time between two snapshots.
 	every time.Duration
 	// warn is told when the watch breaks after the first snapshot (the
@@ -41,22 +43,58 @@ type followOptions struct {
 // errNeedsPods stops reading the daemons' reports alone.
 var errNeedsPods = errors.New("some node has no usable image report")
 
+// reportGrace is how long a watch waits for a daemon's report before it
+// reads the pods instead: a daemon that just started publishes its first
+// within a second or two. (A variable for the tests.)
+var reportGrace = 5 * time.Second
+
 // follow reads the cache of the installation in namespace ns and hands
 // render a snapshot: once it is read, then after each change, at most every
 // opts.every, until render says it is done or fails, or ctx ends.
 //
 // It reads the reports the daemons publish on their pods
 // (cachestate.AnnotationReport): one small pod per node, however many
-// images and prefetch pods there are. As soon as a node's daemon has no
-// usable report (an older daemon, one not running or just started, a node
-// whose statuses do not fit in an annotation), or no daemon pod runs at
-// all, it reads every pod of the installation instead, from then on: the
-// prefetch pods, which the reports are read from, say the same, later.
+// images and prefetch pods there are. When a node's daemon has no usable
+// report (an older daemon, one not running or just started, a node whose
+// statuses do not fit in an annotation), or no daemon pod runs at all, it
+// reads every pod of the installation instead, from then on: at once for a
+// single snapshot, after reportGrace when following (showing nothing
+// meanwhile). So add --wait ends on the reports that status reads next,
+// which lag the pods by a second or so, and never shows an image cached
+// that status then shows pulling.
 func follow(ctx context.Context, client kubernetes.Interface, ns string, opts followOptions, render func(*snapshot) (bool, error)) error {
 	opts.daemonsOnly = true
+	poke := make(chan struct{}, 1)
+	opts.poke = poke
+	var since time.Time // since when a report is missing
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	err := followPods(ctx, client, ns, opts, func(s *snapshot) (bool, error) {
-		if s.needsPods {
+		switch {
+		case !s.needsPods:
+			since = time.Time{}
+		case opts.once:
 			return true, errNeedsPods
+		case since.IsZero():
+			since = time.Now()
+			if timer != nil {
+				timer.Stop()
+			}
+			timer = time.AfterFunc(reportGrace, func() {
+				select {
+				case poke <- struct{}{}:
+				default:
+				}
+			})
+			return false, nil
+		case time.Since(since) >= reportGrace:
+			return true, errNeedsPods
+		default:
+			return false, nil
 		}
 		return render(s)
 	})
@@ -155,6 +193,10 @@ func followPods(ctx context.Context, client kubernetes.Interface, ns string, opt
 			fmt.Fprintf(opts.warn, "warning: watching the pods of namespace %s: %v (trying again)\n", ns, err)
 			continue
 		case <-rec.changed:
+		case <-opts.poke:
+			if !synced {
+				continue
+			}
 		}
 		if !synced {
 			synced = true

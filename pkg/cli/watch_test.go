@@ -337,10 +337,26 @@ func TestStatusOneRequest(t *testing.T) {
 	}
 }
 
+// reportsCached is daemonB reporting nginx cached on node-b.
+func reportsCached(t *testing.T, objs []runtime.Object, _ *fake.Clientset, daemonB *corev1.Pod) *corev1.Pod {
+	const nginx = "docker.io/library/nginx:1.27"
+	onB := withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow)
+	var pods []*corev1.Pod
+	for _, obj := range objs {
+		if p := obj.(*corev1.Pod); cachestate.Node(p) == "node-b" && p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch && p.Name != onB.Name {
+			pods = append(pods, p)
+		}
+	}
+	raw, _ := cachestate.EncodeReport(cachestate.Summarize(append(pods, onB)))
+	daemonB.Annotations[cachestate.AnnotationReport] = raw
+	return daemonB
+}
+
 // Where the daemons publish reports, add --wait follows the daemon pods
-// alone: a daemon's new report ends the wait, and no prefetch pod is read.
-// When a report stops being one to trust during the wait (its daemon
-// crashed), the wait goes on from the prefetch pods.
+// alone: a daemon's new report ends the wait, and no prefetch pod is read,
+// also when a daemon publishes its first report after the wait began. When
+// a report stops being one to trust during the wait (its daemon crashed),
+// the wait goes on from the prefetch pods.
 func TestAddWaitOnReports(t *testing.T) {
 	const nginx = "docker.io/library/nginx:1.27"
 	podsResource := corev1.SchemeGroupVersion.WithResource("pods")
@@ -351,19 +367,12 @@ func TestAddWaitOnReports(t *testing.T) {
 		// as the watch then shows it.
 		change func(t *testing.T, objs []runtime.Object, client *fake.Clientset, daemonB *corev1.Pod) *corev1.Pod
 		lists  []string
+		// justStarted: node-b's daemon has published no report yet when
+		// the wait begins, and the wait gives it reportGrace.
+		justStarted bool
 	}{
-		{"the daemon reports it", func(t *testing.T, objs []runtime.Object, _ *fake.Clientset, daemonB *corev1.Pod) *corev1.Pod {
-			onB := withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow)
-			var pods []*corev1.Pod
-			for _, obj := range objs {
-				if p := obj.(*corev1.Pod); cachestate.Node(p) == "node-b" && p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch && p.Name != onB.Name {
-					pods = append(pods, p)
-				}
-			}
-			raw, _ := cachestate.EncodeReport(cachestate.Summarize(append(pods, onB)))
-			daemonB.Annotations[cachestate.AnnotationReport] = raw
-			return daemonB
-		}, []string{daemons}},
+		{"the daemon reports it", reportsCached, []string{daemons}, false},
+		{"the daemon reports it first", reportsCached, []string{daemons}, true},
 		{"the daemon crashes first", func(t *testing.T, objs []runtime.Object, client *fake.Clientset, daemonB *corev1.Pod) *corev1.Pod {
 			if err := client.Tracker().Update(podsResource, withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow), ns); err != nil {
 				t.Fatal(err)
@@ -373,10 +382,19 @@ func TestAddWaitOnReports(t *testing.T) {
 				t.Fatal(err)
 			}
 			return daemonB
-		}, []string{daemons, cachestate.LabelPartOf + "=" + cachestate.PartOf}},
+		}, []string{daemons, cachestate.LabelPartOf + "=" + cachestate.PartOf}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := withReports(t, cluster())
+			if tc.justStarted {
+				defer func(g time.Duration) { reportGrace = g }(reportGrace)
+				reportGrace = patience
+				for _, obj := range objs {
+					if p := obj.(*corev1.Pod); p.Name == "daemon-node-b" {
+						delete(p.Annotations, cachestate.AnnotationReport)
+					}
+				}
+			}
 			o, client, _ := editOptions(false, objs...)
 			opened := make(chan *watch.FakeWatcher, 10)
 			client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
@@ -387,8 +405,9 @@ func TestAddWaitOnReports(t *testing.T) {
 				return true, w, nil
 			})
 			out, done := startAddWait(t, o)
-
-			out.waitFor(t, "cached: nginx:1.27 1/2\n", 1)
+			if !tc.justStarted {
+				out.waitFor(t, "cached: nginx:1.27 1/2\n", 1)
+			} // else nothing is shown until the report comes
 			var daemonB *corev1.Pod
 			for _, obj := range objs {
 				if p := obj.(*corev1.Pod); p.Name == "daemon-node-b" {
