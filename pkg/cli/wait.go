@@ -43,8 +43,9 @@ func (w *WaitOptions) validate() error {
 // run follows the cache with a watch (see follow: the daemons' reports, or
 // the pods) and prints a progress line whenever it changes, at most every
 // Interval, until every node has cached every image, a node failed (an
-// error saying why), or the timeout passed. A pull the kubelet refused under its own pull budget is
-// pending, not failed: the kubelet tries again.
+// error saying why), or the timeout passed. A pull the kubelet refused
+// under its own pull budget is pending, not failed: the kubelet tries
+// again.
 func (w *WaitOptions) run(ctx context.Context, client kubernetes.Interface, ns string, images []string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()

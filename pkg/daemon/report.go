@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 )
@@ -34,9 +35,9 @@ type imageReport struct {
 	namespace, pod string
 	every          time.Duration
 
-	mu        sync.Mutex
-	states    []cachestate.ImageStatus
-	hasStates bool // states were set since the start
+	mu sync.Mutex
+	// states are the last set; nil until the first sync.
+	states []cachestate.ImageStatus
 	// dropped: the API server refused the report (too large with the
 	// pod's other annotations); none is published until the next set.
 	dropped bool
@@ -54,8 +55,11 @@ func newImageReport(client kubernetes.Interface, namespace, pod string) *imageRe
 
 // set takes the node's statuses, as of the last sync.
 func (r *imageReport) set(states []cachestate.ImageStatus) {
+	if states == nil {
+		states = []cachestate.ImageStatus{} // no image: a report all the same
+	}
 	r.mu.Lock()
-	r.states, r.hasStates, r.dropped = states, true, false
+	r.states, r.dropped = states, false
 	r.mu.Unlock()
 	select {
 	case r.kick <- struct{}{}:
@@ -91,10 +95,10 @@ func (r *imageReport) run(ctx context.Context) {
 // is there.
 func (r *imageReport) publish(ctx context.Context) error {
 	r.mu.Lock()
-	states, set, dropped, published, done := r.states, r.hasStates, r.dropped, r.published, r.done
+	states, dropped, published, done := r.states, r.dropped, r.published, r.done
 	r.mu.Unlock()
 	var report *string // nil removes the annotation: status then reads the node's pods
-	if set && !dropped {
+	if states != nil && !dropped {
 		if raw, ok := cachestate.EncodeReport(states); ok {
 			report = &raw
 		} else if !done || published != nil {
@@ -102,7 +106,7 @@ func (r *imageReport) publish(ctx context.Context) error {
 				"images", len(states), "limitBytes", cachestate.MaxReportBytes)
 		}
 	}
-	if done && (report == nil) == (published == nil) && (report == nil || *report == *published) {
+	if done && ptr.Equal(report, published) {
 		return nil
 	}
 	err := patchAnnotation(ctx, r.client, r.namespace, r.pod, cachestate.AnnotationReport, report)
