@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	yaml "go.yaml.in/yaml/v3"
@@ -97,32 +98,13 @@ const ExpectedForm = `a YAML list of strings such as ["alpine", "nginx:1.27"]`
 // than expanded (2,000 aliases of one 20 KB string would otherwise be 40 MB).
 // Entries are read one level deep and only from the first document.
 func ParseImageList(value string) (images []string, problems []error, err error) {
-	if strings.TrimSpace(value) == "" {
-		return nil, nil, errors.New(`the value is empty; write a list such as ["alpine", "nginx:1.27"], or [] for none`)
-	}
-	root, err := parseDocument(value)
+	l, err := readImageList(value, listLimits{})
 	if err != nil {
 		return nil, nil, err
 	}
-	if root == nil || root.Kind != yaml.SequenceNode {
-		return nil, nil, fmt.Errorf("the value is %s, not a list of image references; write %s", describe(root), ExpectedForm)
-	}
-	set := imageref.Set{}
-	var found Problems
-	for i, entry := range root.Content {
-		if entry.Kind == yaml.AliasNode {
-			found.Add(fmt.Errorf("entry %d: YAML aliases (*%s) are not allowed in an image list; write each image out", i+1, imageref.Shorten(entry.Value)))
-			continue
-		}
-		if !isString(entry) {
-			found.Add(fmt.Errorf("entry %d is %s, not a string; quote it if it is an image reference", i+1, describe(entry)))
-			continue
-		}
-		if err := set.Add(entry.Value); err != nil {
-			found.Add(fmt.Errorf("entry %d: %w", i+1, err))
-		}
-	}
-	return set.Sorted(), found.Errors(), nil
+	images = slices.Clone(l.images)
+	slices.Sort(images)
+	return images, l.problems.Errors(), nil
 }
 
 // parseDocument parses value as one YAML document and returns its root node,

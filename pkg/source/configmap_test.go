@@ -229,22 +229,32 @@ func TestParseImageListHostile(t *testing.T) {
 				}
 				return p
 			}()},
-		{name: "a megabyte of numbers", value: ones(512 << 10), maxAlloc: 256 << 20,
-			problems: []string{"entry 1 is a number (1), not a string"}, more: 512<<10 - MaxProblems},
+		// The parser reads the first 64 KiB of entries that are not plain
+		// references (8,192 here), and the rest are counted, not read.
+		{name: "a megabyte of numbers", value: ones(512 << 10), maxAlloc: 16 << 20,
+			problems: []string{"entry 1 is a number (1), not a string"}, more: 8192 + 1 - MaxProblems},
 		{name: "many invalid references", value: strings.Repeat("- A\n", 64<<10), maxAlloc: 128 << 20,
 			problems: []string{`entry 1: invalid image reference "A"`}, more: 64<<10 - MaxProblems},
 		{name: "a megabyte reference", value: `["alpine", "` + huge + `"]`, maxAlloc: 16 << 20,
 			want:     []string{"docker.io/library/alpine:latest"},
 			problems: []string{`entry 2: invalid image reference "` + strings.Repeat("a", 128) + `…" (+1048448 bytes): it is 1048576 bytes long; an image reference is at most 1024 bytes`}},
 		{name: "a megabyte number", value: "- 1." + huge[:0] + strings.Repeat("0", 1<<20) + "\n", maxAlloc: 16 << 20,
-			problems: []string{"entry 1 is a number (1." + strings.Repeat("0", 126) + "… (+1048450 bytes)), not a string"}},
+			problems: []string{"entry 1 and the entries after it that are not plain image references are not read: the list holds more than 64 KiB of such entries"}},
+		{name: "a number of 64 KiB", value: "- 1." + strings.Repeat("0", 60<<10) + "\n", maxAlloc: 16 << 20,
+			problems: []string{"entry 1 is a number (1." + strings.Repeat("0", 126) + "… (+61314 bytes)), not a string"}},
 		{name: "a megabyte string", value: huge, maxAlloc: 16 << 20,
-			err: `the value is a single string ("` + strings.Repeat("a", 128) + `…" (+1048448 bytes)), not a list`},
+			err: `the value is 1048576 bytes long and not written one image a line ("- image") or as a JSON list of strings`},
+		{name: "a short string", value: "alpine", maxAlloc: 1 << 20,
+			err: `the value is a single string ("alpine"), not a list`},
 		{name: "a megabyte anchor name", value: "- *" + huge + "\n", maxAlloc: 16 << 20,
+			problems: []string{"entry 1 and the entries after it that are not plain image references are not read"}},
+		{name: "an unknown anchor", value: "- *" + strings.Repeat("a", 200) + "\n", maxAlloc: 1 << 20,
 			err: "yaml: unknown anchor '" + strings.Repeat("a", 128-len("yaml: unknown anchor '")) + "… (+"},
 		{name: "deep nesting", value: strings.Repeat("[", 9000) + strings.Repeat("]", 9000), maxAlloc: 16 << 20,
 			problems: []string{"entry 1 is a list"}},
-		{name: "too deep", value: strings.Repeat("[", 1<<20), maxAlloc: 64 << 20,
+		{name: "too deep", value: strings.Repeat("[", 1<<20), maxAlloc: 1 << 20,
+			err: "not written one image a line"},
+		{name: "too deep for the parser", value: strings.Repeat("[", 60<<10), maxAlloc: 64 << 20,
 			err: "exceeded max depth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,455 @@
+package source
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+)
+
+// MaxYAMLBytes is the most of one image list that the YAML parser reads.
+// The parser builds a node of about 200 bytes for every value, so a
+// megabyte of "[1,1,1,...]" would cost it over 100 MiB; it is given a
+// value whole only up to this size, and otherwise only the entries that are
+// not plain image references, up to this many bytes of them in all. Lists
+// written the usual ways (one "- image" a line, or a JSON list of strings)
+// are read by a scanner whose cost is a few bytes per byte, at any size.
+const MaxYAMLBytes = 64 << 10
+
+// listLimits bound the reading of one image list.
+type listLimits struct {
+	// keep is the most distinct images kept (0: all); the entries after the
+	// keep-th image are counted, not read.
+	keep int
+	// read is the most entries validated (0: all); later ones are counted,
+	// not read. It bounds the work a list of duplicates or invalid entries
+	// costs when keep is never reached.
+	read int
+}
+
+// imageList is what reading an image list found.
+type imageList struct {
+	// images are the normalised, distinct images in list order.
+	images []string
+	// unread counts the entries not read because of the limits.
+	unread   int
+	problems Problems
+
+	lim  listLimits
+	seen imageref.Set
+	read int // entries read
+}
+
+// readImageList reads value as ParseImageList describes, within lim: the
+// images in list order. err means the value as a whole is not a list.
+func readImageList(value string, lim listLimits) (*imageList, error) {
+	if strings.TrimSpace(value) == "" {
+		return nil, errors.New(`the value is empty; write a list such as ["alpine", "nginx:1.27"], or [] for none`)
+	}
+	if l, ok := readSimple(value, lim); ok {
+		return l, nil
+	}
+	if len(value) > MaxYAMLBytes {
+		return nil, fmt.Errorf("the value is %d bytes long and not written one image a line (\"- image\") or as a JSON list of strings; a list over %d KiB must be written one of those ways", len(value), MaxYAMLBytes>>10)
+	}
+	return readYAML(value, lim)
+}
+
+// readYAML reads value with the YAML parser, whole.
+func readYAML(value string, lim listLimits) (*imageList, error) {
+	root, err := parseDocument(value)
+	if err != nil {
+		return nil, err
+	}
+	if root == nil || root.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("the value is %s, not a list of image references; write %s", describe(root), ExpectedForm)
+	}
+	l := newImageList(lim)
+	for i, entry := range root.Content {
+		if !l.room() {
+			l.unread += len(root.Content) - i
+			break
+		}
+		l.node(i, entry)
+	}
+	return l, nil
+}
+
+func newImageList(lim listLimits) *imageList {
+	return &imageList{seen: imageref.Set{}, lim: lim}
+}
+
+// room reports whether another entry may be read.
+func (l *imageList) room() bool {
+	return (l.lim.keep == 0 || len(l.images) < l.lim.keep) && (l.lim.read == 0 || l.read < l.lim.read)
+}
+
+// node reads entry i (from 0) given as a YAML node.
+func (l *imageList) node(i int, entry *yaml.Node) {
+	switch {
+	case entry.Kind == yaml.AliasNode:
+		l.read++
+		l.problems.Add(fmt.Errorf("entry %d: YAML aliases (*%s) are not allowed in an image list; write each image out", i+1, imageref.Shorten(entry.Value)))
+	case !isString(entry):
+		l.read++
+		l.problems.Add(fmt.Errorf("entry %d is %s, not a string; quote it if it is an image reference", i+1, describe(entry)))
+	default:
+		l.string(i, entry.Value)
+	}
+}
+
+// string reads entry i (from 0), a string.
+func (l *imageList) string(i int, s string) {
+	l.read++
+	n, err := imageref.Normalize(s)
+	if err != nil {
+		l.problems.Add(fmt.Errorf("entry %d: %w", i+1, err))
+		return
+	}
+	if _, dup := l.seen[n]; dup {
+		return
+	}
+	l.seen[n] = struct{}{}
+	l.images = append(l.images, n)
+}
+
+// readSimple reads value if it is written in one of the simple forms: a
+// block list of one entry a line, or a flow list (JSON) of entries that are
+// strings, quoted or not, on any number of lines. Entries that are plain
+// image references are read by the scanner; the others (a number, "yes", a
+// string with escapes, a nested list...) by the YAML parser, each as its own
+// document, up to MaxYAMLBytes of them; those beyond are counted as unread.
+// false means the value is in neither form and was not read.
+//
+// What readSimple reads is what the YAML parser reads from the whole value
+// (FuzzSimpleMatchesYAML checks it), at a cost of a few bytes per byte.
+func readSimple(value string, lim listLimits) (*imageList, bool) {
+	sc := listScanner{value: value}
+	// First pass: check the form and collect the entries for the parser.
+	var batch strings.Builder
+	parsed := 0
+	if !sc.walk(func(e entry) {
+		if e.plain {
+			return
+		}
+		if batch.Len()+len(e.text)+len(e.wrap[0])+len(e.wrap[1]) > MaxYAMLBytes {
+			return
+		}
+		parsed++
+		batch.WriteString(e.wrap[0])
+		batch.WriteString(e.text)
+		batch.WriteString(e.wrap[1])
+	}) {
+		return nil, false
+	}
+	nodes, ok := parseEntries(batch.String(), parsed)
+	if !ok {
+		return nil, false
+	}
+	// Second pass: read in list order.
+	l := newImageList(lim)
+	i, next, notParsed := 0, 0, 0
+	sc.walk(func(e entry) {
+		defer func() { i++ }()
+		switch {
+		case !l.room():
+			l.unread++
+		case e.plain:
+			l.string(i, e.text)
+		case next < len(nodes):
+			l.node(i, nodes[next])
+			next++
+		default:
+			if notParsed == 0 {
+				l.problems.Add(fmt.Errorf("entry %d and the entries after it that are not plain image references are not read: the list holds more than %d KiB of such entries; write each image plainly (\"- registry/app:tag\")", i+1, MaxYAMLBytes>>10))
+			}
+			l.unread++
+			notParsed++
+		}
+	})
+	return l, true
+}
+
+// parseEntries parses batch, documents of one single-entry list each, and
+// returns the n entries; false if it does not hold exactly that.
+func parseEntries(batch string, n int) ([]*yaml.Node, bool) {
+	if n == 0 {
+		return nil, true
+	}
+	dec := yaml.NewDecoder(strings.NewReader(batch))
+	nodes := make([]*yaml.Node, 0, n)
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+			return nil, false
+		}
+		seq := doc.Content[0]
+		if seq.Kind != yaml.SequenceNode || len(seq.Content) != 1 || seq.Anchor != "" || seq.Tag != "!!seq" {
+			return nil, false
+		}
+		nodes = append(nodes, seq.Content[0])
+	}
+	return nodes, len(nodes) == n
+}
+
+// entry is one entry of a list in a simple form.
+type entry struct {
+	// text is the entry as written: for a plain entry, the string itself.
+	text string
+	// plain: text is a string that the YAML parser reads as written.
+	plain bool
+	// wrap makes text a YAML document of a list of that one entry, in
+	// the context (block or flow) it was written in.
+	wrap [2]string
+}
+
+var (
+	blockWrap = [2]string{"---\n- ", "\n"}
+	flowWrap  = [2]string{"---\n[", "]\n"}
+)
+
+// listScanner walks a value written in a simple form.
+type listScanner struct{ value string }
+
+// walk calls f for each entry, in order, and reports whether the value is
+// in a simple form (if not, f may have been called for some entries).
+func (sc listScanner) walk(f func(entry)) bool {
+	rest := skipComments(sc.value)
+	switch {
+	case strings.HasPrefix(rest, "["):
+		return walkFlow(rest[1:], f)
+	case strings.HasPrefix(strings.TrimLeft(rest, " "), "-"):
+		return walkBlock(rest, f)
+	}
+	return false
+}
+
+// skipComments drops the blank and comment lines that open value.
+func skipComments(value string) string {
+	for value != "" {
+		line, rest, _ := strings.Cut(value, "\n")
+		t := strings.TrimLeft(strings.TrimSuffix(line, "\r"), " ")
+		if t != "" && t[0] != '#' {
+			return value
+		}
+		value = rest
+	}
+	return ""
+}
+
+// walkBlock reads a block list: every line blank, a comment, or "- " and one
+// entry, all at the indentation of the first.
+func walkBlock(value string, f func(entry)) bool {
+	indent := -1
+	for value != "" {
+		var line string
+		line, value, _ = strings.Cut(value, "\n")
+		line = strings.TrimSuffix(line, "\r")
+		if strings.ContainsAny(line, "\r\t") && !isCommentLine(line) {
+			return false // tabs and stray carriage returns: leave them to the parser
+		}
+		t := strings.TrimLeft(line, " ")
+		if t == "" || t[0] == '#' {
+			continue
+		}
+		n := len(line) - len(t)
+		if indent < 0 {
+			indent = n
+		}
+		if n != indent || t[0] != '-' || (len(t) > 1 && t[1] != ' ') {
+			return false
+		}
+		text := strings.TrimLeft(t[1:], " ")
+		if s, ok := blockString(text); ok {
+			f(entry{text: s, plain: true})
+			continue
+		}
+		if strings.HasPrefix(text, `"`) || strings.HasPrefix(text, "'") {
+			// A quoted string must end on its line, before nothing but a
+			// comment: one that goes on is left to the parser.
+			q, after, ok := quotedString(text)
+			after = strings.TrimLeft(after, " ")
+			if !ok || (after != "" && (after[0] != '#' || len(after) == len(text)-len(q))) {
+				return false
+			}
+		}
+		f(entry{text: text, wrap: blockWrap})
+	}
+	return indent >= 0
+}
+
+func isCommentLine(line string) bool {
+	t := strings.TrimLeft(line, " \t")
+	return t == "" || t[0] == '#'
+}
+
+// blockString returns the string a block entry's text (what follows "- ")
+// is, when the parser reads it as written: a plain word of the characters
+// of image references that the parser cannot take for anything else, or a
+// quoted string of printable ASCII without escapes, each followed by
+// nothing but a comment.
+func blockString(text string) (string, bool) {
+	word, after := text, ""
+	if i := strings.IndexByte(text, ' '); i >= 0 {
+		word, after = text[:i], strings.TrimLeft(text[i:], " ")
+	}
+	if after != "" && after[0] != '#' {
+		return "", false
+	}
+	if s, ok := quoted(word); ok && (after == "" || text[len(word)] == ' ') {
+		return s, true
+	}
+	if plainString(word) {
+		return word, true
+	}
+	return "", false
+}
+
+// quoted returns the content of a quoted string that is all of s: printable
+// ASCII without escapes between double or single quotes. A string with
+// escapes, or quotes that do not close, is not.
+func quoted(s string) (string, bool) {
+	if len(s) < 2 || (s[0] != '"' && s[0] != '\'') || s[len(s)-1] != s[0] {
+		return "", false
+	}
+	inner := s[1 : len(s)-1]
+	for i := 0; i < len(inner); i++ {
+		if c := inner[i]; c < 0x20 || c > 0x7e || c == s[0] || c == '\\' {
+			return "", false
+		}
+	}
+	return inner, true
+}
+
+// plainString reports whether word, written plain, is a string to the YAML
+// parser: only characters of image references, not ending in ':' (a map
+// key), and either starting with a letter and not one of the words YAML
+// takes for a boolean or null, or holding a '/', which no number, time or
+// other value does.
+func plainString(word string) bool {
+	if word == "" || word[len(word)-1] == ':' {
+		return false
+	}
+	slash := false
+	for i := 0; i < len(word); i++ {
+		switch c := word[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			c == '.', c == '_', c == '-', c == ':', c == '@':
+		case c == '/':
+			slash = true
+		default:
+			return false
+		}
+	}
+	c := word[0]
+	letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+	switch {
+	case letter:
+		return !yamlWords[word] && !yaml11Bools[word]
+	case c >= '0' && c <= '9':
+		return slash
+	}
+	return false
+}
+
+// yamlWords are the plain words starting with a letter that the YAML
+// parser reads as something other than a string.
+var yamlWords = map[string]bool{
+	"true": true, "True": true, "TRUE": true, "false": true, "False": true, "FALSE": true,
+	"null": true, "Null": true, "NULL": true,
+}
+
+// walkFlow reads a flow list after its '[': entries that are quoted
+// strings without line breaks, or plain words of image reference
+// characters, separated by commas and white space, then ']' and nothing but
+// white space.
+func walkFlow(value string, f func(entry)) bool {
+	s := value
+	first := true
+	for {
+		s = skipSpace(s)
+		if strings.HasPrefix(s, "]") {
+			// "[]", or a trailing comma, which is left to the parser.
+			return first && strings.TrimLeft(s[1:], " \t\r\n") == ""
+		}
+		var text string
+		var ok bool
+		text, s, ok = flowEntry(s)
+		if !ok {
+			return false
+		}
+		if str, isString := quoted(text); isString {
+			f(entry{text: str, plain: true})
+		} else if !strings.Contains(text, ":") && plainString(text) {
+			f(entry{text: text, plain: true})
+		} else {
+			f(entry{text: text, wrap: flowWrap})
+		}
+		first = false
+		s = skipSpace(s)
+		switch {
+		case strings.HasPrefix(s, ","):
+			s = s[1:]
+		case strings.HasPrefix(s, "]"):
+			return strings.TrimLeft(s[1:], " \t\r\n") == ""
+		default:
+			return false
+		}
+	}
+}
+
+func skipSpace(s string) string { return strings.TrimLeft(s, " \t\r\n") }
+
+// quotedString cuts the quoted string that s starts with, escapes and all,
+// if it ends on its line.
+func quotedString(s string) (text, rest string, ok bool) {
+	q := s[0]
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\n' || c == '\r':
+			return "", "", false
+		case q == '"' && c == '\\':
+			i++
+		case c == q && q == '\'' && i+1 < len(s) && s[i+1] == '\'':
+			i++
+		case c == q:
+			return s[:i+1], s[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// flowEntry cuts the entry that s starts with: a quoted string on one line
+// (escapes allowed: the parser reads those), or a word of image reference
+// characters.
+func flowEntry(s string) (text, rest string, ok bool) {
+	if s == "" {
+		return "", "", false
+	}
+	if q := s[0]; q == '"' || q == '\'' {
+		return quotedString(s)
+	}
+	i := 0
+	for i < len(s) {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '_' || c == '-' || c == ':' || c == '@' || c == '/') {
+			break
+		}
+		i++
+	}
+	// A word must start with a letter or digit: "-" or "." first could be
+	// a document marker at the start of a line.
+	if i == 0 || !(s[0] >= 'a' && s[0] <= 'z' || s[0] >= 'A' && s[0] <= 'Z' || s[0] >= '0' && s[0] <= '9') {
+		return "", "", false
+	}
+	return s[:i], s[i:], true
+}

@@ -1,0 +1,173 @@
+package source
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// simpleForms are lists as people write them; the scanner must read every
+// one of them itself, and read it as the YAML parser does.
+var simpleForms = []string{
+	"- alpine\n- nginx:1.27\n",
+	"# images for team a\n\n  - alpine   # the base\n  - \"nginx:1.27\"\n  - 'ghcr.io/org/app@sha256:" + strings.Repeat("a", 64) + "'\n",
+	"- 127.0.0.1:5000/app:v1\r\n- registry.example/team/app:v2\r\n",
+	`["alpine", "nginx:1.27"]`,
+	"[\n  \"alpine\",\n  \"nginx:1.27\"\n]\n",
+	"[alpine, nginx, ghcr.io/org/app]",
+	"[]",
+	"- yes\n- 1.10\n- true\n- null\n- 1password/cli\n- -\n- [a, b]\n- {a: b}\n- A\n- \"\\u0061lpine\"\n- 'it''s'\n- a: b\n-\n- ~\n- !!str tagged\n",
+	`["alpine", 1, 1.10, true, "a\"b", 'it''s', 127.0.0.1:5000/app, "é"]`,
+	"- alpine\n- alpine\n- docker.io/library/alpine:latest\n",
+}
+
+// The scanner takes the usual forms itself, whatever their size.
+func TestSimpleFormsAreScanned(t *testing.T) {
+	for _, v := range simpleForms {
+		if _, ok := readSimple(v, listLimits{}); !ok {
+			t.Errorf("readSimple did not take %q", v)
+		}
+		checkSimpleMatchesYAML(t, v)
+	}
+}
+
+// checkSimpleMatchesYAML fails when readSimple takes value and reads it
+// otherwise than the YAML parser.
+func checkSimpleMatchesYAML(t *testing.T, value string) {
+	t.Helper()
+	if len(value) > MaxYAMLBytes {
+		return
+	}
+	simple, ok := readSimple(value, listLimits{})
+	if !ok {
+		return
+	}
+	whole, err := readYAML(value, listLimits{})
+	if err != nil {
+		t.Fatalf("readSimple took %q, which the YAML parser refuses: %v", value, err)
+	}
+	if !reflect.DeepEqual(simple.images, whole.images) || simple.unread != whole.unread {
+		t.Fatalf("%q: readSimple read %q (%d unread), the YAML parser %q (%d unread)", value, simple.images, simple.unread, whole.images, whole.unread)
+	}
+	if a, b := fmt.Sprint(simple.problems.Errors()), fmt.Sprint(whole.problems.Errors()); a != b {
+		t.Fatalf("%q: readSimple found %s, the YAML parser %s", value, a, b)
+	}
+}
+
+// FuzzSimpleMatchesYAML checks that the scanner, wherever it takes a value,
+// reads it exactly as the YAML parser does.
+func FuzzSimpleMatchesYAML(f *testing.F) {
+	for _, v := range simpleForms {
+		f.Add(v)
+	}
+	f.Add("- a\n  - b\n")
+	f.Add("[a,]")
+	f.Add("- \"a\n- b\"\n")
+	f.Add("- [a,\n- b]\n")
+	f.Add("---\n- a\n")
+	f.Fuzz(func(t *testing.T, value string) {
+		checkSimpleMatchesYAML(t, value)
+	})
+}
+
+// A list's cost is charged before it is paid: past its limits, entries are
+// counted, not read, however many there are.
+func TestReadImageListLimits(t *testing.T) {
+	var b strings.Builder
+	for i := range 40_000 {
+		fmt.Fprintf(&b, "- registry.example/team/app%05d:v1\n", i)
+	}
+	big := b.String() // 1.3 MB
+	invalid := strings.Repeat("- A\n", 200_000)
+	dups := strings.Repeat("- alpine\n", 200_000)
+	for _, tc := range []struct {
+		name       string
+		value      string
+		lim        listLimits
+		images     int
+		unread     int
+		maxAlloc   uint64
+		firstImage string
+	}{
+		{"keep 1000 of 40,000", big, listLimits{keep: 1000, read: 2000}, 1000, 39_000, 2 << 20, "registry.example/team/app00000:v1"},
+		{"read 2000 invalid", invalid, listLimits{keep: 1000, read: 2000}, 0, 198_000, 2 << 20, ""},
+		{"read 2000 duplicates", dups, listLimits{keep: 1000, read: 2000}, 1, 198_000, 1 << 20, "docker.io/library/alpine:latest"},
+		{"all of 40,000", big, listLimits{}, 40_000, 0, 32 << 20, "registry.example/team/app00000:v1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var l *imageList
+			var err error
+			alloc := bytesAllocatedBy(func() { l, err = readImageList(tc.value, tc.lim) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l.images) != tc.images || l.unread != tc.unread {
+				t.Errorf("%d images, %d unread; want %d, %d", len(l.images), l.unread, tc.images, tc.unread)
+			}
+			if tc.firstImage != "" && (len(l.images) == 0 || l.images[0] != tc.firstImage) {
+				t.Errorf("images begin %.3q, want %q (list order)", l.images, tc.firstImage)
+			}
+			if alloc > tc.maxAlloc*allocSlack {
+				t.Errorf("reading %d bytes allocated %d bytes, want at most %d", len(tc.value), alloc, tc.maxAlloc*allocSlack)
+			}
+		})
+	}
+}
+
+// The worst values at the limits: a megabyte of entries that are not plain
+// references (each a YAML value of its own) costs the parser at most
+// MaxYAMLBytes of them; a megabyte in no simple form is refused unread.
+func TestReadImageListWorstCase(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		value    string
+		maxAlloc uint64
+		err      error
+	}{
+		{"numbers, flow", ones(512 << 10), 16 << 20, nil},
+		{"numbers, block", strings.Repeat("- 1\n", 256<<10), 16 << 20, nil},
+		{"nested lists, block", strings.Repeat("- [[[[1]]]]\n", 80<<10), 16 << 20, nil},
+		{"maps, block", strings.Repeat("- a: b\n", 140<<10), 16 << 20, nil},
+		{"no simple form", strings.Repeat("- a\n  - b\n", 100<<10), 1 << 20, errNotSimple},
+		{"64 KiB in no simple form", strings.Repeat("- a\n  - b\n", (MaxYAMLBytes-1)/10), 32 << 20, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			alloc := bytesAllocatedBy(func() { _, err = readImageList(tc.value, listLimits{keep: 1000, read: 2000}) })
+			if (err != nil) != (tc.err != nil) || (err != nil && !strings.Contains(err.Error(), "not written one image a line")) {
+				t.Fatalf("err = %v, want %v", err, tc.err)
+			}
+			if alloc > tc.maxAlloc*allocSlack {
+				t.Errorf("reading %d bytes allocated %d bytes, want at most %d", len(tc.value), alloc, tc.maxAlloc*allocSlack)
+			}
+		})
+	}
+}
+
+var errNotSimple = errors.New("not in a simple form")
+
+// BenchmarkReadImageList prints the cost of reading a megabyte list of
+// valid references, as the daemon reads it (keep --max-images) and whole.
+func BenchmarkReadImageList(b *testing.B) {
+	var sb strings.Builder
+	for i := 0; sb.Len() < 1<<20; i++ {
+		fmt.Fprintf(&sb, "- registry.example/team/app%06d:v1\n", i)
+	}
+	value := sb.String()
+	for _, bc := range []struct {
+		name string
+		lim  listLimits
+	}{{"keep1000", listLimits{keep: 1000, read: 2000}}, {"all", listLimits{}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(value)))
+			for b.Loop() {
+				if _, err := readImageList(value, bc.lim); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
