@@ -2,6 +2,8 @@ package argo
 
 import (
 	"fmt"
+
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 )
 
 // Budget bounds the work of reading one spec, so that no object, however
@@ -67,6 +69,8 @@ func (e *TooComplexError) Error() string {
 type evaluator struct {
 	b           Budget
 	steps, work int
+	// own memoizes each template's own scope.
+	own map[*wfv1.Template]*scope
 }
 
 func newEvaluator(b Budget) *evaluator {
@@ -84,7 +88,7 @@ func newEvaluator(b Budget) *evaluator {
 			*f.v = f.def
 		}
 	}
-	return &evaluator{b: b}
+	return &evaluator{b: b, own: map[*wfv1.Template]*scope{}}
 }
 
 // step spends one step of the walk.
