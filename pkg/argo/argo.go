@@ -92,7 +92,11 @@ func Images(spec *wfv1.WorkflowSpec, b Budget) (images []string, skipped []Skipp
 	if spec == nil {
 		return nil, nil, nil
 	}
-	e := newEvaluator(b)
+	return newEvaluator(b).images(spec)
+}
+
+// images is Images within e's budget.
+func (e *evaluator) images(spec *wfv1.WorkflowSpec) (images []string, skipped []Skipped, err error) {
 	defer e.recover(&err)
 	defer func() {
 		if err != nil {
@@ -172,24 +176,36 @@ func Images(spec *wfv1.WorkflowSpec, b Budget) (images []string, skipped []Skipp
 }
 
 // collect resolves image in sc and adds it to set; it returns why not, or "".
+// Each distinct result is parsed once, charged before.
 func (e *evaluator) collect(set imageref.Set, sc *scope, image string) string {
 	resolved, err := e.resolve(sc, image)
 	if err != nil {
 		return err.Error()
 	}
-	if err := set.Add(resolved); err != nil {
-		reason := err.Error()
-		var invalid *imageref.Error
-		if errors.As(err, &invalid) {
-			reason = invalid.Reason
+	reason, seen := e.parsed[resolved]
+	if !seen {
+		e.spend(entryBytes + parseImageBytes*(1+len(resolved)))
+		if err := set.Add(resolved); err != nil {
+			reason = err.Error()
+			var invalid *imageref.Error
+			if errors.As(err, &invalid) {
+				reason = invalid.Reason
+			}
 		}
-		if resolved != image {
-			return fmt.Sprintf("it resolves to %s, which is not a valid image reference: %s", imageref.Quote(resolved), reason)
-		}
-		return "it is not a valid image reference: " + reason
+		e.parsed[resolved] = reason
 	}
-	return ""
+	switch {
+	case reason == "":
+		return ""
+	case resolved != image:
+		return fmt.Sprintf("it resolves to %s, which is not a valid image reference: %s", imageref.Quote(resolved), reason)
+	}
+	return "it is not a valid image reference: " + reason
 }
+
+// parseImageBytes is what parsing an image reference allocates per byte,
+// at most, its regular expressions' backtracking included.
+const parseImageBytes = 32
 
 // imageAt is one image of a template and where it is written.
 type imageAt struct {

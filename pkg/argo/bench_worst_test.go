@@ -17,7 +17,9 @@ func BenchmarkWorstCase(b *testing.B) {
 		{"nested-calls-4000p-100t-8fan", nestedCalls(4000, 100, 8)},
 		{"expressions-1000p-30t", expressions(1000, 30)},
 		{"string-workflow-x20-200p", stringifyWorkflow(200)},
-		{"defaults-2000t-2000d", manyDefaults(2000, 2000)},
+		{"defaults-2000t-2000d", manyDefaults(2000, 2000, "img%d")},
+		{"flattening-item-x113-100t", flattening(100)},
+		{"held-scopes-20t-8fan-4x1KB", heldScopes(20, 8, 4)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var err error

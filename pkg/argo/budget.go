@@ -22,11 +22,19 @@ type Budget struct {
 	// caller's own ways x withItems items) are followed; the others are
 	// reported.
 	MaxScopes int
-	// MaxSteps bounds the walk of the spec: templates visited and call
-	// sites followed. Calls that form cycles can make the walk exponential;
-	// the budget ends it.
+	// MaxSteps bounds the walk of the spec: templates visited, call sites
+	// followed, withItems items and images read. Calls that form cycles
+	// can make the walk exponential; the budget ends it.
 	MaxSteps int
-	// MaxWork bounds the bytes resolved and the parameters copied, in all.
+	// MaxWork bounds, in bytes, what reading the spec allocates: each
+	// parameter a scope holds (key, value and the map entry), each
+	// substitution (the string, every value it uses, its output), each
+	// expression's evaluation (Argo's environment of the parameters it
+	// names, its parsing and compiling), each image parsed, each step.
+	// Every cost is charged before it is paid, at least what it allocates
+	// (TestChargesCoverWhatReplaceAllocates), so memory held and allocated
+	// while reading one object stay within MaxWork plus a part linear in
+	// the object's size (TestWorstInputsAtTheLimits).
 	MaxWork int
 	// MaxExpressionBytes and MaxExpressionNodes bound a {{=expression}}
 	// that is evaluated. Only a subset of the expression language is
@@ -46,7 +54,7 @@ func DefaultBudget() Budget {
 		MaxRounds:          8,
 		MaxScopes:          64,
 		MaxSteps:           20_000,
-		MaxWork:            8 << 20,
+		MaxWork:            16 << 20,
 		MaxExpressionBytes: 1024,
 		MaxExpressionNodes: 64,
 	}
@@ -71,6 +79,9 @@ type evaluator struct {
 	steps, work int
 	// own memoizes each template's own scope.
 	own map[*wfv1.Template]*scope
+	// parsed memoizes why each resolved image is not a valid reference,
+	// "" for one that is.
+	parsed map[string]string
 }
 
 func newEvaluator(b Budget) *evaluator {
@@ -88,22 +99,28 @@ func newEvaluator(b Budget) *evaluator {
 			*f.v = f.def
 		}
 	}
-	return &evaluator{b: b, own: map[*wfv1.Template]*scope{}}
+	return &evaluator{b: b, own: map[*wfv1.Template]*scope{}, parsed: map[string]string{}}
 }
 
-// step spends one step of the walk.
+// step spends one step of the walk, and the bytes a step allocates.
 func (e *evaluator) step() {
 	e.steps++
 	if e.steps > e.b.MaxSteps {
-		panic(&TooComplexError{What: "steps (templates visited and calls followed)", Limit: e.b.MaxSteps})
+		panic(&TooComplexError{What: "steps (templates visited, calls followed, items and images read)", Limit: e.b.MaxSteps})
 	}
+	e.spend(stepBytes)
 }
 
-// spend spends n units of work (bytes resolved, parameters copied).
+// stepBytes is what one step allocates besides what it charges itself, at
+// most: a slot in a list of images or scopes, a name for a field.
+const stepBytes = 128
+
+// spend charges n bytes, before they are allocated: a parameter held, a
+// substitution, an expression's evaluation.
 func (e *evaluator) spend(n int) {
 	e.work += n
 	if e.work > e.b.MaxWork {
-		panic(&TooComplexError{What: "units of work (bytes resolved and parameters copied)", Limit: e.b.MaxWork})
+		panic(&TooComplexError{What: "bytes of work (parameters held, substitutions and expressions evaluated)", Limit: e.b.MaxWork})
 	}
 }
 

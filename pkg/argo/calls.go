@@ -136,8 +136,9 @@ func (e *evaluator) item(c *callSite, i int) *scope {
 	for len(c.vars) <= i {
 		it := c.items[len(c.vars)]
 		e.step()
-		// Reading a map item decodes its JSON into a map.
-		e.spend(4 * len(it.Value))
+		// Reading an item decodes its JSON: a map, each value a copy of
+		// its JSON and that decoded again.
+		e.spend(8 * len(it.Value))
 		vars := e.layer(nil)
 		switch it.GetType() {
 		case wfv1.Map:

@@ -10,7 +10,9 @@ import (
 	jsonutil "github.com/argoproj/argo-workflows/v3/util/json"
 	"github.com/argoproj/argo-workflows/v3/util/template"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/parser/lexer"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 )
@@ -41,12 +43,13 @@ type scope struct {
 }
 
 // What a scope costs the budget, in bytes, beyond the bytes of its keys and
-// values: a map entry (bucket slot, string header, pointer) and a layer
-// (the struct and its maps' headers). Both are above what Go allocates, so
-// that the budget bounds the memory held.
+// values: a map entry (its slot, a string header, a pointer, the map's
+// growth) and a layer (the struct, its map and the map's first group of
+// slots). Both are above what Go allocates, so that the budget bounds the
+// memory held.
 const (
 	entryBytes = 64
-	layerBytes = 256
+	layerBytes = 512
 )
 
 // layer returns an empty scope over parent, charged before it is made.
@@ -118,6 +121,7 @@ func (sc *scope) set(e *evaluator, key string, v *string, reason string) {
 	sc.params[key] = v
 	if reason != "" {
 		if sc.late == nil {
+			e.spend(layerBytes / 2)
 			sc.late = map[string]string{}
 		}
 		sc.late[key] = reason
@@ -218,24 +222,28 @@ func (e *evaluator) resolve(sc *scope, s string) (string, error) {
 // are checked first: only those within the subset that safeExpression
 // allows reach Argo's evaluator.
 func (e *evaluator) replace(sc *scope, s string) (string, error) {
-	// JSON escapes at most 6 bytes for one; s is at most MaxValueBytes.
-	e.spend(6*len(s) + 2)
+	e.spend(6*len(s) + 2) // JSON escapes a byte in at most 6
 	quoted, err := json.Marshal(s)
 	if err != nil {
 		return "", err
 	}
 	env := map[string]string{}
-	envBytes, outBytes, expressions := 0, len(quoted), 0
-	// use puts key in env if it has a value in sc; each use adds its value
-	// to what the output may hold, escaped by Argo at most 4 bytes for one.
+	// envKeys is what env's entries cost apart from their values, which
+	// Argo does not copy; useBytes what the uses of values cost.
+	envKeys, useBytes := 0, 0
+	var sources []exprSource
+	// use puts key in env if it has a value in sc. Each use of a value
+	// costs up to useFactor bytes for one: Argo quotes it (at most 4 bytes
+	// for one) into a buffer that doubles as it grows, checks the result
+	// as JSON, and the result is decoded.
 	use := func(key string) {
 		v, _ := sc.lookup(key)
 		if v == nil {
 			return
 		}
-		outBytes += 4 * len(*v)
+		useBytes += useFactor * len(*v)
 		if _, ok := env[key]; !ok {
-			envBytes += entryBytes + len(key) + len(*v)
+			envKeys += entryBytes + len(key)
 			env[key] = *v
 		}
 	}
@@ -249,13 +257,13 @@ func (e *evaluator) replace(sc *scope, s string) (string, error) {
 			}
 			continue
 		}
-		expressions++
 		// As Argo reads it: JSON escapes undone.
 		var unescaped string
 		if err := json.Unmarshal([]byte(`"`+jsonutil.Fix(src)+`"`), &unescaped); err == nil {
 			src = unescaped
 		}
-		reads, err := e.safeExpression(src)
+		reads, tokens, err := e.safeExpression(src)
+		sources = append(sources, exprSource{src, tokens})
 		if err != nil {
 			return "", fmt.Errorf("{{=%s}} is not evaluated before the workflow runs: %w", imageref.Shorten(src), err)
 		}
@@ -277,8 +285,12 @@ func (e *evaluator) replace(sc *scope, s string) (string, error) {
 	}
 	// Argo copies env once, and for each expression expands it into nested
 	// maps, looks for run-time variables in it and compiles the expression
-	// against it: exprBytes is what that costs beyond env's own size.
-	e.spend(2*envBytes + outBytes + expressions*(exprBytes+3*envBytes))
+	// against it.
+	exprBytes := 0
+	for _, x := range sources {
+		exprBytes += exprCost(x, envKeys)
+	}
+	e.spend(replaceBase + useFactor*len(quoted) + 2*envKeys + useBytes + exprBytes)
 	out, err := template.Replace(string(quoted), env, true)
 	if err != nil {
 		return "", fmt.Errorf("substituting its placeholders: %w", err)
@@ -290,11 +302,54 @@ func (e *evaluator) replace(sc *scope, s string) (string, error) {
 	return next, nil
 }
 
-// exprBytes is what Argo allocates to evaluate one {{=expression}} of the
-// subset, given an empty environment, at most (measured by
-// TestExpressionCostIsCharged): the environment's functions, the
-// search for run-time variables through them, the compiler's work.
-const exprBytes = 64 << 10
+// exprSource is an expression and the number of its tokens.
+type exprSource struct {
+	src    string
+	tokens int
+}
+
+// exprCost is what Argo allocates to evaluate x with an environment whose
+// entries cost envKeys apart from their values (whose uses replace
+// charges; TestChargesCoverWhatReplaceAllocates checks both on the worst
+// strings of the subset): the environment's functions and the environment
+// expanded into nested maps (exprBase and envKeys), parsing and compiling
+// the expression (tokenBytes a token), and for each variable known only at
+// run time whose name it holds, lexing it again; when one is found, Argo
+// looks for it and the next in the whole environment flattened, sprig's
+// functions included (flattenBytes).
+func exprCost(x exprSource, envKeys int) int {
+	n := exprBase + 4*envKeys + tokenBytes*x.tokens
+	found := false
+	for _, v := range runTimeVariables {
+		if strings.Contains(x.src, v) {
+			found = true
+			n += lexBytes * (x.tokens + len(v))
+		}
+	}
+	if found {
+		n += 2 * (flattenBytes + 2*envKeys)
+	}
+	return n
+}
+
+// What Argo's substitution allocates, at most, measured with Argo v3.7:
+// for one string (its template parsed, the result checked and decoded), per
+// byte of the string or of a value used, and besides the parts of an expression's evaluation
+// that grow with the expression and its environment.
+const (
+	replaceBase  = 2 << 10
+	useFactor    = 24
+	exprBase     = 16 << 10
+	tokenBytes   = 512
+	lexBytes     = 64
+	flattenBytes = 48 << 10
+)
+
+// runTimeVariables are the variables that Argo's expression templates
+// leave unresolved when the environment lacks them (util/template's
+// variablesToCheck).
+var runTimeVariables = []string{"item", "retries", "lastRetry.exitCode", "lastRetry.status", "lastRetry.duration",
+	"lastRetry.message", "workflow.status", "workflow.failures"}
 
 // tags returns what stands between each "{{" and the next "}}", the way
 // Argo's template engine reads it.
@@ -339,25 +394,34 @@ var (
 
 // safeExpression checks that src stays within the subset above and the
 // budget's size limits, so that evaluating it takes time and memory linear
-// in its size, and returns the parameters it reads ("inputs.parameters.x").
-// An expression that does not parse is left to Argo, which leaves it
-// unresolved.
-func (e *evaluator) safeExpression(src string) (reads []string, err error) {
+// in its size, and returns the parameters it reads ("inputs.parameters.x")
+// and its number of tokens. An expression that does not parse is left to
+// Argo, which leaves it unresolved.
+func (e *evaluator) safeExpression(src string) (reads []string, tokens int, err error) {
 	if len(src) > e.b.MaxExpressionBytes {
-		return nil, fmt.Errorf("it is %d bytes long (at most %d are evaluated)", len(src), e.b.MaxExpressionBytes)
+		return nil, 0, fmt.Errorf("it is %d bytes long (at most %d are evaluated)", len(src), e.b.MaxExpressionBytes)
 	}
 	e.spend(parseBytes * len(src))
+	toks, err := lexer.Lex(file.NewSource(src))
+	if err != nil {
+		return nil, 0, nil
+	}
+	// Parentheses are tokens, not terms: a term nested in many costs
+	// Argo's parser and compiler in proportion to them.
+	if max := 4 * e.b.MaxExpressionNodes; len(toks) > max {
+		return nil, 0, fmt.Errorf("it has more than %d tokens", max)
+	}
 	tree, err := parser.Parse(src)
 	if err != nil {
-		return nil, nil
+		return nil, 0, nil
 	}
 	c := &exprCheck{max: e.b.MaxExpressionNodes}
 	c.walk(tree.Node)
-	return c.reads, c.err
+	return c.reads, len(toks), c.err
 }
 
-// parseBytes is what parsing an expression allocates per byte of it, at
-// most (a node and a token of about 100 bytes each per 2 bytes of source).
+// parseBytes is what lexing and parsing an expression allocates per byte of
+// it, at most (a token and a node of under 64 bytes each per byte).
 const parseBytes = 128
 
 // exprCheck walks an expression's syntax tree, keeps the first reason it

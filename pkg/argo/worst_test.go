@@ -59,6 +59,47 @@ func expressions(params, templates int) *wfv1.WorkflowSpec {
 	return spec
 }
 
+// flattening is templates whose image is as many {{=item}} as fit: Argo
+// looks for item in the whole expression environment flattened, sprig's
+// functions included, for each.
+func flattening(templates int) *wfv1.WorkflowSpec {
+	spec := &wfv1.WorkflowSpec{}
+	image := strings.Repeat("{{=item}}", DefaultBudget().MaxValueBytes/len("{{=item}}"))
+	for i := 0; i < templates; i++ {
+		spec.Templates = append(spec.Templates, wfv1.Template{Name: fmt.Sprintf("t%d", i), Container: ctr(image)})
+	}
+	return spec
+}
+
+// heldScopes is a chain of templates, each calling the next from fan
+// steps and passing it inputs values of MaxValueBytes each: every way of
+// calling a template holds its inputs' values, which the budget must count
+// before they are made.
+func heldScopes(templates, fan, inputCount int) *wfv1.WorkflowSpec {
+	long := strings.Repeat("v", DefaultBudget().MaxValueBytes)
+	spec := &wfv1.WorkflowSpec{Entrypoint: "t0"}
+	var ins, pass []wfv1.Parameter
+	for p := 0; p < inputCount; p++ {
+		name := fmt.Sprintf("i%d", p)
+		ins = append(ins, param(name, nil, nil))
+		pass = append(pass, param(name, long, nil))
+	}
+	for i := 0; i < templates; i++ {
+		t := wfv1.Template{Name: fmt.Sprintf("t%d", i), Inputs: inputs(ins...)}
+		if i+1 < templates {
+			var calls []wfv1.WorkflowStep
+			for f := 0; f < fan; f++ {
+				calls = append(calls, wfv1.WorkflowStep{Name: fmt.Sprintf("s%d", f), Template: fmt.Sprintf("t%d", i+1), Arguments: args(pass...)})
+			}
+			t.Steps = steps(calls...)
+		} else {
+			t.Container = ctr("alpine")
+		}
+		spec.Templates = append(spec.Templates, t)
+	}
+	return spec
+}
+
 // stringifyWorkflow names the whole environment twenty times:
 // string(workflow) is every workflow parameter in one string.
 func stringifyWorkflow(params int) *wfv1.WorkflowSpec {
@@ -71,17 +112,40 @@ func stringifyWorkflow(params int) *wfv1.WorkflowSpec {
 }
 
 // manyDefaults is templates container templates and as many sidecars in
-// templateDefaults, each with a literal image: every template inherits
-// every sidecar. The audit's 276 KB object is manyDefaults(2000, 2000).
-func manyDefaults(templates, defaults int) *wfv1.WorkflowSpec {
+// templateDefaults, each with an image: every template inherits every
+// sidecar. image is a format for the sidecar's number; the templates have
+// an input v, so it may name {{inputs.parameters.v}}. The audit's 276 KB
+// object is manyDefaults(2000, 2000, "img%d").
+func manyDefaults(templates, defaults int, image string) *wfv1.WorkflowSpec {
 	spec := &wfv1.WorkflowSpec{TemplateDefaults: &wfv1.Template{}}
 	for d := 0; d < defaults; d++ {
-		spec.TemplateDefaults.Sidecars = append(spec.TemplateDefaults.Sidecars, user(fmt.Sprintf("s%d", d), fmt.Sprintf("img%d", d)))
+		spec.TemplateDefaults.Sidecars = append(spec.TemplateDefaults.Sidecars, user(fmt.Sprintf("s%d", d), fmt.Sprintf(image, d)))
 	}
 	for i := 0; i < templates; i++ {
-		spec.Templates = append(spec.Templates, wfv1.Template{Name: fmt.Sprintf("t%d", i), Container: ctr("alpine")})
+		spec.Templates = append(spec.Templates, wfv1.Template{Name: fmt.Sprintf("t%d", i),
+			Inputs: inputs(param("v", nil, "1")), Container: ctr("alpine")})
 	}
 	return spec
+}
+
+// loopAtTheCap is a template calling another from a withItems list of n
+// items, each a map of keys whose values are as long as are read.
+func loopAtTheCap(n, keys int) *wfv1.WorkflowSpec {
+	long := strings.Repeat("v", DefaultBudget().MaxValueBytes)
+	var items []wfv1.Item
+	for i := 0; i < n; i++ {
+		m := map[string]string{}
+		for k := 0; k < keys; k++ {
+			m[fmt.Sprintf("k%d", k)] = long
+		}
+		raw, _ := json.Marshal(m)
+		items = append(items, wfv1.Item{Value: raw})
+	}
+	return &wfv1.WorkflowSpec{Entrypoint: "main", Templates: []wfv1.Template{
+		{Name: "main", Steps: steps(wfv1.WorkflowStep{Name: "s", Template: "r", WithItems: items,
+			Arguments: args(param("i", "{{item.k0}}", nil))})},
+		{Name: "r", Inputs: inputs(param("i", nil, nil)), Container: ctr("{{inputs.parameters.i}}")},
+	}}
 }
 
 // specBytes is the size of spec as the API server would store it.
