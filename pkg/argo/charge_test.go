@@ -52,7 +52,7 @@ func TestChargesCoverWhatReplaceAllocates(t *testing.T) {
 			bytes := allocated(func() { _, _ = e.replace(items, tc.image) })
 			charged := e.work - before
 			t.Logf("%d-byte image: allocated %d bytes, charged %d", len(tc.image), bytes, charged)
-			if int(bytes) > charged {
+			if int(bytes) > charged && !raceEnabled {
 				t.Errorf("substituting it allocated %d bytes, more than the %d charged", bytes, charged)
 			}
 		})

@@ -338,7 +338,7 @@ func exprCost(x exprSource, envKeys int) int {
 // that grow with the expression and its environment.
 const (
 	replaceBase  = 2 << 10
-	useFactor    = 24
+	useFactor    = 32
 	exprBase     = 16 << 10
 	tokenBytes   = 512
 	lexBytes     = 64
