@@ -11,6 +11,7 @@ package argo
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -91,14 +92,18 @@ func Images(spec *wfv1.WorkflowSpec, b Budget) (images []string, skipped []Skipp
 	if spec == nil {
 		return nil, nil, nil
 	}
-	e := newEvaluator(b)
+	return newEvaluator(b).images(spec)
+}
+
+// images is Images within e's budget.
+func (e *evaluator) images(spec *wfv1.WorkflowSpec) (images []string, skipped []Skipped, err error) {
 	defer e.recover(&err)
 	defer func() {
 		if err != nil {
 			images, skipped = nil, nil
 		}
 	}()
-	global := e.newScope()
+	global := e.layer(nil)
 	e.addParams(global, "workflow.parameters.", spec.Arguments.Parameters)
 	set := imageref.Set{}
 	// inherited records the templateDefaults images some template took, so
@@ -107,22 +112,37 @@ func Images(spec *wfv1.WorkflowSpec, b Budget) (images []string, skipped []Skipp
 	// reported keeps one skip per template, field, image and reason, however
 	// many calls lead to it: the first call names itself in the reason.
 	reported := map[Skipped]bool{}
+	defaults := e.indexDefaults(spec.TemplateDefaults)
+	// report keeps s, charged by its size, unless an equal one is kept.
+	report := func(s Skipped, via string) {
+		if reported[s] {
+			return
+		}
+		e.spend(2 * (entryBytes + len(s.Template) + len(s.Field) + len(s.Image) + len(s.Reason) + len(via)))
+		reported[s] = true
+		s.Reason += via
+		skipped = append(skipped, s)
+	}
 	var visit func(name string, t *wfv1.Template, scopes []*scope, capped bool)
 	visit = func(name string, t *wfv1.Template, scopes []*scope, capped bool) {
 		e.step()
-		ats := templateImages(t, spec.TemplateDefaults)
-		for _, sc := range scopes {
-			for _, at := range ats {
-				if at.inherited {
-					inherited[at.image] = true
+		ats := e.templateImages(t, defaults)
+		for _, at := range ats {
+			if !strings.Contains(at.image, "{{") {
+				// A literal reads the same in every scope: once.
+				e.step()
+				if reason := e.collect(set, scopes[0], at.image); reason != "" {
+					report(Skipped{Template: name, Field: at.field, Image: at.image, Reason: reason}, "")
 				}
+				continue
+			}
+			if at.inherited {
+				inherited[at.image] = true
+			}
+			for _, sc := range scopes {
+				e.step()
 				if reason := e.collect(set, sc, at.image); reason != "" {
-					s := Skipped{Template: name, Field: at.field, Image: at.image, Reason: reason}
-					if !reported[s] {
-						reported[s] = true
-						s.Reason += sc.via
-						skipped = append(skipped, s)
-					}
+					report(Skipped{Template: name, Field: at.field, Image: at.image, Reason: reason}, sc.via)
 				}
 			}
 		}
@@ -145,8 +165,8 @@ func Images(spec *wfv1.WorkflowSpec, b Budget) (images []string, skipped []Skipp
 		visit(name, &spec.Templates[i], scopes, capped)
 	}
 	if d := spec.TemplateDefaults; d != nil {
-		sc := &scope{params: global.params, late: global.late, defaults: true}
-		for _, at := range templateImages(d, nil) {
+		sc := &scope{parent: global, defaults: true}
+		for _, at := range e.templateImages(d, nil) {
 			if reason := e.collect(set, sc, at.image); reason != "" && !inherited[at.image] {
 				skipped = append(skipped, Skipped{Template: defaultsName, Field: at.field, Image: at.image, Reason: reason})
 			}
@@ -156,24 +176,36 @@ func Images(spec *wfv1.WorkflowSpec, b Budget) (images []string, skipped []Skipp
 }
 
 // collect resolves image in sc and adds it to set; it returns why not, or "".
+// Each distinct result is parsed once, charged before.
 func (e *evaluator) collect(set imageref.Set, sc *scope, image string) string {
 	resolved, err := e.resolve(sc, image)
 	if err != nil {
 		return err.Error()
 	}
-	if err := set.Add(resolved); err != nil {
-		reason := err.Error()
-		var invalid *imageref.Error
-		if errors.As(err, &invalid) {
-			reason = invalid.Reason
+	reason, seen := e.parsed[resolved]
+	if !seen {
+		e.spend(entryBytes + parseImageBytes*(1+len(resolved)))
+		if err := set.Add(resolved); err != nil {
+			reason = err.Error()
+			var invalid *imageref.Error
+			if errors.As(err, &invalid) {
+				reason = invalid.Reason
+			}
 		}
-		if resolved != image {
-			return fmt.Sprintf("it resolves to %s, which is not a valid image reference: %s", imageref.Quote(resolved), reason)
-		}
-		return "it is not a valid image reference: " + reason
+		e.parsed[resolved] = reason
 	}
-	return ""
+	switch {
+	case reason == "":
+		return ""
+	case resolved != image:
+		return fmt.Sprintf("it resolves to %s, which is not a valid image reference: %s", imageref.Quote(resolved), reason)
+	}
+	return "it is not a valid image reference: " + reason
 }
+
+// parseImageBytes is what parsing an image reference allocates per byte,
+// at most, its regular expressions' backtracking included.
+const parseImageBytes = 32
 
 // imageAt is one image of a template and where it is written.
 type imageAt struct {
@@ -192,17 +224,77 @@ var podTemplates = map[wfv1.TemplateType]bool{
 	wfv1.TemplateTypeData:         true,
 }
 
-// templateImages lists the images of t, with the images it inherits from
-// defaults (nil for none) as the doc of ImagesFromWorkflowSpec describes.
-// Argo drops the type-specific parts of templateDefaults that do not match
-// the template's type, so only a container template inherits the default
-// container and only a script template the default script; a
-// containerSet's list of containers is replaced, not merged, so nothing of
-// it is inherited.
-func templateImages(t, defaults *wfv1.Template) []imageAt {
-	var d wfv1.Template
-	if defaults != nil {
-		d = *defaults
+// defaultsIndex is spec.templateDefaults as templates inherit it, indexed
+// once so that applying it to each template costs what that template
+// inherits, not the size of templateDefaults. An image of templateDefaults
+// without placeholders is read once, as templateDefaults' own (see Images),
+// so only those with placeholders are applied to each template.
+type defaultsIndex struct {
+	// container and script are the images a container or script template
+	// without one inherits, if they hold placeholders.
+	container, script string
+	// lists are initContainers and sidecars, which Argo merges by name.
+	lists [2]defaultsList
+}
+
+// defaultsList is one list of containers of templateDefaults.
+type defaultsList struct {
+	entries []wfv1.UserContainer
+	// last is the position of the last entry of each name, which a
+	// template's entry of that name without an image inherits.
+	last map[string]int
+	// positions lists the positions of the entries of each name.
+	positions map[string][]int
+	// templated lists the positions of entries whose image has
+	// placeholders.
+	templated []int
+}
+
+// indexDefaults indexes d (nil for none), a step for each entry.
+func (e *evaluator) indexDefaults(d *wfv1.Template) *defaultsIndex {
+	x := &defaultsIndex{}
+	if d == nil {
+		return x
+	}
+	templated := func(image string) string {
+		if strings.Contains(image, "{{") {
+			return image
+		}
+		return ""
+	}
+	if d.Container != nil {
+		x.container = templated(d.Container.Image)
+	}
+	if d.Script != nil {
+		x.script = templated(d.Script.Image)
+	}
+	for i, list := range [][]wfv1.UserContainer{d.InitContainers, d.Sidecars} {
+		l := &x.lists[i]
+		l.entries = list
+		l.last, l.positions = map[string]int{}, map[string][]int{}
+		for pos, c := range list {
+			e.step()
+			l.last[c.Name] = pos
+			l.positions[c.Name] = append(l.positions[c.Name], pos)
+			if templated(c.Image) != "" {
+				l.templated = append(l.templated, pos)
+			}
+		}
+	}
+	return x
+}
+
+// templateImages lists the images of t, with the images with placeholders
+// it inherits from defaults (nil for none) as the doc of Images describes,
+// a step for each one inherited. Argo drops the type-specific parts of
+// templateDefaults that do not match the template's type, so only a
+// container template inherits the default container and only a script
+// template the default script; a containerSet's list of containers is
+// replaced, not merged, so nothing of it is inherited.
+func (e *evaluator) templateImages(t *wfv1.Template, defaults *defaultsIndex) []imageAt {
+	d := defaults
+	if d == nil {
+		d = &defaultsIndex{}
 	}
 	var out []imageAt
 	add := func(field, own, fallback string) {
@@ -210,24 +302,17 @@ func templateImages(t, defaults *wfv1.Template) []imageAt {
 		case own != "":
 			out = append(out, imageAt{field: field, image: own})
 		case fallback != "":
+			e.step()
 			out = append(out, imageAt{field: field + " (from templateDefaults)", image: fallback, inherited: true})
 		}
 	}
 	// A template with a container is a container template, one with a
 	// script a script template: the type the default must match.
 	if t.Container != nil {
-		var fallback string
-		if d.Container != nil {
-			fallback = d.Container.Image
-		}
-		add("container", t.Container.Image, fallback)
+		add("container", t.Container.Image, d.container)
 	}
 	if t.Script != nil {
-		var fallback string
-		if d.Script != nil {
-			fallback = d.Script.Image
-		}
-		add("script", t.Script.Image, fallback)
+		add("script", t.Script.Image, d.script)
 	}
 	if t.ContainerSet != nil {
 		for i := range t.ContainerSet.Containers {
@@ -236,30 +321,40 @@ func templateImages(t, defaults *wfv1.Template) []imageAt {
 		}
 	}
 	merge := podTemplates[t.GetType()]
-	for _, list := range []struct {
-		field         string
-		own, defaults []wfv1.UserContainer
-	}{
-		{"initContainers", t.InitContainers, d.InitContainers},
-		{"sidecars", t.Sidecars, d.Sidecars},
-	} {
-		byName := map[string]string{}
-		if merge {
-			for _, c := range list.defaults {
-				byName[c.Name] = c.Image
+	for i, own := range [][]wfv1.UserContainer{t.InitContainers, t.Sidecars} {
+		l := &d.lists[i]
+		field := [...]string{"initContainers", "sidecars"}[i]
+		// named lists the positions of the defaults that t's own entries
+		// name: Argo merges those into t's entries and appends the others.
+		var named []int
+		seen := map[string]bool{}
+		for j, c := range own {
+			var fallback string
+			if pos, ok := l.last[c.Name]; merge && ok {
+				fallback = l.entries[pos].Image
+				if !strings.Contains(fallback, "{{") {
+					fallback = "" // read once, as templateDefaults' own
+				}
+				if !seen[c.Name] {
+					seen[c.Name] = true
+					named = append(named, l.positions[c.Name]...)
+				}
 			}
+			add(listField(field, j, c.Name), c.Image, fallback)
 		}
-		for i, c := range list.own {
-			add(listField(list.field, i, c.Name), c.Image, byName[c.Name])
-			delete(byName, c.Name)
+		if !merge {
+			continue
 		}
-		// Argo appends the defaults no template entry named, in their order.
-		n := len(list.own)
-		for _, c := range list.defaults {
-			if _, left := byName[c.Name]; left {
-				add(listField(list.field, n, c.Name), "", c.Image)
-				n++
+		slices.Sort(named)
+		for _, pos := range l.templated {
+			if _, found := slices.BinarySearch(named, pos); found {
+				continue
 			}
+			// Its place in the merged list: after t's own entries, among
+			// the defaults that t does not name.
+			before, _ := slices.BinarySearch(named, pos)
+			c := l.entries[pos]
+			add(listField(field, len(own)+pos-before, c.Name), "", c.Image)
 		}
 	}
 	return out

@@ -13,9 +13,11 @@ import (
 type callSite struct {
 	caller, step string
 	args         []wfv1.Parameter
-	// items: one map of loop placeholders per iteration of withItems
+	// items is the withItems list, read item by item as far as it is used
 	// ({{item}} of withParam or withSequence is known only at run time).
-	items []map[string]*string
+	items []wfv1.Item
+	// vars holds the placeholders of the items read so far.
+	vars []*scope
 }
 
 // callGraph resolves input parameters as the workflow would: the entrypoint
@@ -27,16 +29,16 @@ type callGraph struct {
 	e         *evaluator
 	global    *scope
 	templates map[string]*wfv1.Template
-	calls     map[string][]callSite
+	calls     map[string][]*callSite
 	memo      map[string][]*scope
 }
 
 func (e *evaluator) newCallGraph(spec *wfv1.WorkflowSpec, global *scope) *callGraph {
-	g := &callGraph{e: e, global: global, templates: map[string]*wfv1.Template{}, calls: map[string][]callSite{}, memo: map[string][]*scope{}}
-	add := func(callee string, c callSite) { g.calls[callee] = append(g.calls[callee], c) }
+	g := &callGraph{e: e, global: global, templates: map[string]*wfv1.Template{}, calls: map[string][]*callSite{}, memo: map[string][]*scope{}}
+	add := func(callee string, c *callSite) { g.calls[callee] = append(g.calls[callee], c) }
 	if spec.Entrypoint != "" {
 		// A caller of its own: the workflow, whose scope is the global one.
-		add(spec.Entrypoint, callSite{step: "spec.arguments", args: spec.Arguments.Parameters, items: noLoop})
+		add(spec.Entrypoint, &callSite{step: "spec.arguments", args: spec.Arguments.Parameters})
 	}
 	for i := range spec.Templates {
 		t := &spec.Templates[i]
@@ -44,14 +46,14 @@ func (e *evaluator) newCallGraph(spec *wfv1.WorkflowSpec, global *scope) *callGr
 		for _, parallel := range t.Steps {
 			for _, st := range parallel.Steps {
 				if st.Template != "" && st.TemplateRef == nil {
-					add(st.Template, callSite{caller: t.Name, step: st.Name, args: st.Arguments.Parameters, items: e.loopItems(st.WithItems)})
+					add(st.Template, &callSite{caller: t.Name, step: st.Name, args: st.Arguments.Parameters, items: st.WithItems})
 				}
 			}
 		}
 		if t.DAG != nil {
 			for _, task := range t.DAG.Tasks {
 				if task.Template != "" && task.TemplateRef == nil {
-					add(task.Template, callSite{caller: t.Name, step: task.Name, args: task.Arguments.Parameters, items: e.loopItems(task.WithItems)})
+					add(task.Template, &callSite{caller: t.Name, step: task.Name, args: task.Arguments.Parameters, items: task.WithItems})
 				}
 			}
 		}
@@ -82,10 +84,10 @@ func (g *callGraph) scopesOf(name string) ([]*scope, bool) {
 // ends a walk that would take exponential time.
 func (g *callGraph) scopes(name string, stack map[string]bool) (out []*scope, complete, capped bool) {
 	g.e.step()
-	max := g.e.b.MaxScopes
 	if s, ok := g.memo[name]; ok {
-		return s, true, len(s) == max
+		return s, true, len(s) == g.e.b.MaxScopes
 	}
+	maxScopes := g.e.b.MaxScopes
 	t := g.templates[name]
 	own := g.e.ownScope(g.global, t)
 	stack[name] = true
@@ -104,12 +106,12 @@ func (g *callGraph) scopes(name string, stack map[string]bool) (out []*scope, co
 			capped = capped || full
 		}
 		for _, callerScope := range callerScopes {
-			for _, item := range c.items {
-				if len(out) == max {
+			for i := 0; i < max(len(c.items), 1); i++ {
+				if len(out) == maxScopes {
 					capped = true
 					break
 				}
-				out = append(out, g.e.called(own, callerScope, c, item))
+				out = append(out, g.e.called(own, callerScope, c, g.e.item(c, i)))
 			}
 		}
 	}
@@ -122,48 +124,55 @@ func (g *callGraph) scopes(name string, stack map[string]bool) (out []*scope, co
 	return out, complete, capped
 }
 
-// noLoop is the items of a call that does not loop: one iteration, no
-// placeholders.
-var noLoop = []map[string]*string{{}}
-
-// loopItems returns the placeholders each iteration of a withItems list
-// defines ("item", or "item.KEY" for a map item). A value longer than the
-// budget's MaxValueBytes cannot be part of an image: it is left unknown.
-func (e *evaluator) loopItems(items []wfv1.Item) []map[string]*string {
-	if len(items) == 0 {
-		return noLoop
+// item returns the placeholders that iteration i of c's withItems list
+// defines ("item", or "item.KEY" for a map item), nil for a call that does
+// not loop. Items are read as far as they are used, once each. A value longer
+// than the budget's MaxValueBytes cannot be part of an image: it is left
+// unknown.
+func (e *evaluator) item(c *callSite, i int) *scope {
+	if len(c.items) == 0 {
+		return nil
 	}
-	var out []map[string]*string
-	for _, it := range items {
+	for len(c.vars) <= i {
+		it := c.items[len(c.vars)]
 		e.step()
-		vars := map[string]*string{}
+		// Reading an item decodes its JSON: a map, each value a copy of
+		// its JSON and that decoded again.
+		e.spend(8 * len(it.Value))
+		vars := e.layer(nil)
 		switch it.GetType() {
 		case wfv1.Map:
 			for k, v := range it.GetMapVal() {
-				vars["item."+k] = e.bounded(v.String())
+				vars.declare(e, "item."+k, e.bounded(v.String()), "")
 			}
 		case wfv1.List:
 			// {{item}} of a list item is its JSON: never an image.
 		default:
-			vars["item"] = e.bounded(it.String())
+			vars.declare(e, "item", e.bounded(it.String()), "")
 		}
-		out = append(out, vars)
+		c.vars = append(c.vars, vars)
 	}
-	return out
+	return c.vars[i]
 }
 
 // called is the scope of a template called by c from callerScope with one
 // loop iteration's item: its own scope, with each input it declares that c
 // passes resolved in the caller's scope (Argo assigns declared inputs only).
-func (e *evaluator) called(own, callerScope *scope, c callSite, item map[string]*string) *scope {
-	caller := callerScope.with(e, item)
-	via := fmt.Sprintf(" (as called by step %s of template %s)", imageref.Quote(c.step), imageref.Quote(c.caller))
-	if c.caller == "" {
-		via = " (as the entrypoint, with spec.arguments)"
+func (e *evaluator) called(own, callerScope *scope, c *callSite, item *scope) *scope {
+	caller := callerScope
+	if item != nil {
+		// The item's placeholders over the caller's scope.
+		caller = e.layer(callerScope)
+		caller.params, caller.maps = item.params, item.maps
 	}
-	sc := own.clone(e)
-	sc.via = via
+	sc := e.layer(own)
+	sc.via = " (as the entrypoint, with spec.arguments)"
+	if c.caller != "" {
+		e.spend(len(c.step) + len(c.caller) + 64) // quoted short below
+		sc.via = fmt.Sprintf(" (as called by step %s of template %s)", imageref.Quote(c.step), imageref.Quote(c.caller))
+	}
 	for _, a := range c.args {
+		e.spend(len("inputs.parameters.") + len(a.Name)) // the key
 		key := "inputs.parameters." + a.Name
 		if _, declared := own.params[key]; !declared {
 			continue
@@ -175,17 +184,17 @@ func (e *evaluator) called(own, callerScope *scope, c callSite, item map[string]
 		case a.Default != nil: // spec.arguments: the default is the value
 			passed = a.Default.String()
 		case a.ValueFrom != nil:
-			sc.unknown(key, fmt.Sprintf("input parameter %s is passed from a source read only when the workflow runs", imageref.Quote(a.Name)))
+			sc.set(e, key, nil, fmt.Sprintf("input parameter %s is passed from a source read only when the workflow runs", imageref.Quote(a.Name)))
 			continue
 		default:
 			continue // nothing passed: the template's default stands
 		}
 		v, err := e.resolve(caller, passed)
 		if err != nil {
-			sc.unknown(key, fmt.Sprintf("input parameter %s is passed as %s: %v", imageref.Quote(a.Name), imageref.Quote(passed), err))
+			sc.set(e, key, nil, fmt.Sprintf("input parameter %s is passed as %s: %v", imageref.Quote(a.Name), imageref.Quote(passed), err))
 			continue
 		}
-		sc.params[key] = &v
+		sc.set(e, key, &v, "")
 	}
 	return sc
 }
