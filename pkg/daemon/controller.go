@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -138,7 +137,7 @@ func newPodInformer(client kubernetes.Interface, namespace, node string) cache.S
 // which the daemon starts and stops.
 type Wants interface {
 	HasSynced() bool
-	Wanted() []source.Image
+	Wants() []source.Want
 }
 
 // NewController wires a controller. podInformer must list only this node's
@@ -244,7 +243,7 @@ func (c *Controller) processNext(ctx context.Context) bool {
 
 // Wanted returns every wanted image with what wants it, from all sources.
 func (c *Controller) Wanted() []source.Image {
-	return c.sources.Wanted()
+	return source.Images(c.sources.Wants())
 }
 
 // sync plans this node's prefetch pods and makes the API calls the plan
@@ -261,7 +260,7 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 			pods = append(pods, p)
 		}
 	}
-	wanted, resync := c.Wanted(), c.cfg.Resync
+	wanted, resync := c.sources.Wants(), c.cfg.Resync
 	if !c.sources.HasSynced() {
 		// A partial view: what the pods hold may be wanted by a source
 		// not read yet, so it is all kept, and nothing is refreshed.
@@ -269,7 +268,7 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	}
 	podCap := c.podCap(ctx)
 	limit := min(c.cfg.MaxImages, podCap*max(c.cfg.Prefetch.BatchSize, 1))
-	images, over := fairShare(wanted, limit)
+	images, over := source.Select(wanted, limit)
 	c.reportOverLimit(ctx, over, limit, podCap)
 	pcfg := c.cfg.Prefetch
 	pcfg.MaxPods = podCap
@@ -410,20 +409,16 @@ func (c *Controller) Warmth() *source.Warmth {
 const heldOrigin = "held while a source is not synced"
 
 // withHeld adds to wanted every image the pods hold, so that a sync on a
-// partial view deletes nothing.
-func withHeld(wanted []source.Image, pods []*corev1.Pod) []source.Image {
-	var wants []source.Want
-	for _, w := range wanted {
-		for _, o := range w.Origins {
-			wants = append(wants, source.Want{Image: w.Image, Origin: o})
-		}
-	}
+// partial view deletes nothing. They come first, as the --image images do:
+// they were cached within this node's limits.
+func withHeld(wanted []source.Want, pods []*corev1.Pod) []source.Want {
+	var held []source.Want
 	for _, p := range pods {
 		for _, img := range prefetch.Images(p) {
-			wants = append(wants, source.Want{Image: img, Origin: heldOrigin})
+			held = append(held, source.Want{Image: img, Origin: heldOrigin, Static: true})
 		}
 	}
-	return source.Images(wants)
+	return append(held, wanted...)
 }
 
 // podCap is the most prefetch pods this node may hold: --max-prefetch-pods,
@@ -463,63 +458,6 @@ func (c *Controller) allocatablePods(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	return q.Value(), nil
-}
-
-// fairShare picks at most limit of the wanted images (sorted by image, as
-// source.Images returns them) so that no object that wants images can
-// starve the others: round-robin across origins in name order, each
-// origin's images in order (the first image of every origin, then the
-// second, ...), an image that several origins want taken once. The rest is
-// over, in image order. Time and memory are linear in the (image, origin)
-// pairs.
-func fairShare(wanted []source.Image, limit int) (keep []string, over []source.Image) {
-	taken := make([]bool, len(wanted))
-	if len(wanted) <= limit {
-		for i := range taken {
-			taken[i] = true
-		}
-	} else {
-		byOrigin := map[string][]int{}
-		for i, w := range wanted {
-			for _, o := range w.Origins {
-				byOrigin[o] = append(byOrigin[o], i)
-			}
-			if len(w.Origins) == 0 {
-				byOrigin[""] = append(byOrigin[""], i)
-			}
-		}
-		origins := make([]string, 0, len(byOrigin))
-		for o := range byOrigin {
-			origins = append(origins, o)
-		}
-		sort.Strings(origins)
-		n := 0
-		for round := 0; n < limit && len(origins) > 0; round++ {
-			live := origins[:0] // the origins with images left after this round
-			for _, o := range origins {
-				if n == limit {
-					break
-				}
-				list := byOrigin[o]
-				if i := list[round]; !taken[i] {
-					taken[i] = true
-					n++
-				}
-				if round+1 < len(list) {
-					live = append(live, o)
-				}
-			}
-			origins = live
-		}
-	}
-	for i, w := range wanted {
-		if taken[i] {
-			keep = append(keep, w.Image)
-		} else {
-			over = append(over, w)
-		}
-	}
-	return keep, over
 }
 
 // reportOverLimit sets the gauge and, when the set of images left out

@@ -408,60 +408,6 @@ func TestSyncReadsTheNodeEveryFewMinutes(t *testing.T) {
 	}
 }
 
-func TestFairShare(t *testing.T) {
-	image := func(name string, origins ...string) source.Image { return source.Image{Image: name, Origins: origins} }
-	wanted := []source.Image{
-		image("a1", "A"), image("a2", "A"), image("a3", "A"), image("a4", "A"),
-		image("b1", "B"), image("b2", "B"),
-		image("c1", "C"),
-		image("shared", "A", "B", "C"),
-	}
-	for _, tc := range []struct {
-		name  string
-		limit int
-		keep  []string
-	}{
-		{"under the limit: everything", 8, []string{"a1", "a2", "a3", "a4", "b1", "b2", "c1", "shared"}},
-		{"one round: each origin's first image", 3, []string{"a1", "b1", "c1"}},
-		{"an image wanted twice counts once", 6, []string{"a1", "a2", "b1", "b2", "c1", "shared"}},
-		{"a round cut short goes by origin name", 4, []string{"a1", "a2", "b1", "c1"}},
-		{"the largest origin gets the rest", 7, []string{"a1", "a2", "a3", "b1", "b2", "c1", "shared"}},
-		{"zero", 0, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			keep, over := fairShare(wanted, tc.limit)
-			if !reflect.DeepEqual(keep, tc.keep) {
-				t.Fatalf("keep %v, want %v", keep, tc.keep)
-			}
-			if len(keep)+len(over) != len(wanted) {
-				t.Fatalf("%d kept and %d over of %d", len(keep), len(over), len(wanted))
-			}
-		})
-	}
-}
-
-// One object naming many images cannot push the others out, and a big want
-// set costs time linear in its size.
-func TestFairShareOneHugeObject(t *testing.T) {
-	var wanted []source.Image
-	for i := range 75000 {
-		wanted = append(wanted, source.Image{Image: fmt.Sprintf("huge/%05d", i), Origins: []string{"ConfigMap a/huge"}})
-	}
-	for i := range 1000 {
-		wanted = append(wanted, source.Image{Image: fmt.Sprintf("small/%04d", i), Origins: []string{fmt.Sprintf("ConfigMap b/small-%04d", i)}})
-	}
-	keep, over := fairShare(wanted, 1000)
-	small := 0
-	for _, k := range keep {
-		if strings.HasPrefix(k, "small/") {
-			small++
-		}
-	}
-	if len(keep) != 1000 || len(over) != 75000 || small != 999 {
-		t.Fatalf("kept %d (%d small), %d over; want 1000 kept, 999 of them small", len(keep), small, len(over))
-	}
-}
-
 // Hostile values stay short in what the daemon reports.
 func TestOverLimitSummaryIsBounded(t *testing.T) {
 	long := strings.Repeat("r", 200)

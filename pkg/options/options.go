@@ -119,7 +119,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.PrefetchPriorityClass, "prefetch-priority-class", o.PrefetchPriorityClass, "PriorityClass of the prefetch pods")
 	fs.StringArrayVar(&o.ImagePullSecrets, "image-pull-secret", o.ImagePullSecrets, "Name of a Secret in the daemon's namespace that prefetch pods use to pull (repeatable)")
 	fs.IntVar(&o.BatchSize, "batch-size", o.BatchSize, "Most images one prefetch pod pulls; fewer, larger pods mean fewer pod sandboxes per node")
-	fs.IntVar(&o.MaxImages, "max-images", o.MaxImages, "Most images cached on each node; when the sources want more, each object that wants images gets its turn (round-robin) until the limit, and the rest is reported")
+	fs.IntVar(&o.MaxImages, "max-images", o.MaxImages, "Most images cached on each node; when the sources want more, the --image images come first, then each namespace gets its turn (round-robin), and within a namespace each object, until the limit; the rest is reported, and an object's entries past this many are not even read")
 	fs.StringVar(&o.StartupTaint, "startup-taint", o.StartupTaint, "Key of a taint to remove from this node once every wanted image is cached there, an image failed, or --warm-timeout passed (e.g. imagecache.dcherman.github.io/warming; default: none)")
 	fs.DurationVar(&o.WarmTimeout, "warm-timeout", o.WarmTimeout, "Longest time after the node's creation that --startup-taint is kept while images are pulling; 0 keeps it until they are cached or failed")
 	fs.Float64Var(&o.RegistryPullQPS, "registry-pull-qps", o.RegistryPullQPS, "The kubelet's registryPullQPS on the nodes (its default is 5): prefetch pulls are paced under it, since the kubelet fails pulls over it with \"pull QPS exceeded\" and a long back-off; 0 if the kubelet does not limit pulls")
@@ -271,5 +271,6 @@ func (o *Options) SourceConfig() (source.Config, error) {
 		ClusterWorkflowTemplates: o.WatchArgoClusterWorkflowTemplates,
 		CronWorkflows:            o.WatchArgoCronWorkflows,
 		Namespaces:               o.SourceNamespaces,
+		MaxImages:                o.MaxImages,
 	}, nil
 }

@@ -46,8 +46,16 @@ func ConfigMapKey(cm *corev1.ConfigMap) string {
 // one problem and no images. Only data is read, never binaryData: an image
 // list is text, and a key found in binaryData is reported as such.
 func ImagesFromConfigMap(cm *corev1.ConfigMap) (images []string, problems []error) {
+	found := readConfigMap(cm, listLimits{})
+	images = slices.Clone(found.Images)
+	slices.Sort(images)
+	return images, found.Problems
+}
+
+// readConfigMap reads cm's image list within lim: the images in list order.
+func readConfigMap(cm *corev1.ConfigMap, lim listLimits) Found {
 	if cm == nil {
-		return nil, []error{errors.New("no ConfigMap")}
+		return Found{Problems: []error{errors.New("no ConfigMap")}}
 	}
 	key := ConfigMapKey(cm)
 	name := cm.Name
@@ -56,17 +64,18 @@ func ImagesFromConfigMap(cm *corev1.ConfigMap) (images []string, problems []erro
 	}
 	value, ok := cm.Data[key]
 	if !ok {
-		return nil, []error{missingKey(name, key, cm)}
+		return Found{Problems: []error{missingKey(name, key, cm)}}
 	}
 	where := fmt.Sprintf("ConfigMap %s key %s", name, imageref.Quote(key))
-	images, problems, err := ParseImageList(value)
+	l, err := readImageList(value, lim)
 	if err != nil {
-		return nil, []error{fmt.Errorf("%s: %w", where, err)}
+		return Found{Problems: []error{fmt.Errorf("%s: %w", where, err)}}
 	}
+	problems := l.problems.Errors()
 	for i, p := range problems {
 		problems[i] = fmt.Errorf("%s: %w", where, p)
 	}
-	return images, problems
+	return Found{Images: l.images, Unread: l.unread, Problems: problems}
 }
 
 // missingKey says why key is not in cm's data, and where to look instead.

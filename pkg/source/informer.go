@@ -26,8 +26,18 @@ type Reporter interface {
 	Problems(source string, obj runtime.Object, problems []error)
 }
 
-// ParseFunc extracts the images one object wants, and what is wrong with it.
-type ParseFunc func(obj runtime.Object) (images []string, problems []error)
+// ParseFunc extracts the images one object wants, and what is wrong with it:
+// at most keep images (0: all), in the order the object's share of
+// --max-images takes them; the others are counted as Unread, and need not
+// be read at all.
+type ParseFunc func(obj runtime.Object, keep int) Found
+
+// Found is what parsing one object found.
+type Found struct {
+	Images   []string
+	Unread   int
+	Problems []error
+}
 
 // objectSource is the one Source implementation behind every informer-backed
 // kind (ConfigMaps and the Argo kinds): it parses each object once per change,
@@ -47,6 +57,8 @@ type objectSource struct {
 	troubled map[string]bool
 	// objects counts the objects read.
 	objects map[string]bool
+	// unread counts, by object, the entries past its share, not read.
+	unread map[string]int
 	// watchErr is the last error of a LIST or WATCH, and when it happened:
 	// the reflector retries with a back-off of at most half a minute, so an
 	// error older than watchErrFresh has been overcome.
@@ -63,12 +75,13 @@ const watchErrFresh = 90 * time.Second
 // their transform, so that an informer's store holds for each object only
 // its identity and what parse found in it, problems capped at MaxProblems.
 // gvk is the objects' kind (for origins, "ConfigMap ns/name", and for
-// Events).
-func NewInformerSource(name string, gvk schema.GroupVersionKind, informers []cache.SharedIndexInformer, parse ParseFunc, reporter Reporter) (Source, error) {
+// Events). Each object keeps at most keep images (0: all), the share of
+// --max-images it could ever get; the rest are counted, not kept.
+func NewInformerSource(name string, gvk schema.GroupVersionKind, informers []cache.SharedIndexInformer, parse ParseFunc, keep int, reporter Reporter) (Source, error) {
 	s := &objectSource{name: name, kind: gvk.Kind, informers: informers, reporter: reporter,
-		byKey: map[string][]Want{}, troubled: map[string]bool{}, objects: map[string]bool{}, now: time.Now}
+		byKey: map[string][]Want{}, troubled: map[string]bool{}, objects: map[string]bool{}, unread: map[string]int{}, now: time.Now}
 	for _, inf := range informers {
-		if err := inf.SetTransform(parseTransform(gvk, parse)); err != nil {
+		if err := inf.SetTransform(parseTransform(gvk, parse, keep)); err != nil {
 			return nil, fmt.Errorf("%s informer: %w", name, err)
 		}
 		if err := inf.SetWatchErrorHandlerWithContext(s.watchError); err != nil {
@@ -96,7 +109,7 @@ func (s *objectSource) watchError(_ context.Context, _ *cache.Reflector, err err
 
 // parseTransform replaces each object, as it enters an informer, by what
 // parse finds in it.
-func parseTransform(gvk schema.GroupVersionKind, parse ParseFunc) cache.TransformFunc {
+func parseTransform(gvk schema.GroupVersionKind, parse ParseFunc, keep int) cache.TransformFunc {
 	return func(obj any) (any, error) {
 		o, ok := obj.(runtime.Object)
 		if !ok {
@@ -111,16 +124,20 @@ func parseTransform(gvk schema.GroupVersionKind, parse ParseFunc) cache.Transfor
 		if err != nil {
 			return nil, err
 		}
-		images, found := parse(o)
+		found := parse(o, keep)
+		if keep > 0 && len(found.Images) > keep {
+			found.Unread += len(found.Images) - keep
+			found.Images = slices.Clone(found.Images[:keep])
+		}
 		var problems Problems
-		for _, p := range found {
+		for _, p := range found.Problems {
 			problems.Add(p)
 		}
 		return &parsed{
 			TypeMeta: metav1.TypeMeta{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind},
 			ObjectMeta: metav1.ObjectMeta{Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUID(),
 				ResourceVersion: m.GetResourceVersion()},
-			Images: images, Problems: problems.Errors(),
+			Images: found.Images, Unread: found.Unread, Problems: problems.Errors(),
 		}, nil
 	}
 }
@@ -131,6 +148,7 @@ type parsed struct {
 	metav1.TypeMeta
 	metav1.ObjectMeta
 	Images   []string
+	Unread   int
 	Problems []error
 }
 
@@ -212,6 +230,9 @@ func (s *objectSource) Health() Health {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	h := Health{Source: s.name, Synced: s.hasSynced(), Objects: len(s.objects), Skipped: len(s.troubled)}
+	for _, n := range s.unread {
+		h.Unread += n
+	}
 	for key := range s.troubled {
 		h.SkippedSample = append(h.SkippedSample, s.kind+" "+key)
 	}
@@ -256,11 +277,16 @@ func (s *objectSource) update(obj any) bool {
 	origin := s.kind + " " + key
 	wants := make([]Want, 0, len(p.Images))
 	for _, img := range p.Images {
-		wants = append(wants, Want{Image: img, Origin: origin})
+		wants = append(wants, Want{Image: img, Origin: origin, Namespace: p.Namespace})
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.objects[key] = true
+	if p.Unread > 0 {
+		s.unread[key] = p.Unread
+	} else {
+		delete(s.unread, key)
+	}
 	if len(p.Problems) > 0 {
 		s.troubled[key] = true
 	} else {
@@ -286,6 +312,7 @@ func (s *objectSource) remove(obj any) bool {
 	defer s.mu.Unlock()
 	delete(s.objects, key)
 	delete(s.troubled, key)
+	delete(s.unread, key)
 	if _, ok := s.byKey[key]; !ok {
 		return false
 	}

@@ -40,7 +40,7 @@ func TestInformerStoreHoldsOnlyParseResults(t *testing.T) {
 	kube := kubefake.NewClientset()
 	inf := coreinformers.NewConfigMapInformer(kube, metav1.NamespaceAll, 0, cache.Indexers{})
 	rep := &objectRecorder{}
-	src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), []cache.SharedIndexInformer{inf}, parseConfigMap, rep)
+	src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), []cache.SharedIndexInformer{inf}, parseConfigMap, 0, rep)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,11 @@ type Want struct {
 	// Origin names what wants it, as a user reads it: "ConfigMap ns/name",
 	// "WorkflowTemplate ns/name", "flag --image".
 	Origin string
+	// Namespace is the namespace of the object that wants it, the tenant
+	// whose share of --max-images it takes ("" for cluster-scoped objects).
+	Namespace string
+	// Static marks the --image flag's images, which are served first.
+	Static bool
 }
 
 // A Source finds wanted images. Every source passes the same conformance
@@ -50,6 +55,9 @@ type Health struct {
 	Skipped int `json:"skipped,omitempty"`
 	// SkippedSample names the first few of them, "Kind namespace/name".
 	SkippedSample []string `json:"skippedSample,omitempty"`
+	// Unread counts the entries of objects that were not read: those past
+	// --max-images in one object, which could never all be cached.
+	Unread int `json:"unread,omitempty"`
 }
 
 // maxSkippedSample is how many skipped objects a Health names.

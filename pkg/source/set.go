@@ -74,12 +74,16 @@ func (s *Set) WaitForSync(ctx context.Context) error {
 }
 
 // Wanted returns every wanted image with what wants it, from all sources.
-func (s *Set) Wanted() []Image {
+func (s *Set) Wanted() []Image { return Images(s.Wants()) }
+
+// Wants returns what every source wants, each want with its tenant, as
+// Select takes them.
+func (s *Set) Wants() []Want {
 	var wants []Want
 	for _, src := range s.sources {
 		wants = append(wants, src.Wanted()...)
 	}
-	return Images(wants)
+	return wants
 }
 
 // Health returns every source's health, in the order the sources were built.

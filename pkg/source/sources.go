@@ -42,6 +42,10 @@ type Config struct {
 	// Budget bounds the reading of one Argo object; zero fields take
 	// argo.DefaultBudget's.
 	Budget argo.Budget
+	// MaxImages is the most images one object keeps (--max-images, the
+	// most it could ever get cached; 0: all): entries past it are counted,
+	// not kept, and an image list's are not even read.
+	MaxImages int
 }
 
 // Clients are the API clients the sources read with. The Argo kinds are
@@ -80,7 +84,7 @@ func newSources(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 			infs = append(infs, coreinformers.NewFilteredConfigMapInformer(c.Kube, ns, 0, cache.Indexers{},
 				func(o *metav1.ListOptions) { o.LabelSelector = sel.String() }))
 		}
-		src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), infs, parseConfigMap, reporter)
+		src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), infs, parseConfigMap, cfg.MaxImages, reporter)
 		if err != nil {
 			return nil, err
 		}
@@ -115,38 +119,41 @@ func newSources(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 			for _, ns := range nss {
 				infs = append(infs, dynamicinformer.NewFilteredDynamicInformer(c.Dynamic, gvr, ns, 0, cache.Indexers{}, nil).Informer())
 			}
-			return NewInformerSource(a.name, wfv1.SchemeGroupVersion.WithKind(a.kind), infs, parse, reporter)
+			return NewInformerSource(a.name, wfv1.SchemeGroupVersion.WithKind(a.kind), infs, parse, cfg.MaxImages, reporter)
 		}))
 	}
 	return sources, nil
 }
 
-func parseConfigMap(obj runtime.Object) ([]string, []error) {
+// parseConfigMap reads a ConfigMap's list in its own order, at most keep
+// images and, past twice that many entries (duplicates, invalid ones), no
+// more: the rest is counted.
+func parseConfigMap(obj runtime.Object, keep int) Found {
 	cm, ok := obj.(*corev1.ConfigMap)
 	if !ok {
-		return nil, []error{fmt.Errorf("expected a ConfigMap, got %T", obj)}
+		return Found{Problems: []error{fmt.Errorf("expected a ConfigMap, got %T", obj)}}
 	}
-	return ImagesFromConfigMap(cm)
+	return readConfigMap(cm, listLimits{keep: keep, read: 2 * keep})
 }
 
 // workflowParser reads the workflow spec of any of the three Argo kinds,
 // each object decoded on its own: an object that does not decode, or is
 // too large, is reported and wants nothing, and no other object is affected.
 func workflowParser(b argo.Budget) ParseFunc {
-	return func(obj runtime.Object) ([]string, []error) {
+	return func(obj runtime.Object, _ int) Found {
 		spec, err := decodeWorkflowSpec(obj)
 		if err != nil {
-			return nil, []error{err}
+			return Found{Problems: []error{err}}
 		}
 		images, skipped, err := argo.Images(spec, b)
 		if err != nil {
-			return nil, []error{err}
+			return Found{Problems: []error{err}}
 		}
 		problems := make([]error, len(skipped))
 		for i, s := range skipped {
 			problems[i] = s
 		}
-		return images, problems
+		return Found{Images: images, Problems: problems}
 	}
 }
 

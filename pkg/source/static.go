@@ -10,7 +10,7 @@ type staticSource struct{ wants []Want }
 func NewStatic(images []string) Source {
 	s := &staticSource{}
 	for _, img := range images {
-		s.wants = append(s.wants, Want{Image: img, Origin: "flag --image"})
+		s.wants = append(s.wants, Want{Image: img, Origin: "flag --image", Static: true})
 	}
 	return s
 }
