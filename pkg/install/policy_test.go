@@ -1,11 +1,7 @@
 package install
 
 import (
-	"bytes"
-	"flag"
 	"maps"
-	"os"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -14,12 +10,9 @@ import (
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // policies returns the installation's ValidatingAdmissionPolicies by name,
 // and checks that each has its binding, which denies.
@@ -170,39 +163,6 @@ func TestPodPolicy(t *testing.T) {
 	}
 	if !slices.Equal(exprs, wantExprs) {
 		t.Errorf("validations:\n%s\nwant:\n%s", strings.Join(exprs, "\n"), strings.Join(wantExprs, "\n"))
-	}
-}
-
-// The policies' full text, for review: testdata/policies.yaml holds them as
-// installed with a startup taint. Regenerate with
-// go test ./pkg/install -run TestPolicyText -update
-func TestPolicyText(t *testing.T) {
-	var objs []runtime.Object
-	for _, obj := range Objects(taintedOptions()) {
-		switch obj.(type) {
-		case *admissionv1.ValidatingAdmissionPolicy, *admissionv1.ValidatingAdmissionPolicyBinding:
-			objs = append(objs, obj)
-		}
-	}
-	got, err := YAML(objs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join("testdata", "policies.yaml")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run the test with -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s is out of date (go test ./pkg/install -run TestPolicyText -update):\n%s", path, got)
 	}
 }
 
