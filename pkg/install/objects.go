@@ -229,22 +229,34 @@ func sourceRules(o Options) []rbacv1.PolicyRule {
 	return readRules(o, func(namespaced bool) bool { return namespaced })
 }
 
+// reporterLease is the Lease the daemons elect their reporter with
+// (pkg/daemon's ReporterLease: a test keeps them equal, so that the plugin
+// need not link the daemon).
+const reporterLease = "image-cache-daemon-reporter"
+
 // podRules are the daemon's permissions in its own namespace, on pods:
 // get its own pod (pkg/daemon, run.go: the owner and image of the prefetch
 // pods), list and watch the prefetch pods (the pod informer, run.go),
-// create and delete them (controller.go), and patch its own pod's health
-// annotation (health.go), which `kubectl imagecache status` reads; and get
-// the warden ConfigMap (setup.go), which prefetch pods mount; hold the
-// reporter Lease (leader.go), so that one daemon, not every node's, sends
-// the Events about objects' problems; and get its own DaemonSet (gc.go),
-// to tell whether it still targets a node whose prefetch pods would
-// otherwise be left behind. The daemon pods and prefetch pods are listed
-// and deleted with the pod verbs above (gc.go, as metadata).
+// create and delete them (controller.go), and patch its own pod's report
+// and health annotations (report.go, health.go), which `kubectl imagecache
+// status` reads: the only pod the daemon patches, but a Role cannot name
+// it (the DaemonSet makes its name up), so podPolicy admits creating and
+// patching only pods on the daemon's own node, and patching only their
+// annotations. And get the warden ConfigMap (setup.go), which prefetch
+// pods mount; hold the reporter Lease (leader.go: client-go's LeaseLock
+// gets, creates and updates it by name), so that one daemon, not every
+// node's, sends the Events about objects' problems: get and update name
+// it, create cannot (a create is authorized before its object has a
+// name); and get its own DaemonSet (gc.go), to tell whether it still
+// targets a node whose prefetch pods would otherwise be left behind. The
+// daemon pods and prefetch pods are listed and deleted with the pod verbs
+// above (gc.go, as metadata).
 func podRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{warden.ConfigMap}, Verbs: []string{"get"}},
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{reporterLease}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{Name}, Verbs: []string{"get"}},
 	}
 }
@@ -280,6 +292,7 @@ func Objects(o Options) []runtime.Object {
 			RoleRef: roleRef("Role", Name), Subjects: subjects},
 	}
 	objs = append(objs, nodePolicy(o)...)
+	objs = append(objs, podPolicy(o)...)
 	for _, sns := range o.sourceNamespaces() {
 		objs = append(objs, sourceRBAC(o, sns)...)
 	}
@@ -346,7 +359,6 @@ var downwardEnv = []struct{ env, field, flag string }{
 	{"NODE_NAME", "spec.nodeName", "node-name"},
 	{"POD_NAME", "metadata.name", "pod-name"},
 	{"POD_NAMESPACE", "metadata.namespace", "pod-namespace"},
-	{"POD_UID", "metadata.uid", "pod-uid"},
 }
 
 // Args returns the daemon's command-line arguments for o.

@@ -174,7 +174,8 @@ func TestRBACRules(t *testing.T) {
 	pods := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{warden.ConfigMap}, Verbs: []string{"get"}},
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{daemon.ReporterLease}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{Name}, Verbs: []string{"get"}},
 	}
 	configMaps := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: listWatch}
@@ -234,7 +235,7 @@ func renderRules(rules map[string][]rbacv1.PolicyRule) string {
 	for _, k := range slices.Sorted(maps.Keys(rules)) {
 		fmt.Fprintf(&b, "%s:\n", k)
 		for _, r := range rules[k] {
-			fmt.Fprintf(&b, "  %v %v %v\n", r.APIGroups, r.Resources, r.Verbs)
+			fmt.Fprintf(&b, "  %v %v %v %v\n", r.APIGroups, r.Resources, r.ResourceNames, r.Verbs)
 		}
 	}
 	return b.String()
@@ -294,7 +295,7 @@ func TestObjectsAreNamedPerInstallation(t *testing.T) {
 				}
 				clusterScoped := u.GetNamespace() == "" && u.GetKind() != "Namespace"
 				outside := u.GetNamespace() != "" && u.GetNamespace() != ns
-				if (clusterScoped || outside) && u.GetName() != RBACName(ns) && u.GetName() != PolicyName(ns) {
+				if (clusterScoped || outside) && u.GetName() != RBACName(ns) && u.GetName() != PolicyName(ns) && u.GetName() != PodPolicyName(ns) {
 					t.Errorf("%s is outside the install namespace but not named for it (%s)", id, RBACName(ns))
 				}
 			}

@@ -22,15 +22,15 @@ import (
 )
 
 // Options are the daemon's settings. The flags of the original daemon keep
-// their names, types and defaults (except --warden-image, see AddFlags); the
-// pod fields are filled from the downward API by the shipped manifest.
+// their names, types and defaults (except --warden-image and the ignored
+// --pod-uid, see AddFlags); the pod fields are filled from the downward API
+// by the shipped manifest.
 type Options struct {
 	ConfigMapSelector string
 	Images            []string
 	NodeName          string
 	PodName           string
 	PodNamespace      string
-	PodUID            string
 	ResyncPeriod      time.Duration
 	WardenImage       string
 
@@ -106,7 +106,13 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "The node name to pull to")
 	fs.StringVar(&o.PodName, "pod-name", o.PodName, "The pod name")
 	fs.StringVar(&o.PodNamespace, "pod-namespace", o.PodNamespace, "The namespace this pod is running in")
-	fs.StringVar(&o.PodUID, "pod-uid", o.PodUID, "The owning pod UID")
+	// --pod-uid is the original's, and nothing needs it: the daemon reads
+	// its own pod by name. Installs made before it was dropped from the
+	// manifest still pass it, so it is accepted, hidden and ignored (not
+	// deprecated: pflag would warn on every read of such an install's
+	// arguments, kubectl imagecache list's included).
+	fs.String("pod-uid", "", "Ignored (the original daemon's; kept so that older manifests still start)")
+	_ = fs.MarkHidden("pod-uid")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "How often the daemon should re-pull images from all of the sources.  Set to 0 to disable.")
 	fs.StringVar(&o.WardenImage, "warden-image", o.WardenImage, "The image that copies a binary to pulled containers to replace the entrypoint (default: the image this daemon runs from)")
 	fs.BoolVar(&o.WatchArgoClusterWorkflowTemplates, "watch-argo-cluster-workflow-templates", o.WatchArgoClusterWorkflowTemplates, "Whether or not to watch cluster workflow templates")

@@ -116,3 +116,24 @@ func TestSeedFlags(t *testing.T) {
 		t.Error("--image must be a stringArray (repeatable)")
 	}
 }
+
+// --pod-uid is read by nothing: the manifest no longer passes it, help does
+// not show it, and an older install's arguments, which still pass it, parse
+// as before.
+func TestPodUIDIsAcceptedAndIgnored(t *testing.T) {
+	fs := pflag.NewFlagSet("image-cache-daemon", pflag.ContinueOnError)
+	o := NewOptions()
+	o.AddFlags(fs)
+	if err := fs.Parse([]string{"--node-name=n", "--pod-name=p", "--pod-namespace=ns", "--pod-uid=0b6a3c5e-1f2d-4c1e-9a7b-3d5e6f708192"}); err != nil {
+		t.Fatalf("an older install's arguments: %v", err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("an older install's arguments: %v", err)
+	}
+	if f := fs.Lookup("pod-uid"); f == nil || !f.Hidden || f.Deprecated != "" {
+		t.Errorf("--pod-uid is %+v, want hidden and not deprecated (no warning)", f)
+	}
+	if strings.Contains(fs.FlagUsages(), "pod-uid") {
+		t.Error("help shows --pod-uid")
+	}
+}

@@ -38,6 +38,14 @@ type NodeConfig struct {
 // the node, so that a sync that changes nothing costs no request; Apply is
 // safe for concurrent use, though the daemon's single worker is its only
 // caller.
+//
+// The condition follows the node's warm state, not the images: its message
+// carries no count (State.Condition), and once the node has warmed up the
+// condition stays True while images wanted since are pulled, fail or time
+// out. Otherwise every tenant's edit of an image list would be two Node
+// writes on every node (False while the new image pulls, True once it is
+// cached), or one per edit on an old node, where a new image is at once past
+// the warm-up timeout.
 type Node struct {
 	client kubernetes.Interface
 	cfg    NodeConfig
@@ -51,6 +59,12 @@ type Node struct {
 	// taintDone: the taint was removed, or found absent when it was due to
 	// go. It is a startup taint: once gone, it is not looked for again.
 	taintDone bool
+	// warmedUp: the node has warmed up, so a state that is not warm writes
+	// no condition. Set when a True condition is written, or read from the
+	// node while the startup taint is not on it: a node tainted again is
+	// warming up again, and a restarted daemon does not turn a warm node's
+	// condition False while its sources sync.
+	warmedUp bool
 }
 
 // NewNode returns the writer for the node cfg.Name.
@@ -67,15 +81,16 @@ type Result struct {
 }
 
 // Apply brings the node in line with st: it patches the condition when its
-// status, reason or message differ from the node's, and when st.ReleaseTaint
-// removes the startup taint if the node has it. It reads the node only when
-// something may have to be written.
+// status, reason or message differ from the node's (unless the node has
+// warmed up and st is not warm), and when st.ReleaseTaint removes the
+// startup taint if the node has it. It reads the node only when something
+// may have to be written.
 func (n *Node) Apply(ctx context.Context, st State) (Result, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var res Result
-	want := corev1.NodeCondition{Type: ConditionType, Status: st.Status, Reason: st.Reason, Message: st.Message}
-	needCondition := n.known == nil || !sameCondition(*n.known, want)
+	want := st.Condition()
+	needCondition := n.known == nil || (!sameCondition(*n.known, want) && (st.Warm || !n.warmedUp))
 	needTaint := st.ReleaseTaint && n.cfg.TaintKey != "" && !n.taintDone
 	if !needCondition && !needTaint {
 		return res, nil
@@ -86,12 +101,15 @@ func (n *Node) Apply(ctx context.Context, st State) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("reading node %s%s: %w", n.cfg.Name, rbacHint(err, "get on nodes"), err)
 	}
+	if c := findCondition(node); c != nil && c.Status == corev1.ConditionTrue && !n.hasTaint(node) {
+		n.warmedUp = true
+	}
 	// Both are tried even when one fails: a condition the daemon may not
 	// write must not keep the node tainted, nor the other way round.
 	var condErr, taintErr error
 	if needCondition {
 		var updated *corev1.Node
-		updated, res.ConditionWritten, condErr = n.setCondition(ctx, node, want)
+		updated, res.ConditionWritten, condErr = n.setCondition(ctx, node, want, st.Warm)
 		if res.ConditionWritten {
 			node = updated // with the resourceVersion the taint patch needs
 		}
@@ -107,18 +125,41 @@ func sameCondition(a, b corev1.NodeCondition) bool {
 	return a.Type == b.Type && a.Status == b.Status && a.Reason == b.Reason && a.Message == b.Message
 }
 
+// findCondition returns the node's ConditionType condition, nil if none.
+func findCondition(node *corev1.Node) *corev1.NodeCondition {
+	for i := range node.Status.Conditions {
+		if node.Status.Conditions[i].Type == ConditionType {
+			return &node.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// hasTaint says whether node carries the startup taint (never, without a
+// taint key).
+func (n *Node) hasTaint(node *corev1.Node) bool {
+	if n.cfg.TaintKey == "" {
+		return false
+	}
+	for _, t := range node.Spec.Taints {
+		if t.Key == n.cfg.TaintKey {
+			return true
+		}
+	}
+	return false
+}
+
 // setCondition patches want onto node's status unless it is there already,
-// and returns the node as patched. The strategic-merge patch holds this one condition: conditions merge by
-// type, so the kubelet's conditions are left as they are (a patch or update
-// of the whole list would overwrite those written since our read).
-func (n *Node) setCondition(ctx context.Context, node *corev1.Node, want corev1.NodeCondition) (*corev1.Node, bool, error) {
+// or the node has warmed up and want is not warm, and returns the node as
+// patched. The strategic-merge patch holds this one condition: conditions
+// merge by type, so the kubelet's conditions are left as they are (a patch
+// or update of the whole list would overwrite those written since our
+// read).
+func (n *Node) setCondition(ctx context.Context, node *corev1.Node, want corev1.NodeCondition, warm bool) (*corev1.Node, bool, error) {
 	now := metav1.NewTime(n.now())
 	want.LastHeartbeatTime, want.LastTransitionTime = now, now
-	for _, c := range node.Status.Conditions {
-		if c.Type != ConditionType {
-			continue
-		}
-		if sameCondition(c, want) {
+	if c := findCondition(node); c != nil {
+		if sameCondition(*c, want) || (n.warmedUp && !warm) {
 			n.known = c.DeepCopy()
 			return node, false, nil
 		}
@@ -139,6 +180,7 @@ func (n *Node) setCondition(ctx context.Context, node *corev1.Node, want corev1.
 			ConditionType, n.cfg.Name, rbacHint(err, "patch on nodes/status"), err)
 	}
 	n.known = &want
+	n.warmedUp = n.warmedUp || warm
 	return updated, true, nil
 }
 

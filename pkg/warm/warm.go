@@ -85,7 +85,10 @@ type State struct {
 	// Status is the condition's status: True when Warm, else False.
 	Status corev1.ConditionStatus
 	// Reason is one of the Reason constants; Message says it for people,
-	// naming at most a few images, each cut short.
+	// with the counts and at most a few images, each cut short. Message
+	// changes with every count, so it goes where a change costs little:
+	// the daemon's own report and the Event on the node when the taint
+	// goes; the Node condition says Condition, which carries no count.
 	Reason, Message string
 	// Cached of Total wanted images are on the node.
 	Cached, Total int
@@ -215,6 +218,35 @@ func Evaluate(in Input) State {
 
 // unsynced says why a partial view cannot make the node warm.
 const unsynced = "not every source of wanted images has synced (kubectl imagecache status says why)"
+
+// statusLister is where the condition sends people for the images and counts
+// it leaves out.
+const statusLister = " (kubectl imagecache status lists the images)"
+
+// conditionMessages are what the Node condition says for each reason: a
+// sentence with no count and no image name, so that the condition changes
+// only when the node's warm state does. A condition that counted images
+// made each tenant's edit of an image list a Node write on every node (and
+// an update to everything that watches Nodes). The counts and names are in
+// State.Message.
+var conditionMessages = map[string]string{
+	ReasonWarm: "the node warmed up: every wanted image was cached; images wanted since are pulled without changing this condition" +
+		statusLister,
+	ReasonNothingWanted: "the node warmed up: no image was wanted; images wanted since are pulled without changing this condition" +
+		statusLister,
+	ReasonWarming: "wanted images are still being pulled, or a source of them has not synced; a startup taint stays until they are cached, one fails, or the warm-up timeout passes" +
+		statusLister,
+	ReasonImagesFailed: "wanted images failed to pull, which a retry may never fix, so the node is not warm and a startup taint is released" +
+		statusLister,
+	ReasonTimedOut: "the warm-up timeout passed before every wanted image was cached, so the node is not warm and a startup taint is released" +
+		statusLister,
+}
+
+// Condition is the Node condition that says s (without its times): its
+// status and reason, and a message that depends on the reason alone.
+func (s State) Condition() corev1.NodeCondition {
+	return corev1.NodeCondition{Type: ConditionType, Status: s.Status, Reason: s.Reason, Message: conditionMessages[s.Reason]}
+}
 
 // RecheckAfter is when the state changes by time alone: the time left until
 // the warm-up times out, while the node warms with a timeout; else 0. Nothing

@@ -316,3 +316,16 @@ func TestProgress(t *testing.T) {
 		})
 	}
 }
+
+// The condition says the state in words, the same for every count: no digit,
+// and a message for every reason.
+func TestConditionMessagesCarryNoCounts(t *testing.T) {
+	for _, reason := range []string{ReasonWarm, ReasonNothingWanted, ReasonWarming, ReasonImagesFailed, ReasonTimedOut} {
+		t.Run(reason, func(t *testing.T) {
+			c := State{Reason: reason, Message: "3/4 wanted images cached"}.Condition()
+			if c.Message == "" || strings.ContainsAny(c.Message, "0123456789") || c.Type != ConditionType || c.Reason != reason {
+				t.Errorf("condition %+v: want a message in words, with no count", c)
+			}
+		})
+	}
+}
