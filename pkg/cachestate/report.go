@@ -261,8 +261,9 @@ func (rr *ReportReader) status(node string, t []string, lastPod *string) (ImageS
 	}
 	*lastPod = st.Pod
 	if s := t[fieldSince]; s != "" {
+		// As EncodeReport writes it: whole seconds, in UTC ("Z").
 		since, err := time.Parse(time.RFC3339, s)
-		if err != nil || since.Location() != time.UTC || since.Format(time.RFC3339) != s {
+		if err != nil || len(s) != len("2006-01-02T15:04:05Z") || s[len(s)-1] != 'Z' {
 			return st, fmt.Errorf("the time %s is not RFC 3339 in UTC", imageref.Quote(s))
 		}
 		st.Since = since
