@@ -84,29 +84,80 @@ func TestReportBounds(t *testing.T) {
 	}
 }
 
+// validTuple is a tuple of a report that reads, with every field set.
+const validTuple = `["registry.example/a:v1","cached","sha256:` + digest64 + `","icd-node-a-0123456789abcdef","2026-11-25T20:00:00Z","Reason","message"]`
+
+const digest64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// A report that anyone who may edit pods could write is read strictly:
+// each rule refuses the report whole.
 func TestDecodeReportRefuses(t *testing.T) {
-	for _, raw := range []string{
-		``, `{`, `[]`, `{"v":2,"images":[]}`, `{"images":[]}`,
-		`{"v":1,"images":[["a"]]}`,
-		`{"v":1,"images":[["a","cached","","","","","",""]]}`,
-		`{"v":1,"images":[["","cached"]]}`,
-		`{"v":1,"images":[["a","gone"]]}`,
-		`{"v":1,"images":[["a","cached","","","yesterday"]]}`,
-		`{"v":1,"images":[["a","cached"],["a","failed"]]}`,
-		`{"v":1,"images":[["a",1]]}`,
+	if got, err := DecodeReport("n", `{"v":1,"images":[`+validTuple+`]}`); err != nil || len(got) != 1 {
+		t.Fatalf("the valid tuple does not read: %v", err)
+	}
+	tuple := func(fields ...string) string {
+		return `{"v":1,"images":[["` + strings.Join(fields, `","`) + `"]]}`
+	}
+	img := "registry.example/a:v1"
+	for _, tc := range []struct{ name, raw string }{
+		{"empty", ``},
+		{"not JSON", `{`},
+		{"an array", `[]`},
+		{"newer version", `{"v":2,"images":[]}`},
+		{"no version", `{"images":[]}`},
+		{"no images", `{"v":1}`},
+		{"null images", `{"v":1,"images":null}`},
+		{"version twice", `{"v":1,"v":1,"images":[]}`},
+		{"images twice", `{"v":1,"images":[` + validTuple + `],"images":[]}`},
+		{"unknown key", `{"v":1,"images":[],"nodes":[]}`},
+		{"key in another case", `{"V":1,"images":[]}`},
+		{"trailing data", `{"v":1,"images":[]} {}`},
+		{"version not an integer", `{"v":1.0,"images":[]}`},
+		{"one field", `{"v":1,"images":[["a"]]}`},
+		{"eight fields", tuple(img, "cached", "", "", "", "", "m", "x")},
+		{"empty last field", tuple(img, "cached", "")},
+		{"a number", `{"v":1,"images":[["registry.example/a:v1",1]]}`},
+		{"null tuple", `{"v":1,"images":[null]}`},
+		{"no image", tuple("", "cached")},
+		{"not a reference", tuple("Not/Valid", "cached")},
+		{"not normalised", tuple("alpine", "cached")},
+		{"unknown state", tuple(img, "gone")},
+		{"twice", `{"v":1,"images":[["registry.example/a:v1","cached"],["registry.example/a:v1","failed"]]}`},
+		{"unsorted", `{"v":1,"images":[["registry.example/b:v1","cached"],["registry.example/a:v1","failed"]]}`},
+		{"short digest", tuple(img, "cached", "sha256:abc")},
+		{"upper-case digest", tuple(img, "cached", "sha256:"+strings.ToUpper(digest64))},
+		{"other algorithm", tuple(img, "cached", "sha512:"+digest64+digest64)},
+		{"digest of a failed image", tuple(img, "failed", "sha256:"+digest64)},
+		{"bad pod name", tuple(img, "cached", "", "Pod_X")},
+		{"bad time", tuple(img, "cached", "", "", "yesterday")},
+		{"time not in UTC", tuple(img, "cached", "", "", "2026-11-25T21:00:00+01:00")},
+		{"long reason", tuple(img, "failed", "", "", "", strings.Repeat("r", maxReportReason+1))},
+		{"long message", tuple(img, "failed", "", "", "", "", strings.Repeat("m", maxReportMessage+1))},
+		{"escape sequence", tuple(img, "failed", "", "", "", "", `\u001b[2J`)},
+		{"line break in a reason", tuple(img, "failed", "", "", "", `a\nb`)},
+		{"bidi override", tuple(img, "failed", "", "", "", "", "\u202eevil")},
+		{"bidi isolate", tuple(img, "failed", "", "", "", "", `\u2066x\u2069`)},
+		{"bidi mark", tuple(img, "failed", "", "", "", "", "\u061c")},
+		{"zero width", tuple(img, "failed", "", "", "", "", "a\u200bb")},
+		{"byte order mark", tuple(img, "failed", "", "", "", "", `\ufeff`)},
+		{"C1 control", tuple(img, "failed", "", "", "", "", `\u009b`)},
 	} {
-		if got, err := DecodeReport("n", raw); err == nil {
-			t.Errorf("%s was read: %+v", raw, got)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DecodeReport("n", tc.raw)
+			t.Log(err)
+			if err == nil {
+				t.Errorf("%s was read: %+v", tc.raw, got)
+			}
+		})
 	}
 }
 
 // Whatever a pod's editor writes, the plugin reads it in time linear in its
-// size, or refuses it; what it reads, it encodes back the same.
+// size, or refuses it; what it reads, it encodes back to the same statuses.
 func FuzzDecodeReport(f *testing.F) {
 	raw, _ := EncodeReport(reportStates(9))
 	f.Add(raw)
-	f.Add(`{"v":1,"images":[["a","cached","sha256:x","p","2026-11-25T20:00:00Z","r","m"]]}`)
+	f.Add(`{"v":1,"images":[` + validTuple + `]}`)
 	f.Add(`{"v":1,"images":[]}`)
 	f.Fuzz(func(t *testing.T, raw string) {
 		got, err := DecodeReport("n", raw)
@@ -120,16 +171,11 @@ func FuzzDecodeReport(f *testing.F) {
 		}
 		again, ok := EncodeReport(got)
 		if !ok {
-			return
+			t.Fatalf("what was read does not encode")
 		}
 		back, err := DecodeReport("n", again)
 		if err != nil {
 			t.Fatalf("re-encoded report does not read: %v", err)
-		}
-		for i := range back {
-			// Messages are cut when encoded; the rest comes back as read.
-			back[i].Message, got[i].Message = "", ""
-			back[i].Since, got[i].Since = back[i].Since.UTC(), got[i].Since.UTC()
 		}
 		if !reflect.DeepEqual(back, got) {
 			t.Fatalf("round trip:\n%+v\n%+v", back, got)
@@ -139,31 +185,66 @@ func FuzzDecodeReport(f *testing.F) {
 
 // MaxReportBytes is the bound on both sides, to the byte.
 func TestReportBoundExact(t *testing.T) {
-	frame := `{"v":1,"images":[["a","cached","` + `"]]}`
-	for _, extra := range []int{0, 1} {
-		digest := strings.Repeat("d", MaxReportBytes-len(frame)+extra)
-		want := `{"v":1,"images":[["a","cached","` + digest + `"]]}`
-		raw, ok := EncodeReport([]ImageStatus{{Image: "a", State: Cached, Digest: digest}})
-		if ok != (extra == 0) || (ok && raw != want) {
-			t.Errorf("%d bytes: encoded %v (%d bytes)", len(want), ok, len(raw))
+	// k failed images with full messages, the last one's of last bytes.
+	encode := func(k, last int) (string, bool) {
+		states := reportStates(k)
+		for i := range states {
+			states[i].State, states[i].Digest, states[i].Since, states[i].Reason = Failed, "", time.Time{}, ""
+			states[i].Pod = "icd-node-a-0123456789abcdef"
+			states[i].Message = strings.Repeat("m", maxReportMessage)
 		}
-		if _, err := DecodeReport("n", want); (err == nil) != (extra == 0) {
-			t.Errorf("%d bytes: decoded, err %v", len(want), err)
-		}
+		states[k-1].Message = strings.Repeat("m", last)
+		return EncodeReport(states)
+	}
+	one, _ := encode(1, maxReportMessage)
+	two, _ := encode(2, maxReportMessage)
+	k := (MaxReportBytes-len(one))/(len(two)-len(one)) + 2 // one more than fit full
+	short, _ := encode(k, 1)
+	last := 1 + MaxReportBytes - len(short)
+	if last < 1 || last >= maxReportMessage {
+		t.Fatalf("%d images leave %d bytes for the last message", k, last)
+	}
+	raw, ok := encode(k, last)
+	if !ok || len(raw) != MaxReportBytes {
+		t.Fatalf("%d bytes: encoded %v", len(raw), ok)
+	}
+	if _, ok := encode(k, last+1); ok {
+		t.Error("a report of MaxReportBytes+1 was encoded")
+	}
+	if _, err := DecodeReport("n", raw); err != nil {
+		t.Errorf("%d bytes: %v", len(raw), err)
+	}
+	if _, err := DecodeReport("n", raw+" "); err == nil {
+		t.Errorf("%d bytes were read", len(raw)+1)
 	}
 }
 
-// A message fit for a terminal: control characters become spaces when
-// the daemon writes it, and a report that holds one is not read.
-func TestReportControlCharacters(t *testing.T) {
-	raw, ok := EncodeReport([]ImageStatus{{Image: "a", State: Failed, Message: "line\nbreak \x1b[31mred"}})
-	if !ok || strings.ContainsAny(raw, "\x1b") || strings.Contains(raw, `\n`) || strings.Contains(raw, `\u001b`) {
-		t.Fatalf("encoded %q", raw)
+// A field fit for a terminal: what a terminal would act on is escaped when
+// the daemon writes it, in every field that can hold it, so one odd status
+// never makes the report refused; a report that holds one is not read.
+func TestReportCleansEveryField(t *testing.T) {
+	img := "registry.example/a:v1"
+	raw, ok := EncodeReport([]ImageStatus{
+		{Image: img, State: Failed, Reason: "Err\x1b[31m\u202e", Message: "line\nbreak \x1b[31mred\u200b", Pod: "icd-a"},
+		{Image: "registry.example/b:v1", State: Cached, Digest: "sha256:\x1b", Pod: "Bad\npod"},
+		{Image: "registry.example/c:v1", State: Failed, Digest: "sha256:" + digest64},
+		{Image: "Not\x1bAnImage", State: Cached},
+		{Image: "registry.example/d:v1", State: "odd"},
+		{Image: img, State: Cached},
+	})
+	if !ok {
+		t.Fatal("not encoded")
 	}
-	if got, err := DecodeReport("n", raw); err != nil || got[0].Message != "line break  [31mred" {
-		t.Errorf("decoded %+v %v", got, err)
+	got, err := DecodeReport("n", raw)
+	if err != nil {
+		t.Fatalf("the cleaned report does not read: %v\n%s", err, raw)
 	}
-	if got, err := DecodeReport("n", `{"v":1,"images":[["a","failed","","","","","\u001b[2J"]]}`); err == nil {
-		t.Errorf("a report with an escape sequence was read: %+v", got)
+	want := []ImageStatus{
+		{Node: "n", Image: img, State: Failed, Reason: `Err\x1b[31m\u202e`, Message: `line\nbreak \x1b[31mred\u200b`, Pod: "icd-a"},
+		{Node: "n", Image: "registry.example/b:v1", State: Cached},
+		{Node: "n", Image: "registry.example/c:v1", State: Failed},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("read\n%+v\nwant\n%+v", got, want)
 	}
 }

@@ -34,7 +34,7 @@ func editOptions(remove bool, objs ...runtime.Object) (*EditOptions, *fake.Clien
 	streams, _, _, _ := genericiooptions.NewTestIOStreams()
 	out := &strings.Builder{}
 	streams.Out = out
-	client := fake.NewClientset(objs...)
+	client := newClient(objs...)
 	o := newEditOptions(genericclioptions.NewConfigFlags(false), streams, remove)
 	o.client = client
 	return o, client, out
@@ -352,7 +352,7 @@ func TestVersionWarnsWhenTheDaemonDiffers(t *testing.T) {
 	t.Cleanup(func() { version.Version = saved })
 	version.Version = "v1.1.0"
 	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
-	o := &VersionOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(cluster()...), namespace: ns}}
+	o := &VersionOptions{IOStreams: streams, kube: kube{client: newClient(cluster()...), namespace: ns}}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}

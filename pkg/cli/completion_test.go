@@ -41,7 +41,7 @@ func complete(t *testing.T, cmd *cobra.Command, args ...string) []string {
 func TestStatusCompletion(t *testing.T) {
 	streams, _, _, _ := genericiooptions.NewTestIOStreams()
 	newCmd := func() *cobra.Command {
-		return newCmdStatus(&StatusOptions{IOStreams: streams, kube: kube{flags: genericclioptions.NewConfigFlags(false), client: fake.NewClientset(cluster()...)}})
+		return newCmdStatus(&StatusOptions{IOStreams: streams, kube: kube{flags: genericclioptions.NewConfigFlags(false), client: newClient(cluster()...)}})
 	}
 	for _, tc := range []struct {
 		args []string

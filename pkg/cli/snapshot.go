@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,9 +43,21 @@ type snapshot struct {
 	Problems []problem
 	// Warm is each node's warm state as its daemon reports it.
 	Warm map[string]*source.Warmth
+	// Ignored are the pods that claim a node as its daemon or as its
+	// cache, but that the installation's live owners do not own (see
+	// cachestate.Owners), sorted by name: not counted, named.
+	Ignored []ignoredPod
 	// needsPods: read from the daemons' reports alone, but some node's
 	// daemon has no usable report, or no daemon pod runs on any node.
 	needsPods bool
+}
+
+// ignoredPod is a pod that claims a node but is not the installation's.
+type ignoredPod struct {
+	Pod  string `json:"pod"`
+	Node string `json:"node"`
+	// Component is what it claims to be: daemon or prefetch.
+	Component string `json:"component"`
 }
 
 // problem is one thing that keeps daemons from caching, and where.
@@ -69,10 +82,16 @@ type podRecord struct {
 	// daemonsOnly: the record holds the daemon pods only, and reads the
 	// cache from their reports.
 	daemonsOnly bool
+	// owners decide which pods count (see cachestate.Owners).
+	owners cachestate.Owners
+	// reports reads the daemons' reports; used by the reflector's
+	// goroutine alone.
+	reports cachestate.ReportReader
 
 	mu       sync.Mutex
-	prefetch map[string]*corev1.Pod // by name
+	prefetch map[string]*corev1.Pod // by name, the installation's only
 	daemons  map[string]daemonPod   // by name
+	strays   map[string]ignoredPod  // prefetch-labelled pods not the installation's, by name
 	synced   bool
 	// changed holds a token when the record changed since the last
 	// snapshot.
@@ -83,7 +102,13 @@ type podRecord struct {
 
 // daemonPod is what status reads from a daemon pod.
 type daemonPod struct {
-	node     string
+	name string
+	node string
+	// trusted: the live DaemonSet is its controller.
+	trusted bool
+	// live: running, not being deleted; created orders pods of one node.
+	live     bool
+	created  time.Time
 	image    string
 	problems []string
 	warm     *source.Warmth
@@ -92,13 +117,19 @@ type daemonPod struct {
 	report []cachestate.ImageStatus
 }
 
-func newPodRecord(daemonsOnly bool) *podRecord {
-	return &podRecord{daemonsOnly: daemonsOnly, prefetch: map[string]*corev1.Pod{}, daemons: map[string]daemonPod{}, changed: make(chan struct{}, 1)}
+func newPodRecord(daemonsOnly bool, owners cachestate.Owners) *podRecord {
+	return &podRecord{daemonsOnly: daemonsOnly, owners: owners, prefetch: map[string]*corev1.Pod{}, daemons: map[string]daemonPod{},
+		strays: map[string]ignoredPod{}, changed: make(chan struct{}, 1)}
 }
 
 // trimmedPod is a pod cut by trimPod. A type of its own, so the record
 // does not cut what the reflector's transform already cut.
-type trimmedPod struct{ corev1.Pod }
+type trimmedPod struct {
+	corev1.Pod
+	// trusted: the installation's live owners own the pod, as the whole
+	// pod showed (see podRecord.transform).
+	trusted bool
+}
 
 // trimPod keeps of a pod what status reads: of a prefetch pod what
 // cachestate.FromPod and Summarize read, of a daemon pod what
@@ -110,7 +141,7 @@ func trimPod(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	t := &trimmedPod{corev1.Pod{
+	t := &trimmedPod{Pod: corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, ResourceVersion: p.ResourceVersion,
 			CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp},
 		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, Containers: trimContainers(p.Spec.Containers),
@@ -161,7 +192,28 @@ func trimStatuses(cs []corev1.ContainerStatus) []corev1.ContainerStatus {
 
 // Transformer makes the record a cache.TransformingStore: the reflector
 // cuts a streamed initial list as it arrives, not once it is all read.
-func (r *podRecord) Transformer() cache.TransformFunc { return trimPod }
+func (r *podRecord) Transformer() cache.TransformFunc { return r.transform }
+
+// transform cuts a pod (trimPod), noting first whether the installation's
+// live owners own it: that takes fields the cut pod no longer has.
+func (r *podRecord) transform(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	cut, err := trimPod(p)
+	t, ok := cut.(*trimmedPod)
+	if err != nil || !ok {
+		return cut, err
+	}
+	switch p.Labels[cachestate.LabelComponent] {
+	case cachestate.ComponentPrefetch:
+		t.trusted = r.owners.Prefetch(p) == nil
+	case componentDaemon:
+		t.trusted = r.owners.Daemon(p) == nil
+	}
+	return t, nil
+}
 
 // Add files a pod (cache.ReflectorStore, as Update, Delete, Replace and
 // Resync).
@@ -172,8 +224,9 @@ func (r *podRecord) Resync() error { return nil }
 
 // Update files a pod again.
 func (r *podRecord) Update(obj any) error {
+	t := r.cut(obj)
 	r.mu.Lock()
-	put(r.prefetch, r.daemons, obj, r.daemonsOnly)
+	r.put(r.prefetch, r.daemons, r.strays, t)
 	r.mu.Unlock()
 	r.notify()
 	return nil
@@ -188,6 +241,7 @@ func (r *podRecord) Delete(obj any) error {
 		r.mu.Lock()
 		delete(r.prefetch, p.GetName())
 		delete(r.daemons, p.GetName())
+		delete(r.strays, p.GetName())
 		r.mu.Unlock()
 		r.notify()
 	}
@@ -196,12 +250,12 @@ func (r *podRecord) Delete(obj any) error {
 
 // Replace files a complete list of the pods, read anew.
 func (r *podRecord) Replace(list []any, _ string) error {
-	prefetch, daemons := make(map[string]*corev1.Pod, len(list)), map[string]daemonPod{}
+	prefetch, daemons, strays := make(map[string]*corev1.Pod, len(list)), map[string]daemonPod{}, map[string]ignoredPod{}
 	for _, obj := range list {
-		put(prefetch, daemons, obj, r.daemonsOnly)
+		r.put(prefetch, daemons, strays, r.cut(obj))
 	}
 	r.mu.Lock()
-	r.prefetch, r.daemons = prefetch, daemons
+	r.prefetch, r.daemons, r.strays = prefetch, daemons, strays
 	first := !r.synced
 	r.synced = true
 	r.mu.Unlock()
@@ -219,31 +273,52 @@ func (r *podRecord) notify() {
 	}
 }
 
-// put files a pod under its component, with a daemon's image report if
-// reports is set.
-func put(prefetch map[string]*corev1.Pod, daemons map[string]daemonPod, obj any, reports bool) {
-	t, ok := obj.(*trimmedPod)
-	if !ok {
-		cut, _ := trimPod(obj)
-		if t, ok = cut.(*trimmedPod); !ok {
-			return
-		}
+// cut is obj as the reflector's transform leaves it (nil if it is no pod).
+func (r *podRecord) cut(obj any) *trimmedPod {
+	if t, ok := obj.(*trimmedPod); ok {
+		return t
+	}
+	t, _ := r.transform(obj)
+	cut, _ := t.(*trimmedPod)
+	return cut
+}
+
+// put files a pod under its component: a prefetch pod the installation does
+// not own among the strays, a daemon pod with its image report when the
+// record reads reports.
+func (r *podRecord) put(prefetch map[string]*corev1.Pod, daemons map[string]daemonPod, strays map[string]ignoredPod, t *trimmedPod) {
+	if t == nil {
+		return
 	}
 	p := &t.Pod
 	delete(prefetch, p.Name)
 	delete(daemons, p.Name)
+	delete(strays, p.Name)
 	switch p.Labels[cachestate.LabelComponent] {
 	case cachestate.ComponentPrefetch:
-		prefetch[p.Name] = p
+		if t.trusted {
+			prefetch[p.Name] = p
+		} else if n := cachestate.Node(p); n != "" {
+			strays[p.Name] = ignoredPod{Pod: p.Name, Node: imageref.Printable(n), Component: cachestate.ComponentPrefetch}
+		}
 	case componentDaemon:
 		report, err := healthReport(p)
-		d := daemonPod{node: p.Spec.NodeName, problems: daemonProblems(p, report, err), warm: report.Warm}
-		if reports {
-			d.report = imageReport(p)
+		d := daemonPod{name: p.Name, node: p.Spec.NodeName, trusted: t.trusted, created: p.CreationTimestamp.Time,
+			live: p.DeletionTimestamp == nil && daemonRunning(p), problems: daemonProblems(p, report, err), warm: report.Warm}
+		// What a terminal would act on is escaped once, here: status,
+		// add --wait and version print it, as tables, lines or -o json.
+		for i, msg := range d.problems {
+			d.problems[i] = imageref.Printable(msg)
+		}
+		if w := d.warm; w != nil {
+			w.Reason, w.Message, w.Took = imageref.Printable(w.Reason), imageref.Printable(w.Message), imageref.Printable(w.Took)
+		}
+		if r.daemonsOnly && t.trusted {
+			d.report = imageReport(&r.reports, p)
 		}
 		for _, c := range p.Spec.Containers {
 			if c.Name == install.ContainerName {
-				d.image = c.Image
+				d.image = imageref.Printable(c.Image)
 			}
 		}
 		daemons[p.Name] = d
@@ -257,72 +332,87 @@ func (r *podRecord) filled() bool {
 	return r.synced
 }
 
-// empty reports whether the record holds no pod at all.
-func (r *podRecord) empty() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.prefetch) == 0 && len(r.daemons) == 0
-}
-
 // snapshot reads the cache from the record: the image statuses of each node
 // that runs a daemon pod, from its daemon's report or from its prefetch
-// pods, and the daemons' health reports.
+// pods, and the daemons' health reports. Only the installation's pods
+// count; the others that claim a node are named in s.Ignored. Where several
+// daemon pods of the installation are on one node (a rolling update), one
+// speaks for it: live before not, then the newest, then the first by name.
 func (r *podRecord) snapshot() *snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := &snapshot{}
-	byMessage := map[string][]string{}
+	byNode := map[string]daemonPod{}
 	firstDaemon := ""
 	for name, d := range r.daemons {
+		switch {
+		case d.node == "":
+			continue
+		case !d.trusted:
+			s.Ignored = append(s.Ignored, ignoredPod{Pod: name, Node: d.node, Component: componentDaemon})
+			continue
+		}
 		if firstDaemon == "" || name < firstDaemon {
 			firstDaemon, s.DaemonImage = name, d.image
 		}
-		if d.node == "" {
-			continue
+		if other, ok := byNode[d.node]; !ok || speaksBefore(d, other) {
+			byNode[d.node] = d
 		}
-		s.Nodes = append(s.Nodes, d.node)
+	}
+	for _, st := range r.strays {
+		s.Ignored = append(s.Ignored, st)
+	}
+	slices.SortFunc(s.Ignored, func(a, b ignoredPod) int { return strings.Compare(a.Pod, b.Pod) })
+
+	byMessage := map[string][]string{}
+	for node, d := range byNode {
+		s.Nodes = append(s.Nodes, node)
 		for _, msg := range d.problems {
-			byMessage[msg] = append(byMessage[msg], d.node)
+			byMessage[msg] = append(byMessage[msg], node)
 		}
 		if d.warm != nil {
 			if s.Warm == nil {
 				s.Warm = map[string]*source.Warmth{}
 			}
-			s.Warm[d.node] = d.warm
+			s.Warm[node] = d.warm
 		}
 	}
 	slices.Sort(s.Nodes)
-	s.Nodes = slices.Compact(s.Nodes)
 
 	if r.daemonsOnly {
-		r.fromReports(s)
+		s.fromReports(byNode)
 	} else {
 		r.fromPods(s)
 	}
 
 	for msg, on := range byMessage {
 		slices.Sort(on)
-		s.Problems = append(s.Problems, problem{Message: msg, Nodes: slices.Compact(on)})
+		s.Problems = append(s.Problems, problem{Message: msg, Nodes: on})
 	}
 	slices.SortFunc(s.Problems, func(a, b problem) int { return strings.Compare(a.Message, b.Message) })
 	return s
 }
 
-// fromReports fills s.Images from the daemons' reports, and says whether
-// the prefetch pods must be read instead.
-func (r *podRecord) fromReports(s *snapshot) {
-	reports := make(map[string][]cachestate.ImageStatus, len(s.Nodes))
-	for _, d := range r.daemons {
-		if d.node != "" && d.report != nil {
-			reports[d.node] = d.report
-		}
+// speaksBefore orders the daemon pods of one node (see snapshot).
+func speaksBefore(a, b daemonPod) bool {
+	switch {
+	case a.live != b.live:
+		return a.live
+	case !a.created.Equal(b.created):
+		return a.created.After(b.created)
 	}
+	return a.name < b.name
+}
+
+// fromReports fills s.Images from the reports of the daemons that speak for
+// the nodes, and says whether the prefetch pods must be read instead.
+func (s *snapshot) fromReports(byNode map[string]daemonPod) {
 	// Without a daemon on any node, only the pods can say whether
 	// prefetch pods are left on nodes without one.
 	s.needsPods = len(s.Nodes) == 0
 	for _, n := range s.Nodes {
-		st, ok := reports[n]
-		if !ok {
+		st := byNode[n].report
+		if st == nil {
 			s.needsPods = true
 		}
 		s.Images = append(s.Images, st...)
@@ -345,6 +435,13 @@ func (r *podRecord) fromPods(s *snapshot) {
 	for _, n := range s.Nodes {
 		s.Images = append(s.Images, cachestate.Summarize(byNode[n])...)
 		delete(byNode, n)
+	}
+	// The kubelet's messages hold what registries answered; a report
+	// holds nothing imageref.Printable would change (DecodeReport).
+	for i := range s.Images {
+		st := &s.Images[i]
+		st.Image, st.Digest, st.Pod = imageref.Printable(st.Image), imageref.Printable(st.Digest), imageref.Printable(st.Pod)
+		st.Reason, st.Message = imageref.Printable(st.Reason), imageref.Printable(st.Message)
 	}
 	for n := range byNode {
 		s.WithoutDaemon = append(s.WithoutDaemon, n)
@@ -372,12 +469,12 @@ func healthReport(p *corev1.Pod) (*source.HealthReport, error) {
 // daemon that starts again first removes it), publishes none (an older
 // daemon, or statuses too large for an annotation) or one that does not
 // read.
-func imageReport(p *corev1.Pod) []cachestate.ImageStatus {
+func imageReport(reports *cachestate.ReportReader, p *corev1.Pod) []cachestate.ImageStatus {
 	raw, ok := p.Annotations[cachestate.AnnotationReport]
 	if !ok || p.DeletionTimestamp != nil || p.Spec.NodeName == "" || !daemonRunning(p) {
 		return nil
 	}
-	st, err := cachestate.DecodeReport(p.Spec.NodeName, raw)
+	st, err := reports.Decode(p.Spec.NodeName, raw)
 	if err != nil {
 		return nil
 	}

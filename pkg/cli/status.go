@@ -160,6 +160,7 @@ func (o *StatusOptions) filter(s *snapshot) {
 			return nil
 		}
 		s.Nodes, s.WithoutDaemon = only(s.Nodes), only(s.WithoutDaemon)
+		s.Ignored = slices.DeleteFunc(s.Ignored, func(p ignoredPod) bool { return p.Node != o.Node })
 		var problems []problem
 		for _, p := range s.Problems {
 			if slices.Contains(p.Nodes, o.Node) {
@@ -178,13 +179,14 @@ type statusDoc struct {
 	Problems      []problem                 `json:"problems,omitempty"`
 	Warm          map[string]*source.Warmth `json:"warm,omitempty"`
 	WithoutDaemon []string                  `json:"nodesWithoutDaemon,omitempty"`
+	Ignored       []ignoredPod              `json:"ignored,omitempty"`
 }
 
 func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 	rows := s.byImage(nil)
 	switch o.Output {
 	case "json", "yaml":
-		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems, Warm: s.Warm, WithoutDaemon: s.WithoutDaemon}
+		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems, Warm: s.Warm, WithoutDaemon: s.WithoutDaemon, Ignored: s.Ignored}
 		if doc.Nodes == nil {
 			doc.Nodes = []string{}
 		}
@@ -224,6 +226,7 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 		lines = append(lines, fmt.Sprintf("not counted: prefetch pods on %s without a daemon pod (being removed): %s",
 			plural(n, "node"), firstOf(s.WithoutDaemon, ", ")))
 	}
+	lines = append(lines, ignoredLines(s.Ignored)...)
 	for _, p := range s.Problems {
 		where := "on node " + strings.Join(p.Nodes, ", ")
 		switch {
@@ -240,7 +243,7 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 		if l == "" {
 			continue
 		}
-		if _, err := fmt.Fprintln(w, l); err != nil {
+		if _, err := fmt.Fprintln(w, imageref.Printable(l)); err != nil {
 			return err
 		}
 	}
@@ -290,6 +293,25 @@ func (o *StatusOptions) printWide(w io.Writer, s *snapshot) error {
 		}
 	}
 	return t.flush()
+}
+
+// ignoredLines name the pods that claim a node but are not the
+// installation's, a line each, the first namedAtMost of them: a namespace
+// full of them stays a few lines.
+func ignoredLines(ignored []ignoredPod) []string {
+	var out []string
+	for i, p := range ignored {
+		if i == namedAtMost {
+			out = append(out, fmt.Sprintf("ignored: %s that claim nodes but are not the DaemonSet's", plural(len(ignored)-i, "more pod")))
+			break
+		}
+		what := "claims node " + p.Node
+		if p.Component == cachestate.ComponentPrefetch {
+			what = "claims to hold the cache of node " + p.Node
+		}
+		out = append(out, fmt.Sprintf("ignored: pod %s %s but is not the DaemonSet's", p.Pod, what))
+	}
+	return out
 }
 
 // namedAtMost is how many items a one-line list names before "... (N more)".

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -27,7 +28,9 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
+	"github.com/dcherman/image-cache-daemon/pkg/warden"
 )
 
 // BenchmarkStatus times status for 1,000 nodes x 100 images (1,000 daemon
@@ -73,7 +76,8 @@ func benchmarkStatus(b *testing.B, reports bool, srv *podServer) {
 	}
 }
 
-// podServer is an API server that only serves the pods of namespace ns,
+// podServer is an API server that only serves the pods of namespace ns
+// (and the DaemonSet and warden ConfigMap that own them),
 // in protobuf when the client accepts it, else in JSON: a LIST, a streamed
 // list (a WATCH with sendInitialEvents) when stream is set, and a WATCH
 // that sends nothing. It honours the one label selector that narrows what
@@ -85,11 +89,14 @@ type podServer struct {
 	accepts  sync.Map // media types asked for
 	// list and events by daemonsOnly, then media type.
 	list, events map[bool]map[string][]byte
+	// daemonSet and wardenConfigMap are the installation's owners of its
+	// pods, by media type.
+	daemonSet, wardenConfigMap map[string][]byte
 }
 
 func newPodServer(tb testing.TB, pods []corev1.Pod) *podServer {
 	tb.Helper()
-	s := &podServer{list: map[bool]map[string][]byte{}, events: map[bool]map[string][]byte{}}
+	s := &podServer{list: map[bool]map[string][]byte{}, events: map[bool]map[string][]byte{}, daemonSet: map[string][]byte{}, wardenConfigMap: map[string][]byte{}}
 	var daemons []corev1.Pod
 	for _, p := range pods {
 		if p.Labels[cachestate.LabelComponent] == componentDaemon {
@@ -105,6 +112,17 @@ func newPodServer(tb testing.TB, pods []corev1.Pod) *podServer {
 				tb.Fatalf("no serializer for %s", mediaType)
 			}
 			enc := scheme.Codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion)
+			ds, err := runtime.Encode(scheme.Codecs.EncoderForVersion(info.Serializer, appsv1.SchemeGroupVersion),
+				&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: install.Name, Namespace: ns, UID: dsUID}})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			s.daemonSet[mediaType] = ds
+			cm, err := runtime.Encode(enc, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: warden.ConfigMap, Namespace: ns, UID: wardenUID}})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			s.wardenConfigMap[mediaType] = cm
 			list, err := runtime.Encode(enc, &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: rv}, Items: pods})
 			if err != nil {
 				tb.Fatal(err)
@@ -148,6 +166,12 @@ func (s *podServer) serve(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	daemonsOnly := strings.Contains(q.Get("labelSelector"), cachestate.LabelComponent+"="+componentDaemon)
 	switch {
+	case r.URL.Path == "/apis/apps/v1/namespaces/"+ns+"/daemonsets/"+install.Name:
+		w.Header().Set("Content-Type", mediaType)
+		_, _ = w.Write(s.daemonSet[mediaType])
+	case r.URL.Path == "/api/v1/namespaces/"+ns+"/configmaps/"+warden.ConfigMap:
+		w.Header().Set("Content-Type", mediaType)
+		_, _ = w.Write(s.wardenConfigMap[mediaType])
 	case r.URL.Path != "/api/v1/namespaces/"+ns+"/pods":
 		http.NotFound(w, r)
 	case q.Get("watch") != "true" && q.Get("watch") != "1":
@@ -181,22 +205,22 @@ func benchPods(nodes, images int) []corev1.Pod {
 		wanted = append(wanted, fmt.Sprintf("registry.example/team/app-%03d:v1", i))
 	}
 	created := metav1.NewTime(now.Add(-2 * time.Hour))
-	owner := &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "image-cache-daemon", UID: "0b5e2c1e-0000-4000-8000-000000000001"}
-	controller := &metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: "image-cache-daemon-warden", UID: "0b5e2c1e-0000-4000-8000-000000000002"}
+	owner := dsOwner
+	controller := &metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: warden.ConfigMap, UID: wardenUID}
 	var pods []corev1.Pod
 	for n := 0; n < nodes; n++ {
 		node := fmt.Sprintf("node-%04d", n)
 		ip := fmt.Sprintf("10.%d.%d.%d", n>>16&255, n>>8&255, n&255)
 		pods = append(pods, corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "image-cache-daemon-" + node, Namespace: ns, UID: types.UID(fmt.Sprintf("d-%d", n)),
-				ResourceVersion: "1000", CreationTimestamp: created,
+				ResourceVersion: "1000", CreationTimestamp: created, OwnerReferences: daemonPodOn(node).OwnerReferences,
 				Labels: map[string]string{cachestate.LabelPartOf: cachestate.PartOf, cachestate.LabelComponent: "daemon"}},
 			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "daemon", Image: "ghcr.io/dcherman/image-cache-daemon:v1.0.0"}}},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, HostIP: ip, PodIP: ip,
 				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 		})
 		cfg := prefetch.Config{Namespace: ns, NodeName: node, BatchSize: 20, Owner: owner, Controller: controller,
-			Warden: &prefetch.WardenSource{ConfigMap: "image-cache-daemon-warden", Key: "warden-amd64"}}
+			Warden: &prefetch.WardenSource{ConfigMap: warden.ConfigMap, Key: "warden-amd64"}}
 		for s := 0; s < images; s += cfg.BatchSize {
 			p := cfg.Pod(wanted[s:min(s+cfg.BatchSize, images)], 0, corev1.PullIfNotPresent)
 			p.UID, p.ResourceVersion, p.CreationTimestamp = types.UID(fmt.Sprintf("p-%d-%d", n, s)), "1000", created

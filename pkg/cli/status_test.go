@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
@@ -26,18 +28,43 @@ import (
 
 var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
+// dsUID and wardenUID are the UIDs of the live DaemonSet and warden
+// ConfigMap of the test installation.
+const (
+	dsUID     = "0b5e2c1e-0000-4000-8000-000000000001"
+	wardenUID = "0b5e2c1e-0000-4000-8000-000000000002"
+)
+
+// dsOwner is the owner reference the daemon sets on its prefetch pods.
+var dsOwner = &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: install.Name, UID: dsUID}
+
+// newClient is a fake API server holding objs and, unless objs hold one,
+// the installation's DaemonSet.
+func newClient(objs ...runtime.Object) *fake.Clientset {
+	for _, o := range objs {
+		if _, ok := o.(*appsv1.DaemonSet); ok {
+			return fake.NewClientset(objs...)
+		}
+	}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: install.Name, Namespace: install.DefaultNamespace, UID: dsUID}}
+	return fake.NewClientset(append([]runtime.Object{ds}, objs...)...)
+}
+
+// daemonPodOn is the daemon pod the DaemonSet controller makes on node.
+func daemonPodOn(node string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "daemon-" + node, Namespace: "image-cache-daemon",
+			Labels:          map[string]string{"app.kubernetes.io/part-of": "image-cache-daemon", "app.kubernetes.io/component": "daemon"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: install.Name, UID: dsUID, Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "daemon", Image: "ghcr.io/dcherman/image-cache-daemon:v1.0.0"}}},
+	}
+}
+
 // cluster builds the pods of an installation on two nodes: alpine cached on
 // both, nginx cached on one and pulling on the other, a missing image failed.
 func cluster() []runtime.Object {
-	daemon := func(node string) *corev1.Pod {
-		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "daemon-" + node, Namespace: "image-cache-daemon",
-				Labels: map[string]string{"app.kubernetes.io/part-of": "image-cache-daemon", "app.kubernetes.io/component": "daemon"}},
-			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "daemon", Image: "ghcr.io/dcherman/image-cache-daemon:v1.0.0"}}},
-		}
-	}
 	prefetchPod := func(node string, images []string, states ...corev1.ContainerState) *corev1.Pod {
-		cfg := prefetch.Config{Namespace: "image-cache-daemon", NodeName: node, WardenImage: "w", BatchSize: 20}
+		cfg := prefetch.Config{Namespace: "image-cache-daemon", NodeName: node, WardenImage: "w", BatchSize: 20, Owner: dsOwner}
 		p := cfg.Pod(images, 0, corev1.PullIfNotPresent)
 		p.CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
 		p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "warden", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{}}}}
@@ -60,7 +87,7 @@ func cluster() []runtime.Object {
 		return `{"sources":[{"source":"static","synced":true},{"source":"configmaps","synced":` + fmt.Sprint(problem == "") +
 			`,"problem":"` + problem + `"},{"source":"workflowtemplates","synced":true,"objects":3,"skipped":1,"skippedSample":["WorkflowTemplate team/bomb"]}],"warm":` + warm + `}`
 	}
-	a, b := daemon("node-a"), daemon("node-b")
+	a, b := daemonPodOn("node-a"), daemonPodOn("node-b")
 	a.Annotations = map[string]string{source.HealthAnnotation: health("")}
 	b.Annotations = map[string]string{source.HealthAnnotation: health("configmaps is forbidden: User cannot list resource")}
 	return []runtime.Object{
@@ -73,7 +100,7 @@ func cluster() []runtime.Object {
 
 func runStatus(t *testing.T, objs []runtime.Object, args ...string) (string, error) {
 	t.Helper()
-	return runStatusWith(t, fake.NewClientset(objs...), args...)
+	return runStatusWith(t, newClient(objs...), args...)
 }
 
 func runStatusWith(t *testing.T, client kubernetes.Interface, args ...string) (string, error) {
@@ -91,7 +118,7 @@ func runStatusWith(t *testing.T, client kubernetes.Interface, args ...string) (s
 // withoutDaemon is cluster() with the prefetch pod of a node that runs no
 // daemon pod (the daemon set left it): not counted, named apart.
 func withoutDaemon() []runtime.Object {
-	cfg := prefetch.Config{Namespace: "image-cache-daemon", NodeName: "node-c", WardenImage: "w", BatchSize: 20}
+	cfg := prefetch.Config{Namespace: "image-cache-daemon", NodeName: "node-c", WardenImage: "w", BatchSize: 20, Owner: dsOwner}
 	p := cfg.Pod([]string{"docker.io/library/alpine:latest"}, 0, corev1.PullIfNotPresent)
 	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "warden", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{}}}}
 	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: p.Spec.Containers[0].Name,
@@ -193,7 +220,7 @@ func TestStatusFromReports(t *testing.T) {
 		{"status-json", []string{"-o", "json"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client := fake.NewClientset(withoutPrefetchPods(withReports(t, cluster()))...)
+			client := newClient(withoutPrefetchPods(withReports(t, cluster()))...)
 			out, err := runStatusWith(t, client, tc.args...)
 			if err != nil {
 				t.Fatal(err)
@@ -235,7 +262,7 @@ func TestStatusDistrustsReports(t *testing.T) {
 					spoil(p)
 				}
 			}
-			client := fake.NewClientset(objs...)
+			client := newClient(objs...)
 			out, err := runStatusWith(t, client)
 			if err != nil {
 				t.Fatal(err)
@@ -249,7 +276,7 @@ func TestStatusDistrustsReports(t *testing.T) {
 }
 
 func TestStatusNotInstalled(t *testing.T) {
-	_, err := runStatus(t, nil)
+	_, err := runStatusWith(t, fake.NewClientset(cluster()...))
 	if ExitCode(err) != ExitNotInstalled || !strings.Contains(err.Error(), "kubectl imagecache install") {
 		t.Fatalf("err = %v (exit %d), want exit %d with advice", err, ExitCode(err), ExitNotInstalled)
 	}

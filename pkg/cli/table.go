@@ -3,8 +3,9 @@ package cli
 import (
 	"bufio"
 	"io"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 )
 
 // columnGap separates columns, as in kubectl's tables.
@@ -32,16 +33,18 @@ func newTable(w io.Writer, widths []int, header ...string) (*table, error) {
 // before newTable.
 func fit(widths []int, cells ...string) {
 	for i, c := range cells {
-		widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		widths[i] = max(widths[i], utf8.RuneCountInString(imageref.Printable(c)))
 	}
 }
 
-// row writes one row. Cells are cut at control characters (a kubelet
-// message may hold a newline or a terminal escape), so a row stays one line.
+// row writes one row. Every cell goes through imageref.Printable (a kubelet
+// message may hold a newline, a terminal escape or a bidi override), so a
+// row stays one line and reads as it is.
 func (t *table) row(cells ...string) error {
 	t.line = t.line[:0]
 	for i, c := range cells {
-		t.line = appendPrintable(t.line, c)
+		c = imageref.Printable(c)
+		t.line = append(t.line, c...)
 		if i == len(cells)-1 {
 			break
 		}
@@ -61,28 +64,6 @@ func (t *table) row(cells ...string) error {
 
 // flush writes what the buffer holds; call it when the table is done.
 func (t *table) flush() error { return t.w.Flush() }
-
-// appendPrintable appends s with every control character (C0, DEL, C1)
-// replaced by a space, keeping the count of runes and so the column widths.
-func appendPrintable(b []byte, s string) []byte {
-	clean := true
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f || c == 0xc2 {
-			clean = false // 0xc2 starts the encoding of every C1 control
-			break
-		}
-	}
-	if clean {
-		return append(b, s...)
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			r = ' '
-		}
-		b = utf8.AppendRune(b, r)
-	}
-	return b
-}
 
 // printTable writes a small table held in memory: rows under header.
 func printTable(w io.Writer, header []string, rows [][]string) error {

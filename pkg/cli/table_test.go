@@ -22,8 +22,10 @@ func TestPrintTable(t *testing.T) {
 			"IMAGE   WANTED BY\n"},
 		{"wide characters count as one", []string{"N", "M"}, [][]string{{"żółw", "ok"}, {"a", "b"}},
 			"N      M\nżółw   ok\na      b\n"},
-		{"control characters become spaces", []string{"N", "MESSAGE"}, [][]string{{"a\tb", "line one\nline two\x1b[31m\u009b"}},
-			"N     MESSAGE\na b   line one line two [31m\n"},
+		{"control characters are escaped, widths follow", []string{"N", "MESSAGE"}, [][]string{{"a\tb", "line one\nline two\x1b[31m\u009b"}},
+			"N      MESSAGE\na\\tb   line one\\nline two\\x1b[31m\\u009b\n"},
+		{"bidi and zero-width characters are escaped", []string{"N", "M"}, [][]string{{"\u202eab", "x\u200by\ufeff"}},
+			"N          M\n\\u202eab   x\\u200by\\ufeff\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out strings.Builder

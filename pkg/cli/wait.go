@@ -72,7 +72,7 @@ func (w *WaitOptions) run(ctx context.Context, client kubernetes.Interface, ns s
 		}
 		line := "cached: " + strings.Join(progress, ", ")
 		if line != last {
-			fmt.Fprintln(out, line)
+			fmt.Fprintln(out, imageref.Printable(line))
 			last = line
 		}
 		if len(failures) > 0 {

@@ -19,7 +19,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/warden"
 )
 
 // followOptions say how follow reads.
@@ -38,6 +40,8 @@ type followOptions struct {
 	// the API server fails). A watch refused for want of rights ends
 	// follow instead.
 	warn io.Writer
+	// owners are the installation's live owners (set by follow).
+	owners cachestate.Owners
 }
 
 // errNeedsPods stops reading the daemons' reports alone.
@@ -62,7 +66,16 @@ var reportGrace = 5 * time.Second
 // meanwhile). So add --wait ends on the reports that status reads next,
 // which lag the pods by a second or so, and never shows an image cached
 // that status then shows pulling.
+//
+// Only the installation's pods count (cachestate.Owners): follow first
+// reads its DaemonSet (one GET; not installed when there is none), and
+// before it reads the prefetch pods, the warden ConfigMap (one more).
 func follow(ctx context.Context, client kubernetes.Interface, ns string, opts followOptions, render func(*snapshot) (bool, error)) error {
+	ds, err := client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{})
+	if err != nil {
+		return notInstalled(ns, err)
+	}
+	opts.owners.DaemonSet = cachestate.Owner{Name: ds.Name, UID: ds.UID}
 	opts.daemonsOnly = true
 	poke := make(chan struct{}, 1)
 	opts.poke = poke
@@ -73,7 +86,7 @@ func follow(ctx context.Context, client kubernetes.Interface, ns string, opts fo
 			timer.Stop()
 		}
 	}()
-	err := followPods(ctx, client, ns, opts, func(s *snapshot) (bool, error) {
+	err = followPods(ctx, client, ns, opts, func(s *snapshot) (bool, error) {
 		switch {
 		case !s.needsPods:
 			since = time.Time{}
@@ -101,6 +114,15 @@ func follow(ctx context.Context, client kubernetes.Interface, ns string, opts fo
 	if !errors.Is(err, errNeedsPods) {
 		return err
 	}
+	cm, err := client.CoreV1().ConfigMaps(ns).Get(ctx, warden.ConfigMap, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		// An installation by an older version: no prefetch pod mounts it.
+	case err != nil:
+		return fmt.Errorf("reading ConfigMap %s/%s, the owner of the prefetch pods that status checks: %w", ns, warden.ConfigMap, err)
+	default:
+		opts.owners.Warden = cachestate.Owner{Name: cm.Name, UID: cm.UID}
+	}
 	opts.daemonsOnly = false
 	return followPods(ctx, client, ns, opts, render)
 }
@@ -123,7 +145,7 @@ func follow(ctx context.Context, client kubernetes.Interface, ns string, opts fo
 // as the pods are read: one request (two where the server refuses the
 // stream).
 func followPods(ctx context.Context, client kubernetes.Interface, ns string, opts followOptions, render func(*snapshot) (bool, error)) error {
-	rec := newPodRecord(opts.daemonsOnly)
+	rec := newPodRecord(opts.daemonsOnly, opts.owners)
 	errs := make(chan error, 1)
 	if opts.warn == nil {
 		opts.warn = io.Discard
@@ -190,7 +212,7 @@ func followPods(ctx context.Context, client kubernetes.Interface, ns string, opt
 				// Retrying would list every pod again and again, in vain.
 				return fmt.Errorf("watching the pods of namespace %s: %w", ns, err)
 			}
-			fmt.Fprintf(opts.warn, "warning: watching the pods of namespace %s: %v (trying again)\n", ns, err)
+			fmt.Fprintln(opts.warn, imageref.Printable(fmt.Sprintf("warning: watching the pods of namespace %s: %v (trying again)", ns, err)))
 			continue
 		case <-rec.changed:
 		case <-opts.poke:
@@ -200,12 +222,6 @@ func followPods(ctx context.Context, client kubernetes.Interface, ns string, opt
 		}
 		if !synced {
 			synced = true
-			if rec.empty() && !opts.daemonsOnly {
-				// No pod at all: is it installed? One more request, only here.
-				if _, err := client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{}); err != nil {
-					return notInstalled(ns, err)
-				}
-			}
 		} else if wait := time.Until(last.Add(opts.every)); wait > 0 {
 			// Changes that come meanwhile go into the same snapshot.
 			t := time.NewTimer(wait)

@@ -174,7 +174,7 @@ var cachedNow = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminat
 // the server refuses, with a warning.
 func TestStatusWatch(t *testing.T) {
 	objs := cluster()
-	client := fake.NewClientset(objs...)
+	client := newClient(objs...)
 	opened, fail := fakeWatches(client)
 	out, errOut := newSyncBuffer(), newSyncBuffer()
 	o := &StatusOptions{IOStreams: genericiooptions.IOStreams{Out: out, ErrOut: errOut},
@@ -259,7 +259,7 @@ func TestAddWaitFollowsWatch(t *testing.T) {
 // A pod list the API server refuses ends status at once, saying what it
 // was reading, instead of retrying in the background.
 func TestStatusListRefused(t *testing.T) {
-	client := fake.NewClientset(cluster()...)
+	client := newClient(cluster()...)
 	client.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New("no RBAC policy matched"))
 	})
@@ -279,9 +279,11 @@ func TestStatusListRefused(t *testing.T) {
 
 // status reads the daemons' reports with one request, in protobuf, through
 // the client the kubectl flags build: a streamed list, or on a server
-// without streamed lists the refused attempt and one LIST. Without reports
-// it reads all the pods in as many more. The output is the same as from the
-// fake.
+// without streamed lists the refused attempt and one LIST; and one GET of
+// the DaemonSet, whose UID says which pods are the installation's. Without
+// reports it reads all the pods in as many more, and the warden ConfigMap
+// that owns prefetch pods with one more GET. The output is the same as from
+// the fake.
 func TestStatusOneRequest(t *testing.T) {
 	want, err := os.ReadFile(filepath.Join("testdata", "status.golden"))
 	if err != nil {
@@ -310,8 +312,9 @@ func TestStatusOneRequest(t *testing.T) {
 			{"list", false, 2},
 		} {
 			if !reports {
-				tc.requests *= 2
+				tc.requests = 2*tc.requests + 1 // and the warden ConfigMap
 			}
+			tc.requests++ // the DaemonSet
 			t.Run(fmt.Sprintf("%s/reports=%v", tc.name, reports), func(t *testing.T) {
 				srv.stream.Store(tc.stream)
 				srv.requests.Store(0)

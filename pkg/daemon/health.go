@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
@@ -20,15 +19,19 @@ const healthInterval = 10 * time.Second
 // health publishes what the daemon knows about its sources where users
 // look: on its own pod (the annotation source.HealthAnnotation, which
 // `kubectl imagecache status` shows, a line per problem) and in readiness.
+//
+// The report is written again when the pod holds another one than the one
+// written (see ownPod), at the pace of reassertion.
 type health struct {
-	client    kubernetes.Interface
-	namespace string
-	pod       string
+	// own is the daemon's pod, watched by imageReport.run.
+	own       *ownPod
 	sources   *source.Set
 	overLimit func() (int, []source.Image)
 	warmth    func() *source.Warmth
 	metrics   *metrics.Metrics
 	last      string
+	reassert  reassertion
+	now       func() time.Time
 }
 
 // report is the daemon's health as of now.
@@ -45,28 +48,36 @@ func (h *health) report() source.HealthReport {
 
 // run publishes the report until ctx ends: every second while the sources
 // sync (so that status does not show a start-up long gone), then every
-// healthInterval. Only a changed report is written.
+// healthInterval, and when the pod changed. Only a changed report is
+// written, or one the pod no longer holds.
 func (h *health) run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
+	changed := h.own.changed()
 	for {
-		if err := h.publish(ctx); err != nil {
+		again, err := h.publish(ctx)
+		if err != nil {
 			logger.Error(err, "Publishing health on the daemon's pod")
 		}
 		every := healthInterval
 		if !h.sources.HasSynced() {
 			every = time.Second
 		}
+		if again > 0 {
+			every = min(every, again)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(every):
+		case <-changed:
 		}
 	}
 }
 
 // publish writes the report onto the pod when it differs from the last one
-// written, so an unchanged daemon makes no requests.
-func (h *health) publish(ctx context.Context) error {
+// written, or the pod holds another, so an unchanged daemon makes no
+// requests; again > 0 asks to be called again then (a re-assertion waits).
+func (h *health) publish(ctx context.Context) (again time.Duration, err error) {
 	r := h.report()
 	if h.metrics != nil {
 		for _, s := range r.Sources {
@@ -80,17 +91,24 @@ func (h *health) publish(ctx context.Context) error {
 	}
 	raw, err := json.Marshal(r)
 	if err != nil {
-		return err
-	}
-	if string(raw) == h.last {
-		return nil
+		return 0, err
 	}
 	report := string(raw)
-	if err := patchAnnotation(ctx, h.client, h.namespace, h.pod, source.HealthAnnotation, &report); err != nil {
-		return err
+	if report == h.last {
+		now := time.Now
+		if h.now != nil {
+			now = h.now
+		}
+		write, wait := h.own.unchangedWrite(ctx, source.HealthAnnotation, &h.last, &h.reassert, now())
+		if !write {
+			return wait, nil
+		}
+	}
+	if err := h.own.patch(ctx, source.HealthAnnotation, &report); err != nil {
+		return 0, err
 	}
 	h.last = report
-	return nil
+	return 0, nil
 }
 
 // ready says whether the daemon does its job, and if not, why: readiness

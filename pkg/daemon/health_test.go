@@ -30,7 +30,7 @@ func TestHealthIsPublishedOnChangeAndGatesReadiness(t *testing.T) {
 	self := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd"}}
 	client := fake.NewClientset(self)
 	src := &healthSource{h: source.Health{Source: "configmaps", Synced: true}}
-	h := &health{client: client, namespace: "icd", pod: "daemon-x", sources: source.NewSetOf(src),
+	h := &health{own: newOwnPod(client, "icd", "daemon-x"), sources: source.NewSetOf(src),
 		overLimit: func() (int, []source.Image) { return 0, nil }, metrics: metrics.New()}
 
 	patches := func() int {
@@ -43,7 +43,7 @@ func TestHealthIsPublishedOnChangeAndGatesReadiness(t *testing.T) {
 		return n
 	}
 	for range 3 {
-		if err := h.publish(ctx); err != nil {
+		if _, err := h.publish(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -55,7 +55,7 @@ func TestHealthIsPublishedOnChangeAndGatesReadiness(t *testing.T) {
 	}
 
 	src.h.Problem = `configmaps is forbidden: User "x" cannot list resource "configmaps"`
-	if err := h.publish(ctx); err != nil {
+	if _, err := h.publish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := patches(); n != 2 {

@@ -2,14 +2,11 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -25,15 +22,18 @@ const reportEvery = time.Second
 // imageReport publishes the node's image statuses on the daemon's own pod
 // (cachestate.AnnotationReport), where the plugin's status reads them: one
 // small object per node instead of every prefetch pod. The last statuses
-// set are always published, at most once per every, encoded then.
+// set are always published, at most once per every, encoded then; and
+// written again when the pod holds another report than the one written
+// (see ownPod), at the pace of reassertion.
 //
 // Its first write removes the report a previous run of the daemon left on
 // the pod, unless the statuses of this run's first sync are already there
 // to replace it: a restarted daemon never shows what it no longer knows.
 type imageReport struct {
-	client         kubernetes.Interface
-	namespace, pod string
-	every          time.Duration
+	own      *ownPod
+	every    time.Duration
+	now      func() time.Time
+	reassert reassertion
 
 	mu sync.Mutex
 	// states are the last set; nil until the first sync.
@@ -48,7 +48,7 @@ type imageReport struct {
 }
 
 func newImageReport(client kubernetes.Interface, namespace, pod string) *imageReport {
-	r := &imageReport{client: client, namespace: namespace, pod: pod, every: reportEvery, kick: make(chan struct{}, 1)}
+	r := &imageReport{own: newOwnPod(client, namespace, pod), every: reportEvery, now: time.Now, kick: make(chan struct{}, 1)}
 	r.kick <- struct{}{} // the first write, whatever comes
 	return r
 }
@@ -67,33 +67,43 @@ func (r *imageReport) set(states []cachestate.ImageStatus) {
 	}
 }
 
-// run publishes until ctx ends.
+// run publishes until ctx ends, and watches the daemon's pod meanwhile
+// (for the health report too).
 func (r *imageReport) run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { r.own.run(ctx) })
+	changed := r.own.changed()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.kick:
+		case <-changed:
 		}
-		if err := r.publish(ctx); err != nil {
+		again, err := r.publish(ctx)
+		if err != nil {
 			logger.Error(err, "Publishing the node's image statuses on the daemon's pod")
-			select {
-			case r.kick <- struct{}{}: // try again after the pause
-			default:
-			}
+			again = r.every // try again after the pause
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(r.every):
+		case <-time.After(max(r.every, again)):
+		}
+		if again > 0 {
+			select {
+			case r.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
 
 // publish writes the report of the latest statuses onto the pod, unless it
-// is there.
-func (r *imageReport) publish(ctx context.Context) error {
+// is there; again > 0 asks to be called again then (a re-assertion waits).
+func (r *imageReport) publish(ctx context.Context) (again time.Duration, err error) {
 	r.mu.Lock()
 	states, dropped, published, done := r.states, r.dropped, r.published, r.done
 	r.mu.Unlock()
@@ -107,35 +117,25 @@ func (r *imageReport) publish(ctx context.Context) error {
 		}
 	}
 	if done && ptr.Equal(report, published) {
-		return nil
+		write, wait := r.own.unchangedWrite(ctx, cachestate.AnnotationReport, published, &r.reassert, r.now())
+		if !write {
+			return wait, nil
+		}
 	}
-	err := patchAnnotation(ctx, r.client, r.namespace, r.pod, cachestate.AnnotationReport, report)
+	err = r.own.patch(ctx, cachestate.AnnotationReport, report)
 	if report != nil && (apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err)) {
 		// Too large with the pod's other annotations: remove the old
 		// report rather than leave it standing.
 		r.mu.Lock()
 		r.dropped = true
 		r.mu.Unlock()
-		return fmt.Errorf("the report of %d images was refused (status reads this node's prefetch pods instead): %w", len(states), err)
+		return 0, fmt.Errorf("the report of %d images was refused (status reads this node's prefetch pods instead): %w", len(states), err)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	r.mu.Lock()
 	r.published, r.done = report, true
 	r.mu.Unlock()
-	return nil
-}
-
-// patchAnnotation sets the annotation key of the daemon's own pod to value,
-// or removes it where value is nil.
-func patchAnnotation(ctx context.Context, client kubernetes.Interface, namespace, pod, key string, value *string) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]*string{key: value}}})
-	if err != nil {
-		return err
-	}
-	if _, err := client.CoreV1().Pods(namespace).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
-		return fmt.Errorf("patching pod %s/%s: %w", namespace, pod, err)
-	}
-	return nil
+	return 0, nil
 }

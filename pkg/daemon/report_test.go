@@ -41,7 +41,7 @@ func TestImageReport(t *testing.T) {
 	patches := 0
 	publish := func(t *testing.T, want []cachestate.ImageStatus, wantPatch bool) {
 		t.Helper()
-		err := r.publish(ctx)
+		_, err := r.publish(ctx)
 		if refuse != (err != nil) {
 			t.Fatalf("publish: %v", err)
 		}

@@ -95,7 +95,7 @@ func Run(ctx context.Context, o *options.Options) error {
 		return err
 	}
 
-	h := &health{client: kube, namespace: o.PodNamespace, pod: o.PodName, sources: sources, overLimit: ctrl.OverLimit, warmth: ctrl.Warmth, metrics: m}
+	h := &health{own: statuses.own, sources: sources, overLimit: ctrl.OverLimit, warmth: ctrl.Warmth, metrics: m}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { podInformer.RunWithContext(ctx); return nil })

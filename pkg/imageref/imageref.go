@@ -229,14 +229,84 @@ func Quote(s string) string {
 	return strconv.Quote(head+"…") + omitted
 }
 
-// Shorten is Quote without the quotes, for a value whose text is known to
-// be printable, such as a number as the YAML parser read it.
+// Shorten is Quote without the quotes: s cut to MaxQuoted bytes, with what
+// a terminal would act on escaped (see Printable).
 func Shorten(s string) string {
 	head, omitted := cut(s)
 	if omitted == "" {
+		return Printable(s)
+	}
+	return Printable(head) + "…" + omitted
+}
+
+// Printable returns s as a terminal may show it: every character that is
+// not graphic is escaped the way Go writes it in a string literal (\n,
+// \x1b, \u202e, \ufeff), as is each byte of invalid UTF-8 (\xff). That is
+// control characters (C0, DEL, C1: line breaks and escape sequences that
+// move the cursor or rewrite the screen), format characters (the bidi
+// embeddings, overrides and isolates U+202A..U+202E and U+2066..U+2069, the
+// marks U+200E, U+200F and U+061C, which reorder what follows; the
+// zero-width U+200B..U+200D, U+2060 and U+FEFF, which hide or join
+// characters), the line and paragraph separators, surrogates, private-use
+// and unassigned code points. What the cluster sends (annotations, Events,
+// the kubelet's messages, object names) reaches the user's terminal only
+// through it, and the daemon's report holds nothing it would change.
+//
+// s itself is returned, without allocating, when nothing needs escaping;
+// the time is linear in len(s), and the result is at most 4 bytes per byte
+// of s.
+func Printable(s string) string {
+	i := unprintable(s)
+	if i == len(s) {
 		return s
 	}
-	return head + "…" + omitted
+	b := make([]byte, 0, len(s)+16)
+	b = append(b, s[:i]...)
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\x`...)
+			b = append(b, hexDigits[s[i]>>4], hexDigits[s[i]&0xf])
+		case printableRune(r):
+			b = append(b, s[i:i+size]...)
+		default:
+			// Go's own escapes: "\n", "\x1b", "\u202e", "\U000e0001".
+			q := strconv.QuoteRuneToASCII(r)
+			b = append(b, q[1:len(q)-1]...)
+		}
+		i += size
+	}
+	return string(b)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// unprintable is the index of the first byte of s that Printable escapes,
+// len(s) when there is none; ASCII is checked a byte at a time.
+func unprintable(s string) int {
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return i
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && size == 1) || !printableRune(r) {
+			return i
+		}
+		i += size
+	}
+	return len(s)
+}
+
+// printableRune reports whether a terminal shows r as the character it is:
+// a letter, mark, number, punctuation, symbol or space (unicode.IsGraphic),
+// none of which moves the cursor, reorders text or hides.
+func printableRune(r rune) bool {
+	return r >= 0x20 && r < 0x7f || r >= utf8.RuneSelf && unicode.IsGraphic(r)
 }
 
 // cut returns the first MaxQuoted bytes of s, ended on a rune boundary, and

@@ -269,3 +269,44 @@ func TestShorten(t *testing.T) {
 		}
 	}
 }
+
+// What a terminal would act on is escaped, visibly; everything else is
+// left as it is, and a clean string costs no allocation.
+func TestPrintable(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"plain", `Back-off pulling image "a": not found`, `Back-off pulling image "a": not found`},
+		{"letters and marks", "café 日本 é", "café 日本 é"},
+		{"no-break space", "a\u00a0b", "a\u00a0b"},
+		{"line break and tab", "a\nb\tc\r", `a\nb\tc\r`},
+		{"escape sequence", "\x1b[2J\x1b]0;title\x07", `\x1b[2J\x1b]0;title\a`},
+		{"DEL and C1", "a\x7fb\u0085c\u009b", `a\x7fb\u0085c\u009b`},
+		{"bidi override", "evil\u202etxt.exe", `evil\u202etxt.exe`},
+		{"bidi embeddings", "\u202a\u202b\u202c\u202d", `\u202a\u202b\u202c\u202d`},
+		{"bidi isolates", "\u2066\u2067\u2068\u2069", `\u2066\u2067\u2068\u2069`},
+		{"bidi marks", "\u200e\u200f\u061c", `\u200e\u200f\u061c`},
+		{"zero width", "a\u200bb\u200cc\u200dd\u2060e\ufeff", `a\u200bb\u200cc\u200dd\u2060e\ufeff`},
+		{"separators", "a\u2028b\u2029", `a\u2028b\u2029`},
+		{"tag characters", "a\U000e0041", `a\U000e0041`},
+		{"invalid UTF-8", "a\xffb\xc2", `a\xffb\xc2`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Printable(tc.in); got != tc.want {
+				t.Errorf("Printable(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+			if got := Printable(Printable(tc.in)); got != tc.want {
+				t.Errorf("Printable is not idempotent: %q", got)
+			}
+		})
+	}
+	clean := strings.Repeat("registry.example/team/app:v1 café ", 100)
+	if n := testing.AllocsPerRun(10, func() { _ = Printable(clean) }); n != 0 {
+		t.Errorf("a clean string costs %v allocations, want 0", n)
+	}
+	hostile := strings.Repeat("\u202e\x1b", 1000)
+	if got := Printable(hostile); len(got) > 4*len(hostile) || strings.ContainsRune(got, '\u202e') {
+		t.Errorf("escaped %d bytes to %d", len(hostile), len(got))
+	}
+	if got := Shorten(strings.Repeat("\u202e", 100)); strings.ContainsRune(got, '\u202e') {
+		t.Errorf("Shorten left a bidi override: %q", got)
+	}
+}
