@@ -138,6 +138,7 @@ func newPodInformer(client kubernetes.Interface, namespace, node string) cache.S
 type Wants interface {
 	HasSynced() bool
 	Wants() []source.Want
+	Health() []source.Health
 }
 
 // NewController wires a controller. podInformer must list only this node's
@@ -463,12 +464,19 @@ func (c *Controller) allocatablePods(ctx context.Context) (int64, error) {
 // reportOverLimit sets the gauge and, when the set of images left out
 // changes, logs it and records a Warning Event on the daemon's pod.
 func (c *Controller) reportOverLimit(ctx context.Context, over []source.Image, limit, podCap int) {
-	c.metrics.ImagesOverLimit.Set(float64(len(over)))
+	// Entries past --max-images in one object were counted, not read:
+	// they are over the limit too, though not named.
+	unread := 0
+	for _, h := range c.sources.Health() {
+		unread += h.Unread
+	}
+	c.metrics.ImagesOverLimit.Set(float64(len(over) + unread))
 	h := sha256.New()
 	for _, o := range over {
 		h.Write([]byte(o.Image))
 		h.Write([]byte{0})
 	}
+	fmt.Fprintf(h, "unread %d", unread)
 	var key [sha256.Size]byte
 	h.Sum(key[:0])
 
@@ -476,7 +484,7 @@ func (c *Controller) reportOverLimit(ctx context.Context, over []source.Image, l
 	changed := key != c.over.key
 	was := c.over.n
 	if changed {
-		c.over = overLimit{n: len(over), key: key}
+		c.over = overLimit{n: len(over) + unread, key: key}
 		for _, o := range over[:min(len(over), overSample)] {
 			origins := make([]string, len(o.Origins))
 			for i, origin := range o.Origins {
@@ -484,7 +492,7 @@ func (c *Controller) reportOverLimit(ctx context.Context, over []source.Image, l
 			}
 			c.over.sample = append(c.over.sample, source.Image{Image: imageref.Shorten(o.Image), Origins: origins})
 		}
-		if len(over) > 0 {
+		if c.over.n > 0 {
 			c.over.summary = c.overSummary(limit, podCap)
 		}
 	}
@@ -494,7 +502,7 @@ func (c *Controller) reportOverLimit(ctx context.Context, over []source.Image, l
 	logger := klog.FromContext(ctx)
 	switch {
 	case !changed:
-	case len(over) > 0:
+	case len(over)+unread > 0:
 		logger.Info("Wanted images left out by this node's limits", "summary", summary)
 		if c.cfg.Recorder != nil && c.cfg.Self != nil {
 			c.cfg.Recorder.Event(c.cfg.Self, corev1.EventTypeWarning, ReasonImageLimitExceeded, summary)

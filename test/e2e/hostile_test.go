@@ -83,7 +83,7 @@ func chainSpec(n int) map[string]any {
 // installWithUsers installs the daemon of this commit, resync off, into a
 // new namespace named with prefix, and makes a namespace for the users'
 // objects; it returns both.
-func installWithUsers(t *testing.T, prefix string) (ns, users string) {
+func installWithUsers(t *testing.T, prefix string, args ...string) (ns, users string) {
 	t.Helper()
 	ns = prefix + strings.ToLower(rand.String(4))
 	o := install.DefaultOptions("e2e")
@@ -91,7 +91,30 @@ func installWithUsers(t *testing.T, prefix string) (ns, users string) {
 	o.Image = daemonImage(t)
 	o.ResyncPeriod = 0
 	installDaemon(t, o)
+	if len(args) > 0 {
+		ctx := context.Background()
+		ds, err := env.client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &ds.Spec.Template.Spec.Containers[0]
+		c.Args = append(c.Args, args...)
+		if _, err := env.client.AppsV1().DaemonSets(ns).Update(ctx, ds, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitRollout(t, ns)
+	}
 	return ns, newNamespace(t)
+}
+
+// bulkList is an image list of about size bytes of distinct, valid
+// references that no registry holds, one a line.
+func bulkList(seed, size int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < size-64; i++ {
+		fmt.Fprintf(&b, "- registry.invalid/bulk/c%02d-image%06d:v1\n", seed, i)
+	}
+	return b.String()
 }
 
 // TestHostileObjects writes, next to good objects, every kind of object a
@@ -103,7 +126,9 @@ func installWithUsers(t *testing.T, prefix string) (ns, users string) {
 func TestHostileObjects(t *testing.T) {
 	installArgoCRDs(t)
 	t.Cleanup(func() { _ = testcluster.DeleteArgoCRDs(context.Background(), env.config) })
-	ns, users := installWithUsers(t, "icd-hostile-")
+	// A small --max-images keeps the bulk tenant's share of pulls (which
+	// all fail) small; the bound per object is the same at any value.
+	ns, users := installWithUsers(t, "icd-hostile-", "--max-images=40")
 	img := func(name string) string {
 		return randomImage(t, "e2e/hostile-"+name+":"+rand.String(5), uint64(rand.Int()))
 	}
@@ -137,6 +162,14 @@ func TestHostileObjects(t *testing.T) {
 		"templates": []any{map[string]any{"name": "main", "container": map[string]any{"image": "{{workflow.parameters.a}}"}}},
 	})
 	argoHostile("WorkflowTemplate", users, "call-cycle", chainSpec(24))
+	// Valid input in bulk, from another tenant: 30 ConfigMaps of a
+	// megabyte of distinct, valid references each (the audit's 29 made the
+	// daemon OOMKilled 4 times in 4 minutes). The daemon keeps --max-images
+	// of each and counts the rest; the other tenant's images are served.
+	bulk := newNamespace(t)
+	for i := range 30 {
+		imageList(t, bulk, fmt.Sprintf("bulk-%02d", i), bulkList(i, 1_000_000))
+	}
 	// A YAML alias bomb and a megabyte of numbers.
 	bomb := "- &a " + strings.Repeat("x", 20_000) + "\n" + strings.Repeat("- *a\n", 2000)
 	imageList(t, users, "alias-bomb", bomb)
@@ -178,12 +211,14 @@ func TestHostileObjects(t *testing.T) {
 			}
 		}
 	})
-	t.Run("status names the hostile objects", func(t *testing.T) {
+	t.Run("status names the hostile objects and the images over the limit", func(t *testing.T) {
 		var out string
 		err := wait.PollUntilContextTimeout(context.Background(), 2*time.Second, time.Minute, true, func(context.Context) (bool, error) {
 			out = mustPlugin(t, bin, "status", "-n", ns)
 			return strings.Contains(out, "WorkflowTemplate "+users+"/bool-command") &&
-				strings.Contains(out, "ConfigMap "+users+"/alias-bomb"), nil
+				strings.Contains(out, "ConfigMap "+users+"/alias-bomb") &&
+				strings.Contains(out, "over the daemon's limits (--max-images, --max-prefetch-pods) not cached: ") &&
+				strings.Contains(out, "ConfigMap "+bulk+"/bulk-"), nil
 		})
 		if err != nil {
 			t.Errorf("status never named the hostile objects:\n%s", out)
