@@ -92,9 +92,9 @@ func TestReadImageListLimits(t *testing.T) {
 		firstImage string
 	}{
 		{"keep 1000 of 40,000", big, listLimits{keep: 1000, read: 2000}, 1000, 39_000, 2 << 20, "registry.example/team/app00000:v1"},
-		{"read 2000 invalid", invalid, listLimits{keep: 1000, read: 2000}, 0, 198_000, 2 << 20, ""},
-		{"read 2000 duplicates", dups, listLimits{keep: 1000, read: 2000}, 1, 198_000, 1 << 20, "docker.io/library/alpine:latest"},
-		{"all of 40,000", big, listLimits{}, 40_000, 0, 32 << 20, "registry.example/team/app00000:v1"},
+		{"read 2000 invalid", invalid, listLimits{keep: 1000, read: 2000}, 0, 198_000, 4 << 20, ""},
+		{"read 2000 duplicates", dups, listLimits{keep: 1000, read: 2000}, 1, 198_000, 4 << 20, "docker.io/library/alpine:latest"},
+		{"all of 40,000", big, listLimits{}, 40_000, 0, 64 << 20, "registry.example/team/app00000:v1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var l *imageList
