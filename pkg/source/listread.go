@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	yaml "go.yaml.in/yaml/v3"
 
@@ -128,6 +129,9 @@ func (l *imageList) string(i int, s string) {
 // What readSimple reads is what the YAML parser reads from the whole value
 // (FuzzSimpleMatchesYAML checks it), at a cost of a few bytes per byte.
 func readSimple(value string, lim listLimits) (*imageList, bool) {
+	if !yamlPrintable(value) {
+		return nil, false // the parser refuses it, with its own message
+	}
 	sc := listScanner{value: value}
 	// First pass: check the form and collect the entries for the parser.
 	var batch strings.Builder
@@ -172,6 +176,23 @@ func readSimple(value string, lim listLimits) (*imageList, bool) {
 		}
 	})
 	return l, true
+}
+
+// yamlPrintable reports whether every character of s is one YAML allows
+// in a stream: tab, line breaks, printable ASCII, and valid UTF-8 outside
+// the C1 controls, surrogates and U+FFFE/U+FFFF.
+func yamlPrintable(s string) bool {
+	for _, r := range s {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r' || r >= 0x20 && r <= 0x7e || r == 0x85:
+		case r == utf8.RuneError:
+			return false // invalid UTF-8 (U+FFFD written out is refused too: rare, and left to the parser)
+		case r >= 0xa0 && r <= 0xd7ff, r >= 0xe000 && r <= 0xfffd, r >= 0x10000 && r <= 0x10ffff:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // parseEntries parses batch, documents of one single-entry list each, and
