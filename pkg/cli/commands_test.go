@@ -393,6 +393,27 @@ nginx:1.27     ConfigMap image-cache-daemon/image-cache-daemon-images
 		t.Errorf("output:\n%s\nwant:\n%s", out, want)
 	}
 
+	// With the daemon's --max-images, each object keeps that many images in
+	// its own order, and list says how many entries it did not read.
+	capped := ds.DeepCopy()
+	ctr := &capped.Spec.Template.Spec.Containers[0]
+	ctr.Args = append(ctr.Args, "--max-images=1")
+	out.Reset()
+	o.client = fake.NewClientset(capped, imageList("docker.io/library/nginx:1.27", "docker.io/library/alpine:latest"), teamList)
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want = `IMAGE          WANTED BY
+alpine         ConfigMap team/image-cache-daemon-images
+busybox:1.36   flag --image
+nginx:1.27     ConfigMap image-cache-daemon/image-cache-daemon-images
+3 images
+not read: 1 entry past --max-images in their objects (each object keeps at most that many images)
+`
+	if out.String() != want {
+		t.Errorf("output with --max-images=1:\n%s\nwant:\n%s", out, want)
+	}
+
 	o.client = fake.NewClientset()
 	if err := o.Run(context.Background()); ExitCode(err) != ExitNotInstalled {
 		t.Errorf("not installed: err = %v (exit %d), want exit %d", err, ExitCode(err), ExitNotInstalled)

@@ -139,7 +139,16 @@ func (o *ListOptions) Run(ctx context.Context) error {
 		if strings.HasPrefix(p.Object, "source ") {
 			label = ""
 		}
-		if _, err := fmt.Fprintf(o.Out, "%s%s: %s\n", label, p.Object, p.Problem); err != nil {
+		if _, err := fmt.Fprintf(o.Out, "%s%s: %s\n", label, imageref.Printable(p.Object), imageref.Printable(p.Problem)); err != nil {
+			return err
+		}
+	}
+	unread := 0
+	for _, h := range set.Health() {
+		unread += h.Unread
+	}
+	if unread > 0 {
+		if _, err := fmt.Fprintf(o.Out, "not read: %s past --max-images in their objects (each object keeps at most that many images)\n", entries(unread)); err != nil {
 			return err
 		}
 	}
@@ -210,4 +219,11 @@ func (o *ListOptions) daemonSources(ctx context.Context) (source.Config, error) 
 		return source.Config{}, fmt.Errorf("reading the arguments of daemonset/%s: %w", install.Name, err)
 	}
 	return opts.SourceConfig()
+}
+
+func entries(n int) string {
+	if n == 1 {
+		return "1 entry"
+	}
+	return fmt.Sprintf("%d entries", n)
 }
