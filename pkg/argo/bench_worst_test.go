@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"github.com/dcherman/image-cache-daemon/pkg/argo/argotest"
 )
 
 // BenchmarkWorstCase prints what the audit's worst inputs cost one read
@@ -14,12 +16,12 @@ func BenchmarkWorstCase(b *testing.B) {
 		name string
 		spec *wfv1.WorkflowSpec
 	}{
-		{"nested-calls-4000p-100t-8fan", nestedCalls(4000, 100, 8)},
-		{"expressions-1000p-30t", expressions(1000, 30)},
-		{"string-workflow-x20-200p", stringifyWorkflow(200)},
-		{"defaults-2000t-2000d", manyDefaults(2000, 2000, "img%d")},
-		{"flattening-item-x113-100t", flattening(100)},
-		{"held-scopes-20t-8fan-4x1KB", heldScopes(20, 8, 4)},
+		{"nested-calls-4000p-100t-8fan", argotest.NestedCalls(4000, 100, 8)},
+		{"expressions-1000p-30t", argotest.Expressions(1000, 30)},
+		{"string-workflow-x20-200p", argotest.StringifyWorkflow(200)},
+		{"defaults-2000t-2000d", argotest.ManyDefaults(2000, 2000, "img%d")},
+		{"flattening-item-x113-100t", argotest.Flattening(100)},
+		{"held-scopes-20t-8fan-4x1KB", argotest.HeldScopes(20, 8, 4)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var err error

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"github.com/dcherman/image-cache-daemon/pkg/argo/argotest"
 )
 
 // allocated returns the bytes f allocates: a bound a test can assert on
@@ -166,5 +168,12 @@ func imagesOf(t *testing.T, spec *wfv1.WorkflowSpec) ([]string, []Skipped) {
 func TestZeroBudgetIsTheDefault(t *testing.T) {
 	if e := newEvaluator(Budget{}); e.b != DefaultBudget() {
 		t.Fatalf("zero budget became %+v", e.b)
+	}
+}
+
+// argotest builds its worst inputs at the default budget's value limit.
+func TestArgotestValueBytes(t *testing.T) {
+	if argotest.ValueBytes != DefaultBudget().MaxValueBytes {
+		t.Fatalf("argotest.ValueBytes = %d, DefaultBudget().MaxValueBytes = %d", argotest.ValueBytes, DefaultBudget().MaxValueBytes)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
+
+	"github.com/dcherman/image-cache-daemon/pkg/argo/argotest"
 )
 
 // specFactor bounds what reading an object allocates outside the budget,
@@ -23,18 +25,18 @@ func TestWorstInputsAtTheLimits(t *testing.T) {
 		name  string
 		build func(n int) *wfv1.WorkflowSpec
 	}{
-		{"2: n nested templates called 8 ways each, 4000 workflow parameters", func(n int) *wfv1.WorkflowSpec { return nestedCalls(4000, n, 8) }},
-		{"2: n nested templates called 8 ways each, passed 4 values of 1 KB", func(n int) *wfv1.WorkflowSpec { return heldScopes(n, 8, 4) }},
+		{"2: n nested templates called 8 ways each, 4000 workflow parameters", func(n int) *wfv1.WorkflowSpec { return argotest.NestedCalls(4000, n, 8) }},
+		{"2: n nested templates called 8 ways each, passed 4 values of 1 KB", func(n int) *wfv1.WorkflowSpec { return argotest.HeldScopes(n, 8, 4) }},
 		{"2: a cycle of n templates calling the next from 2 steps", func(n int) *wfv1.WorkflowSpec {
 			return chain(n, 2, "{{inputs.parameters.x}}", "{{inputs.parameters.x}}", true)
 		}},
-		{"2: withItems of 100 items of n values of 1 KB", func(n int) *wfv1.WorkflowSpec { return loopAtTheCap(100, n) }},
-		{"3: n templates of 37 expressions over 1000 parameters", func(n int) *wfv1.WorkflowSpec { return expressions(1000, n) }},
-		{"3: n templates of 113 expressions looking for item", flattening},
-		{"3: string(workflow) twenty times over n parameters of 1 KB", stringifyWorkflow},
-		{"4: n templates x n literal templateDefaults", func(n int) *wfv1.WorkflowSpec { return manyDefaults(n, n, "img%d") }},
+		{"2: withItems of 100 items of n values of 1 KB", func(n int) *wfv1.WorkflowSpec { return argotest.LoopAtTheCap(100, n) }},
+		{"3: n templates of 37 expressions over 1000 parameters", func(n int) *wfv1.WorkflowSpec { return argotest.Expressions(1000, n) }},
+		{"3: n templates of 113 expressions looking for item", argotest.Flattening},
+		{"3: string(workflow) twenty times over n parameters of 1 KB", argotest.StringifyWorkflow},
+		{"4: n templates x n literal templateDefaults", func(n int) *wfv1.WorkflowSpec { return argotest.ManyDefaults(n, n, "img%d") }},
 		{"4: n templates x n templateDefaults with placeholders", func(n int) *wfv1.WorkflowSpec {
-			return manyDefaults(n, n, "img%d:{{inputs.parameters.v}}")
+			return argotest.ManyDefaults(n, n, "img%d:{{inputs.parameters.v}}")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

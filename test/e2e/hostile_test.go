@@ -4,11 +4,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/dcherman/image-cache-daemon/internal/testcluster"
+	"github.com/dcherman/image-cache-daemon/pkg/argo/argotest"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 )
 
@@ -107,6 +110,20 @@ func installWithUsers(t *testing.T, prefix string, args ...string) (ns, users st
 	return ns, newNamespace(t)
 }
 
+// specMap is spec as the unstructured map argoObject writes.
+func specMap(t *testing.T, spec *wfv1.WorkflowSpec) map[string]any {
+	t.Helper()
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // bulkList is an image list of about size bytes of distinct, valid
 // references that no registry holds, one a line.
 func bulkList(seed, size int) string {
@@ -170,6 +187,12 @@ func TestHostileObjects(t *testing.T) {
 	for i := range 30 {
 		imageList(t, bulk, fmt.Sprintf("bulk-%02d", i), bulkList(i, 1_000_000))
 	}
+	// The Argo objects of the audit at full size: refused as too complex
+	// within the budget (nested calls; expressions over many parameters),
+	// or read in linear time (2,000 templates x 2,000 templateDefaults).
+	argoHostile("WorkflowTemplate", bulk, "nested-calls", specMap(t, argotest.NestedCalls(4000, 100, 8)))
+	argoHostile("WorkflowTemplate", bulk, "expressions", specMap(t, argotest.Expressions(1000, 30)))
+	argoObject(t, "WorkflowTemplate", bulk, "defaults", specMap(t, argotest.ManyDefaults(2000, 2000, "registry.invalid/defaults/img%d")))
 	// A YAML alias bomb and a megabyte of numbers.
 	bomb := "- &a " + strings.Repeat("x", 20_000) + "\n" + strings.Repeat("- *a\n", 2000)
 	imageList(t, users, "alias-bomb", bomb)
