@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -405,5 +407,18 @@ func TestFirstOf(t *testing.T) {
 	if got, want := warmLine(s), "warm: 0/1000 nodes; not warm: n0 Warming (2/3 images cached); n1 Warming (2/3 images cached); "+
 		"n2 Warming (2/3 images cached); n3 Warming (2/3 images cached); n4 Warming (2/3 images cached); ... (995 more)"; got != want {
 		t.Errorf("warm line:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// A user who may list pods but not read the DaemonSet is told which rights
+// status needs, not given a bare "forbidden".
+func TestStatusSaysWhichRightsItNeeds(t *testing.T) {
+	client := newClient(cluster()...)
+	client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(appsv1.Resource("daemonsets"), "image-cache-daemon", errors.New("no"))
+	})
+	_, err := runStatusWith(t, client)
+	if err == nil || !strings.Contains(err.Error(), "it needs get on that DaemonSet (and on configmap/") {
+		t.Fatalf("err = %v", err)
 	}
 }

@@ -72,6 +72,9 @@ var reportGrace = 5 * time.Second
 // before it reads the prefetch pods, the warden ConfigMap (one more).
 func follow(ctx context.Context, client kubernetes.Interface, ns string, opts followOptions, render func(*snapshot) (bool, error)) error {
 	ds, err := client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{})
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("reading daemonset/%s in namespace %s: status counts only the pods it owns, so it needs get on that DaemonSet (and on configmap/%s): %w", install.Name, ns, warden.ConfigMap, err)
+	}
 	if err != nil {
 		return notInstalled(ns, err)
 	}

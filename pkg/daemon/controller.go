@@ -476,13 +476,15 @@ func (c *Controller) reportOverLimit(ctx context.Context, over []source.Image, l
 		h.Write([]byte(o.Image))
 		h.Write([]byte{0})
 	}
-	fmt.Fprintf(h, "unread %d", unread)
+	// The unread count is not part of the key: it changes with every edit
+	// of a list past the limit, which must not be an Event on every node.
 	var key [sha256.Size]byte
 	h.Sum(key[:0])
 
 	c.overMu.Lock()
-	changed := key != c.over.key
+	changed := key != c.over.key || (c.over.n == 0) != (len(over)+unread == 0)
 	was := c.over.n
+	c.over.n = len(over) + unread
 	if changed {
 		c.over = overLimit{n: len(over) + unread, key: key}
 		for _, o := range over[:min(len(over), overSample)] {

@@ -30,6 +30,17 @@ type listLimits struct {
 	// not read. It bounds the work a list of duplicates or invalid entries
 	// costs when keep is never reached.
 	read int
+	// yamlBytes is the most bytes of a list the YAML parser reads (0:
+	// MaxYAMLBytes); a field so that tests can reach it with small lists.
+	yamlBytes int
+}
+
+// yamlLimit is lim's yamlBytes, or its default.
+func (lim listLimits) yamlLimit() int {
+	if lim.yamlBytes > 0 {
+		return lim.yamlBytes
+	}
+	return MaxYAMLBytes
 }
 
 // imageList is what reading an image list found.
@@ -54,8 +65,8 @@ func readImageList(value string, lim listLimits) (*imageList, error) {
 	if l, ok := readSimple(value, lim); ok {
 		return l, nil
 	}
-	if len(value) > MaxYAMLBytes {
-		return nil, fmt.Errorf("the value is %d bytes long and not written one image a line (\"- image\") or as a JSON list of strings; a list over %d KiB must be written one of those ways", len(value), MaxYAMLBytes>>10)
+	if len(value) > lim.yamlLimit() {
+		return nil, fmt.Errorf("the value is %d bytes long and not written one image a line (\"- image\") or as a JSON list of strings (with no tab, control character or lone carriage return); a list over %d KiB must be written one of those ways", len(value), lim.yamlLimit()>>10)
 	}
 	return readYAML(value, lim)
 }
@@ -129,18 +140,25 @@ func (l *imageList) string(i int, s string) {
 // What readSimple reads is what the YAML parser reads from the whole value
 // (FuzzSimpleMatchesYAML checks it), at a cost of a few bytes per byte.
 func readSimple(value string, lim listLimits) (*imageList, bool) {
-	if !yamlPrintable(value) {
-		return nil, false // the parser refuses it, with its own message
+	if !yamlPrintable(value) || strings.Count(value, "\r") != strings.Count(value, "\r\n") {
+		// The parser refuses it, or reads a line break the scanner
+		// would not (a lone carriage return).
+		return nil, false
 	}
 	sc := listScanner{value: value}
-	// First pass: check the form and collect the entries for the parser.
+	// First pass: check the form and collect the entries for the parser,
+	// in order, until one does not fit (those after it are not read either,
+	// so that the second pass hands each parsed entry to its own), and
+	// none past the entries that may be read.
 	var batch strings.Builder
-	parsed := 0
+	parsed, i, full := 0, 0, false
 	if !sc.walk(func(e entry) {
-		if e.plain {
+		defer func() { i++ }()
+		if e.plain || full {
 			return
 		}
-		if batch.Len()+len(e.text)+len(e.wrap[0])+len(e.wrap[1]) > MaxYAMLBytes {
+		if (lim.read > 0 && i >= lim.read) || batch.Len()+len(e.text)+len(e.wrap[0])+len(e.wrap[1]) > lim.yamlLimit() {
+			full = true
 			return
 		}
 		parsed++
@@ -169,7 +187,7 @@ func readSimple(value string, lim listLimits) (*imageList, bool) {
 			next++
 		default:
 			if notParsed == 0 {
-				l.problems.Add(fmt.Errorf("entry %d and the entries after it that are not plain image references are not read: the list holds more than %d KiB of such entries; write each image plainly (\"- registry/app:tag\")", i+1, MaxYAMLBytes>>10))
+				l.problems.Add(fmt.Errorf("entry %d and the entries after it that are not plain image references are not read: the list holds more than %d KiB of such entries; write each image plainly (\"- registry/app:tag\")", i+1, lim.yamlLimit()>>10))
 			}
 			l.unread++
 			notParsed++
@@ -179,12 +197,17 @@ func readSimple(value string, lim listLimits) (*imageList, bool) {
 }
 
 // yamlPrintable reports whether every character of s is one YAML allows
-// in a stream: tab, line breaks, printable ASCII, and valid UTF-8 outside
-// the C1 controls, surrogates and U+FFFE/U+FFFF.
+// in a stream and the scanner reads as the parser does: tab, line feed,
+// carriage return, printable ASCII, and valid UTF-8 outside the C1
+// controls, surrogates and U+FFFE/U+FFFF, and but for the characters the
+// parser takes for line breaks (U+0085, U+2028, U+2029), which would end a
+// comment where the scanner does not.
 func yamlPrintable(s string) bool {
 	for _, r := range s {
 		switch {
-		case r == '\t' || r == '\n' || r == '\r' || r >= 0x20 && r <= 0x7e || r == 0x85:
+		case r == 0x85 || r == 0x2028 || r == 0x2029:
+			return false
+		case r == '\t' || r == '\n' || r == '\r' || r >= 0x20 && r <= 0x7e:
 		case r == utf8.RuneError:
 			return false // invalid UTF-8 (U+FFFD written out is refused too: rare, and left to the parser)
 		case r >= 0xa0 && r <= 0xd7ff, r >= 0xe000 && r <= 0xfffd, r >= 0x10000 && r <= 0x10ffff:

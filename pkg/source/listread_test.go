@@ -67,6 +67,11 @@ func FuzzSimpleMatchesYAML(f *testing.F) {
 	f.Add("- \"a\n- b\"\n")
 	f.Add("- [a,\n- b]\n")
 	f.Add("---\n- a\n")
+	// Line breaks the parser knows and a scanner might not: a lone carriage
+	// return, NEL, LINE SEPARATOR, each ending a comment.
+	f.Add("- good/a\n# c\r- evil/b\n")
+	f.Add("- good/a # c\u0085- evil/b\n")
+	f.Add("- good/a\n# c\u2028- evil/b\n")
 	f.Fuzz(func(t *testing.T, value string) {
 		checkSimpleMatchesYAML(t, value)
 	})
@@ -169,5 +174,37 @@ func BenchmarkReadImageList(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The scanner leaves to the parser what the parser reads as a line break
+// and a scanner might not (found in review: each hid an entry).
+func TestHiddenLineBreaks(t *testing.T) {
+	for _, v := range []string{"- good/a\n# c\r- evil/b\n", "- good/a # c\u0085- evil/b\n", "- good/a\n# c\u2028- evil/b\n"} {
+		if _, ok := readSimple(v, listLimits{}); ok {
+			t.Errorf("readSimple took %q", v)
+		}
+	}
+}
+
+// Each entry the parser reads goes to its own place: once an entry does not
+// fit within what the parser reads, neither does any after it (found in
+// review: a later, smaller entry was read in the place of the one that did
+// not fit).
+func TestEntriesPastTheParsersShareStayInPlace(t *testing.T) {
+	value := "- \"" + strings.Repeat("a", 600) + "\\n\"\n" + // parsed: an escape
+		"- \"" + strings.Repeat("b", 500) + "\\n\"\n" + // does not fit
+		"- \"registry.example/small:v1\\u0020\"\n" + // would fit
+		"- registry.example/plain:v1\n"
+	l, err := readImageList(value, listLimits{yamlBytes: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"registry.example/plain:v1"}; !reflect.DeepEqual(l.images, want) || l.unread != 2 {
+		t.Fatalf("images %q, %d unread; want %q, 2 unread", l.images, l.unread, want)
+	}
+	problems := fmt.Sprint(l.problems.Errors())
+	if !strings.Contains(problems, "entry 1: invalid image reference") || !strings.Contains(problems, "entry 2 and the entries after it that are not plain image references are not read") {
+		t.Fatalf("problems: %s", problems)
 	}
 }

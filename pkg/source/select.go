@@ -6,7 +6,9 @@ import (
 )
 
 // Select picks at most limit of the wanted images so that no tenant can
-// starve another: the --image flag's images first, in order; then the
+// starve another: the Static wants first, in order (the --image flag's
+// images, and the daemon puts before them the images its pods hold while a
+// source has not synced, which were cached within its limits); then the
 // namespaces share what is left round-robin, in name order (cluster-scoped
 // objects count as one more tenant, named ""); and within a namespace its
 // objects share its turns round-robin, by origin, each object's images in

@@ -144,7 +144,9 @@ func TestHostileObjects(t *testing.T) {
 	installArgoCRDs(t)
 	t.Cleanup(func() { _ = testcluster.DeleteArgoCRDs(context.Background(), env.config) })
 	// A small --max-images keeps the bulk tenant's share of pulls (which
-	// all fail) small; the bound per object is the same at any value.
+	// all fail) small, so that the node is not busy with failing pulls for
+	// the tests after this one; each object then keeps at most 40 images,
+	// where the default keeps 1,000 (about 100 KB an object).
 	ns, users := installWithUsers(t, "icd-hostile-", "--max-images=40")
 	img := func(name string) string {
 		return randomImage(t, "e2e/hostile-"+name+":"+rand.String(5), uint64(rand.Int()))
