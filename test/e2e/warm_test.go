@@ -262,4 +262,60 @@ func TestDaemonMayWriteOnlyItsOwnNode(t *testing.T) {
 			}
 		})
 	}
+
+	// Pods: its own pod's annotations, and nothing on another node.
+	restricted := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "icd-vap-elsewhere", Namespace: ns}, Spec: corev1.PodSpec{
+		NodeName:        other,
+		SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptrTo(true), RunAsUser: ptrTo[int64](65532), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+		Containers: []corev1.Container{{Name: "c", Image: "alpine", SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptrTo(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
+	}}
+	impersonated := rest.CopyConfig(env.config)
+	impersonated.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + install.Name}
+	asSA, err := kubernetes.NewForConfig(impersonated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		do   func() error
+		want string // "" allowed; else the refusal says this
+	}{
+		{"its own pod's annotations", func() error {
+			_, err := as.CoreV1().Pods(ns).Patch(ctx, daemon.Name, types.MergePatchType, []byte(`{"metadata":{"annotations":{"e2e":"x"}}}`), metav1.PatchOptions{})
+			return err
+		}, ""},
+		{"its own pod's labels", func() error {
+			_, err := as.CoreV1().Pods(ns).Patch(ctx, daemon.Name, types.MergePatchType, []byte(`{"metadata":{"labels":{"e2e":"x"}}}`), metav1.PatchOptions{})
+			return err
+		}, "may change only a pod's annotations"},
+		{"a pod on another node", func() error {
+			_, err := as.CoreV1().Pods(ns).Create(ctx, restricted, metav1.CreateOptions{})
+			return err
+		}, "may write only pods on the node its pod runs on (" + own + "), not pod"},
+		{"its node's externalID", func() error {
+			_, err := as.CoreV1().Nodes().Patch(ctx, own, types.StrategicMergePatchType, []byte(`{"spec":{"externalID":"x"}}`), metav1.PatchOptions{})
+			return err
+		}, "may change no part of a node's spec but its startup taint"},
+		{"its node's runtime handlers", func() error {
+			_, err := as.CoreV1().Nodes().Patch(ctx, own, types.StrategicMergePatchType, []byte(`{"status":{"runtimeHandlers":[{"name":"e2e"}]}}`), metav1.PatchOptions{}, "status")
+			return err
+		}, "may write only the node condition"},
+		{"a token with no node (impersonation)", func() error {
+			_, err := asSA.CoreV1().Nodes().Patch(ctx, own, types.StrategicMergePatchType, condition(string(warm.ConditionType)), metav1.PatchOptions{}, "status")
+			return err
+		}, "only a pod-bound service-account token of a node's daemon may write"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.do()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Error("allowed")
+			case tc.want != "" && (!apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "no such key")):
+				t.Errorf("refused with %v; want a refusal that says %q", err, tc.want)
+			}
+		})
+	}
 }
