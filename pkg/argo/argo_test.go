@@ -9,32 +9,24 @@ import (
 	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/dcherman/image-cache-daemon/pkg/argo/argotest"
 )
 
 // Builders that keep the table below readable.
 
-func param(name string, value, def any) wfv1.Parameter {
-	p := wfv1.Parameter{Name: name}
-	if value != nil {
-		p.Value = wfv1.AnyStringPtr(value)
-	}
-	if def != nil {
-		p.Default = wfv1.AnyStringPtr(def)
-	}
-	return p
-}
-
-func args(ps ...wfv1.Parameter) wfv1.Arguments { return wfv1.Arguments{Parameters: ps} }
-func inputs(ps ...wfv1.Parameter) wfv1.Inputs  { return wfv1.Inputs{Parameters: ps} }
-
-func ctr(image string) *corev1.Container { return &corev1.Container{Image: image} }
+// The builders of pkg/argo/argotest, under the short names the tests use.
+var (
+	param  = argotest.Param
+	args   = argotest.Args
+	inputs = argotest.Inputs
+	ctr    = argotest.Ctr
+	user   = argotest.User
+	steps  = argotest.Steps
+)
 
 func script(image string) *wfv1.ScriptTemplate {
 	return &wfv1.ScriptTemplate{Container: corev1.Container{Image: image}, Source: "echo hi"}
-}
-
-func user(name, image string) wfv1.UserContainer {
-	return wfv1.UserContainer{Container: corev1.Container{Name: name, Image: image}}
 }
 
 func containerSet(images ...string) *wfv1.ContainerSetTemplate {
@@ -70,8 +62,6 @@ func manyImages(n int) []string {
 	}
 	return out
 }
-
-func steps(s ...wfv1.WorkflowStep) []wfv1.ParallelSteps { return []wfv1.ParallelSteps{{Steps: s}} }
 
 // hub spells a Docker Hub image the way Normalize writes it.
 func hub(s string) string {
