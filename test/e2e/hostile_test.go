@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +110,30 @@ func installWithUsers(t *testing.T, prefix string, args ...string) (ns, users st
 		waitRollout(t, ns)
 	}
 	return ns, newNamespace(t)
+}
+
+// logDaemonPeakMemory prints the highest memory use of each daemon
+// container, as its cgroup (v1, cgroupfs, on this machine) recorded it.
+func logDaemonPeakMemory(t *testing.T, ns string) {
+	t.Helper()
+	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		for _, cs := range p.Status.ContainerStatuses {
+			id := cs.ContainerID[strings.Index(cs.ContainerID, "://")+3:]
+			files, _ := filepath.Glob("/sys/fs/cgroup/memory/kubepods*/*pod" + string(p.UID) + "/" + id + "/memory.max_usage_in_bytes")
+			more, _ := filepath.Glob("/sys/fs/cgroup/memory/kubepods*/pod" + string(p.UID) + "/" + id + "/memory.max_usage_in_bytes")
+			for _, f := range append(files, more...) {
+				if b, err := os.ReadFile(f); err == nil {
+					var peak int64
+					_, _ = fmt.Sscan(string(b), &peak)
+					t.Logf("daemon container %s/%s peak memory (cgroup): %.1f MiB", p.Name, cs.Name, float64(peak)/(1<<20))
+				}
+			}
+		}
+	}
 }
 
 // specMap is spec as the unstructured map argoObject writes.
@@ -221,6 +247,7 @@ func TestHostileObjects(t *testing.T) {
 		t.Run("event: "+h.name, func(t *testing.T) { waitEvent(t, h.ns, h.name, "InvalidImages") })
 	}
 	assertDaemonNotRestarted(t, ns)
+	logDaemonPeakMemory(t, ns)
 
 	bin := buildGo(t, "github.com/dcherman/image-cache-daemon/cmd/kubectl-imagecache")
 	t.Run("list names the hostile objects", func(t *testing.T) {
