@@ -172,9 +172,10 @@ func (o Options) ReadsNamespacedSources() bool {
 	return false
 }
 
-// readRules grants list and watch, all that an informer does, on the
-// sources o watches for which include(namespaced) holds: one rule per API
-// group.
+// readRules grants list and watch, all that an informer does, and get, with
+// which a source reads an object again when its namespace's share of
+// --max-images has room for what it cut, on the sources o watches for which
+// include(namespaced) holds: one rule per API group.
 func readRules(o Options, include func(namespaced bool) bool) []rbacv1.PolicyRule {
 	var rules []rbacv1.PolicyRule
 	for _, s := range sourceResources {
@@ -185,14 +186,16 @@ func readRules(o Options, include func(namespaced bool) bool) []rbacv1.PolicyRul
 			rules[n-1].Resources = append(rules[n-1].Resources, s.resource)
 			continue
 		}
-		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{s.group}, Resources: []string{s.resource}, Verbs: []string{"list", "watch"}})
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{s.group}, Resources: []string{s.resource}, Verbs: []string{"get", "list", "watch"}})
 	}
 	return rules
 }
 
 // clusterRules are the daemon's cluster-wide permissions. Each verb comes
 // from a call the daemon makes:
-//   - list, watch on its sources: the informers of pkg/source (sources.go);
+//   - get, list, watch on its sources: the informers of pkg/source
+//     (sources.go), and the reading again of an object cut by its
+//     namespace's share (informer.go);
 //     the namespaced ones only when every namespace is read, else they are
 //     granted per namespace (sourceRules);
 //   - create, patch on core Events: the reporter (pkg/daemon, setup.go)
@@ -224,7 +227,7 @@ func clusterRules(o Options) []rbacv1.PolicyRule {
 }
 
 // sourceRules are the permissions in each source namespace when they are
-// limited: list and watch on the namespaced sources.
+// limited: get, list and watch on the namespaced sources.
 func sourceRules(o Options) []rbacv1.PolicyRule {
 	return readRules(o, func(namespaced bool) bool { return namespaced })
 }

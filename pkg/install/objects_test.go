@@ -167,7 +167,7 @@ func rbacRules(t *testing.T, o Options) map[string][]rbacv1.PolicyRule {
 // comes from a call the daemon makes (see clusterRules, sourceRules,
 // podRules).
 func TestRBACRules(t *testing.T) {
-	listWatch := []string{"list", "watch"}
+	listWatch := []string{"get", "list", "watch"}
 	events := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}}
 	nodes := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}}
 	nodeStatus := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}}

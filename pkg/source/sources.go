@@ -1,6 +1,7 @@
 package source
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,7 +85,14 @@ func newSources(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 			infs = append(infs, coreinformers.NewFilteredConfigMapInformer(c.Kube, ns, 0, cache.Indexers{},
 				func(o *metav1.ListOptions) { o.LabelSelector = sel.String() }))
 		}
-		src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), infs, parseConfigMap, cfg.MaxImages, reporter)
+		get := func(ctx context.Context, ns, name string) (runtime.Object, error) {
+			cm, err := c.Kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil || !sel.Matches(labels.Set(cm.Labels)) {
+				return nil, err
+			}
+			return cm, nil
+		}
+		src, err := NewInformerSource("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"), infs, parseConfigMap, cfg.MaxImages, get, reporter)
 		if err != nil {
 			return nil, err
 		}
@@ -119,7 +127,14 @@ func newSources(cfg Config, c Clients, reporter Reporter) ([]Source, error) {
 			for _, ns := range nss {
 				infs = append(infs, dynamicinformer.NewFilteredDynamicInformer(c.Dynamic, gvr, ns, 0, cache.Indexers{}, nil).Informer())
 			}
-			return NewInformerSource(a.name, wfv1.SchemeGroupVersion.WithKind(a.kind), infs, parse, cfg.MaxImages, reporter)
+			get := func(ctx context.Context, ns, name string) (runtime.Object, error) {
+				u, err := c.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return nil, err
+				}
+				return u, nil
+			}
+			return NewInformerSource(a.name, wfv1.SchemeGroupVersion.WithKind(a.kind), infs, parse, cfg.MaxImages, get, reporter)
 		}))
 	}
 	return sources, nil
