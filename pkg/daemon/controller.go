@@ -265,7 +265,7 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	if !c.sources.HasSynced() {
 		// A partial view: what the pods hold may be wanted by a source
 		// not read yet, so it is all kept, and nothing is refreshed.
-		wanted, resync = withHeld(wanted, pods), 0
+		wanted, resync = withHeld(wanted, pods, c.cfg.Prefetch), 0
 	}
 	podCap := c.podCap(ctx)
 	limit := min(c.cfg.MaxImages, podCap*max(c.cfg.Prefetch.BatchSize, 1))
@@ -412,9 +412,12 @@ const heldOrigin = "held while a source is not synced"
 // withHeld adds to wanted every image the pods hold, so that a sync on a
 // partial view deletes nothing. They come first, as the --image images do:
 // they were cached within this node's limits.
-func withHeld(wanted []source.Want, pods []*corev1.Pod) []source.Want {
+func withHeld(wanted []source.Want, pods []*corev1.Pod, cfg prefetch.Config) []source.Want {
 	var held []source.Want
 	for _, p := range pods {
+		if cfg.Trusts(p) != nil {
+			continue
+		}
 		for _, img := range prefetch.Images(p) {
 			held = append(held, source.Want{Image: img, Origin: heldOrigin, Static: true})
 		}

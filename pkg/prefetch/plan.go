@@ -92,6 +92,10 @@ func RetryDelay(generation int) time.Duration {
 // count against MaxPods, and what they cached is on the node). Of the
 // others:
 //
+//  0. a pod that Config.Trusts refuses (it carries the owner's UID but not
+//     every mark the daemon sets: a forgery, or a pod made by hand) holds
+//     nothing and is deleted; like a pod being deleted, it counts against
+//     MaxPods until it is gone;
 //  1. a pod none of whose images is wanted any more is deleted;
 //  2. a pod in phase Failed (rejected at admission, evicted) is replaced
 //     once RetryDelay(its generation) has passed since its creation; until
@@ -188,13 +192,22 @@ func Plan(in Input, cfg Config) Decision {
 		isWanted[w] = true
 	}
 	var pods []*corev1.Pod
+	var d Decision
+	untrusted := 0 // rule 0's pods: they hold a slot under MaxPods until gone
 	for _, p := range in.Pods {
-		if cfg.Owns(p) {
+		switch {
+		case !cfg.Owns(p):
+		case cfg.Trusts(p) != nil:
+			untrusted++
+			if p.DeletionTimestamp == nil {
+				d.Delete = append(d.Delete, p)
+			}
+		default:
 			pods = append(pods, p)
 		}
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
-	var d Decision
+	sort.Slice(d.Delete, func(i, j int) bool { return d.Delete[i].Name < d.Delete[j].Name })
 	d.States = cachestate.Summarize(pods)
 	present := map[string]bool{} // images a container ran from: on the node
 	for _, st := range d.States {
@@ -282,7 +295,7 @@ func Plan(in Input, cfg Config) Decision {
 	// Rule 3: make before break, unless the node has no free slot under
 	// MaxPods for the fresh pods.
 	refresh := map[string]bool{} // images a due pod still holds, now due for a fresh pull
-	atCap := cfg.MaxPods > 0 && len(pods) >= cfg.MaxPods
+	atCap := cfg.MaxPods > 0 && len(pods)+untrusted >= cfg.MaxPods
 	dueBudget := 0 // with a Budget, at the cap: pulls left for the pods it deletes
 	if in.Budget != nil {
 		dueBudget = in.Budget.Pulls
@@ -369,7 +382,7 @@ func Plan(in Input, cfg Config) Decision {
 	}
 	owe(paced)
 	d.Paced += len(paced)
-	free := cfg.MaxPods - len(pods)
+	free := cfg.MaxPods - len(pods) - untrusted
 	if cfg.MaxPods > 0 && len(batches) > max(free, 0) {
 		for _, b := range batches[max(free, 0):] {
 			owe(b)

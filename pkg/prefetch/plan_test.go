@@ -158,6 +158,10 @@ func TestPlan(t *testing.T) {
 	foreign.OwnerReferences = nil
 	impostor := existing([]string{a}, 0, t0, "cached")
 	impostor.OwnerReferences[0].UID = "another-install"
+	// Our owner's UID, copied onto a pod the daemon did not make: it mounts
+	// a service-account token, which no prefetch pod does.
+	forged := existing([]string{a}, 0, t0, "cached")
+	forged.Spec.AutomountServiceAccountToken = ptrTo(true)
 	// Rejected pods of generation 0 and 3: replaced 30s and 4m after creation.
 	rejectedAB := rejected(existing([]string{a, b}, 0, t0.Add(-29*time.Second), "none"))
 	rejectedABDue := rejected(existing([]string{a, b}, 0, t0.Add(-30*time.Second), "none"))
@@ -301,6 +305,10 @@ func TestPlan(t *testing.T) {
 		{name: "ownership: a pod without our owner is neither deleted nor counted, and keeps its name", wanted: []string{c},
 			pods: []*corev1.Pod{foreign}, want: planned{create: []string{"1: c"}}},
 		{name: "ownership: another install's pod is left alone", wanted: nil, pods: []*corev1.Pod{impostor}},
+		{name: "rule 0: a pod with our owner's UID but not our marks holds nothing and is deleted", wanted: []string{a}, pods: []*corev1.Pod{forged},
+			want: planned{create: []string{"1: a"}, delete: []string{forged.Name}}},
+		{name: "rule 0: such a pod counts against the cap until gone", wanted: []string{a, b, c, d}, pods: []*corev1.Pod{forged}, maxPods: 2,
+			want: planned{create: []string{"0: a b c"}, delete: []string{forged.Name}, waiting: 1}},
 		{name: "cap: no more pods than the cap", wanted: []string{a, b, c, d, e, f, img("g")}, maxPods: 2,
 			want: planned{create: []string{"0: a b c", "0: d e f"}, waiting: 1}},
 		{name: "cap: terminating pods count until gone", wanted: []string{a, b, c, d}, pods: []*corev1.Pod{deletingD}, maxPods: 2,

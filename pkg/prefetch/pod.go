@@ -71,6 +71,23 @@ func (c Config) Owns(pod *corev1.Pod) bool {
 	return false
 }
 
+// Trusts says why an owned pod cannot stand for its images (nil when it
+// can): the owner's UID is easy to copy, so a pod must also carry every mark
+// the daemon sets on the pods it makes (cachestate.Owners.Prefetch, the
+// check status makes). Plan deletes an owned pod it does not trust, and
+// counts none of its images. When the owner is no DaemonSet (a daemon run
+// by hand), the UID is all there is to check.
+func (c Config) Trusts(pod *corev1.Pod) error {
+	if c.Owner == nil || c.Owner.Kind != "DaemonSet" {
+		return nil
+	}
+	owners := cachestate.Owners{DaemonSet: cachestate.Owner{Name: c.Owner.Name, UID: c.Owner.UID}}
+	if c.Controller != nil {
+		owners.Warden = cachestate.Owner{Name: c.Controller.Name, UID: c.Controller.UID}
+	}
+	return owners.Prefetch(pod)
+}
+
 const (
 	// wardenDir is where the warden is installed in every container.
 	wardenDir = "/icd"
