@@ -70,7 +70,7 @@ func publishers(client *fake.Clientset) []publisher {
 	hClock := rClock
 	h.now = func() time.Time { return hClock }
 	return []publisher{
-		{cachestate.AnnotationReport, func() (time.Duration, error) { return r.publish(ctx) }, &rClock, r.own.observe},
+		{cachestate.AnnotationReport, func() (time.Duration, error) { again, _, err := r.publish(ctx); return again, err }, &rClock, r.own.observe},
 		{source.HealthAnnotation, func() (time.Duration, error) { return h.publish(ctx) }, &hClock, h.own.observe},
 	}
 }

@@ -16,8 +16,19 @@ import (
 
 // reportEvery is the least time between two reports on the daemon's pod: a
 // cache fill changes the statuses many times a second, and a node's report
-// is one write to the API server.
-const reportEvery = time.Second
+// is one write to the API server. reportBytesPerSecond bounds what a node
+// sends: after a report of n bytes the next waits n/reportBytesPerSecond
+// seconds if that is longer (a report of 1,000 failing images, 177 KB,
+// then goes out at most every 11 s, not every second).
+const (
+	reportEvery          = time.Second
+	reportBytesPerSecond = 16 << 10
+)
+
+// reportPause is the least time after a report of n bytes before the next.
+func reportPause(every time.Duration, n int) time.Duration {
+	return max(every, time.Duration(n)*time.Second/reportBytesPerSecond)
+}
 
 // imageReport publishes the node's image statuses on the daemon's own pod
 // (cachestate.AnnotationReport), where the plugin's status reads them: one
@@ -82,7 +93,7 @@ func (r *imageReport) run(ctx context.Context) {
 		case <-r.kick:
 		case <-changed:
 		}
-		again, err := r.publish(ctx)
+		again, sent, err := r.publish(ctx)
 		if err != nil {
 			logger.Error(err, "Publishing the node's image statuses on the daemon's pod")
 			again = r.every // try again after the pause
@@ -90,7 +101,7 @@ func (r *imageReport) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(max(r.every, again)):
+		case <-time.After(max(reportPause(r.every, sent), again)):
 		}
 		if again > 0 {
 			select {
@@ -102,8 +113,9 @@ func (r *imageReport) run(ctx context.Context) {
 }
 
 // publish writes the report of the latest statuses onto the pod, unless it
-// is there; again > 0 asks to be called again then (a re-assertion waits).
-func (r *imageReport) publish(ctx context.Context) (again time.Duration, err error) {
+// is there, and says how many bytes of report it sent; again > 0 asks to be
+// called again then (a re-assertion waits).
+func (r *imageReport) publish(ctx context.Context) (again time.Duration, sent int, err error) {
 	r.mu.Lock()
 	states, dropped, published, done := r.states, r.dropped, r.published, r.done
 	r.mu.Unlock()
@@ -119,8 +131,11 @@ func (r *imageReport) publish(ctx context.Context) (again time.Duration, err err
 	if done && ptr.Equal(report, published) {
 		write, wait := r.own.unchangedWrite(ctx, cachestate.AnnotationReport, published, &r.reassert, r.now())
 		if !write {
-			return wait, nil
+			return wait, 0, nil
 		}
+	}
+	if report != nil {
+		sent = len(*report)
 	}
 	err = r.own.patch(ctx, cachestate.AnnotationReport, report)
 	if report != nil && (apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err)) {
@@ -129,13 +144,13 @@ func (r *imageReport) publish(ctx context.Context) (again time.Duration, err err
 		r.mu.Lock()
 		r.dropped = true
 		r.mu.Unlock()
-		return 0, fmt.Errorf("the report of %d images was refused (status reads this node's prefetch pods instead): %w", len(states), err)
+		return 0, sent, fmt.Errorf("the report of %d images was refused (status reads this node's prefetch pods instead): %w", len(states), err)
 	}
 	if err != nil {
-		return 0, err
+		return 0, sent, err
 	}
 	r.mu.Lock()
 	r.published, r.done = report, true
 	r.mu.Unlock()
-	return 0, nil
+	return 0, sent, nil
 }

@@ -41,7 +41,7 @@ func TestImageReport(t *testing.T) {
 	patches := 0
 	publish := func(t *testing.T, want []cachestate.ImageStatus, wantPatch bool) {
 		t.Helper()
-		_, err := r.publish(ctx)
+		_, _, err := r.publish(ctx)
 		if refuse != (err != nil) {
 			t.Fatalf("publish: %v", err)
 		}
@@ -116,4 +116,29 @@ func TestImageReport(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A node's report is paced by its size: a report of 1,000 failing images
+// (the audit's 177 KB) is sent at most every 11 s, a small one every second.
+func TestReportIsPacedBySize(t *testing.T) {
+	var failing []cachestate.ImageStatus
+	for i := range 1000 {
+		failing = append(failing, cachestate.ImageStatus{Node: "node-x", Image: fmt.Sprintf("registry.example/team/app-%04d:v1", i),
+			State: cachestate.Failed, Message: strings.Repeat("failed to pull: not found ", 5)})
+	}
+	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd"}})
+	r := newImageReport(client, "icd", "daemon-x")
+	r.set(failing)
+	_, sent, err := r.publish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pause := reportPause(reportEvery, sent)
+	t.Logf("a report of %d failing images is %d bytes; the next waits %s", len(failing), sent, pause)
+	if sent < 100<<10 || pause < time.Duration(sent/reportBytesPerSecond)*time.Second {
+		t.Errorf("a report of %d bytes waits %s; want at least %d s", sent, pause, sent/reportBytesPerSecond)
+	}
+	if p := reportPause(reportEvery, 200); p != reportEvery {
+		t.Errorf("a small report waits %s; want %s", p, reportEvery)
+	}
 }
