@@ -49,7 +49,7 @@ func TestStatusCompletion(t *testing.T) {
 	}{
 		{[]string{"status", "--node", ""}, "node-a node-b"},
 		{[]string{"status", "--image", ""}, "alpine nginx:1.27 registry.example/missing:v1"},
-		{[]string{"status", "-o", ""}, "wide json yaml"},
+		{[]string{"status", "-o", ""}, "wide json yaml kyaml go-template= go-template-file= template= templatefile= jsonpath= jsonpath-file="},
 	} {
 		if got := strings.Join(complete(t, newCmd(), tc.args...), " "); got != tc.want {
 			t.Errorf("%v: completes %q, want %q", tc.args, got, tc.want)

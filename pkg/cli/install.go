@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,11 +11,13 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/cli-runtime/pkg/printers"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
@@ -37,12 +38,16 @@ type InstallOptions struct {
 	Wait         bool
 	Timeout      time.Duration
 
-	applier *install.Applier
+	applier  *install.Applier
+	printing *printFlags
 }
 
 // NewCmdInstall returns the "install" command.
 func NewCmdInstall(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &InstallOptions{IOStreams: streams, kube: kube{flags: flags}, Options: install.DefaultOptions(version.String()), Timeout: 5 * time.Minute}
+	return newCmdInstall(&InstallOptions{IOStreams: streams, kube: kube{flags: flags}, Options: install.DefaultOptions(version.String()), Timeout: 5 * time.Minute})
+}
+
+func newCmdInstall(o *InstallOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install image-cache-daemon in the cluster",
@@ -83,10 +88,10 @@ so installations in different namespaces never share them.`,
 	f.BoolVar(&o.WatchArgoClusterWorkflowTemplates, "watch-argo-cluster-workflow-templates", o.WatchArgoClusterWorkflowTemplates, "Cache the images of Argo ClusterWorkflowTemplates")
 	f.BoolVar(&o.WatchArgoCronWorkflows, "watch-argo-cron-workflows", o.WatchArgoCronWorkflows, "Cache the images of Argo CronWorkflows")
 	f.StringVar(&o.DryRun, "dry-run", "none", `"client" prints what would be applied (with -o yaml or json) and changes nothing`)
-	f.StringVarP(&o.Output, "output", "o", "", "With --dry-run=client: yaml or json")
 	f.BoolVar(&o.Wait, "wait", false, "Wait until the DaemonSet is ready on every node")
 	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long --wait waits")
-	completeOutput(cmd, "yaml", "json")
+	o.printFlags().addFlags(cmd)
+	cmd.Flags().Lookup("output").Usage = "With --dry-run=client (default yaml): " + strings.Join(o.printFlags().formats(), ", ")
 	_ = cmd.RegisterFlagCompletionFunc("dry-run", cobra.FixedCompletions([]string{"none", "client"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -145,11 +150,11 @@ func (o *InstallOptions) Validate() error {
 	if o.WarmTimeout < 0 {
 		return fmt.Errorf("--warm-timeout must not be negative, got %s", o.WarmTimeout)
 	}
-	if o.Output != "" && o.Output != "yaml" && o.Output != "json" {
-		return fmt.Errorf("--output %q: want yaml or json", o.Output)
-	}
 	if o.Output != "" && o.DryRun != "client" {
 		return errors.New("-o prints manifests: use it with --dry-run=client")
+	}
+	if _, err := o.printFlags().printer(); err != nil {
+		return err
 	}
 	if _, err := imageref.Normalize(o.Image); err != nil {
 		return fmt.Errorf("--image: %w", err)
@@ -187,7 +192,11 @@ func (o *InstallOptions) Validate() error {
 // Run prints or applies the installation.
 func (o *InstallOptions) Run(ctx context.Context) error {
 	if o.DryRun == "client" {
-		return printObjects(o.Out, install.Objects(o.Options), o.Output)
+		p, err := o.printFlags().printer()
+		if err != nil {
+			return err
+		}
+		return printObjects(o.Out, install.Objects(o.Options), p, o.printFlags().format())
 	}
 	results, err := o.applier.Install(ctx, o.Options, o.Out)
 	printResults(o.Out, results, o.Namespace)
@@ -230,32 +239,38 @@ func printResults(w io.Writer, results []install.Result, namespace string) {
 	}
 }
 
-// printObjects writes objects as a YAML stream or a JSON List.
-func printObjects(w io.Writer, objs []runtime.Object, format string) error {
-	if format == "json" {
-		list := map[string]any{"apiVersion": "v1", "kind": "List"}
-		var items []any
-		for _, obj := range objs {
-			u, err := install.Unstructured(obj)
-			if err != nil {
-				return err
-			}
-			items = append(items, u.Object)
-		}
-		list["items"] = items
-		b, err := json.MarshalIndent(list, "", "  ")
+// printFlags are -o's, all kubectl's printers; none means yaml.
+func (o *InstallOptions) printFlags() *printFlags {
+	if o.printing == nil {
+		o.printing = newPrintFlags(&o.Output, true)
+		o.printing.defaultFormat = "yaml"
+	}
+	return o.printing
+}
+
+// printObjects prints objects with p, which prints format: as a stream of
+// documents (yaml, kyaml) or lines (name), one per object, as kubectl
+// applies them; otherwise as one v1 List, so that json is one document and
+// a template reads .items.
+func printObjects(w io.Writer, objs []runtime.Object, p printers.ResourcePrinter, format string) error {
+	list := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": "v1", "kind": "List"}}
+	for _, obj := range objs {
+		u, err := install.Unstructured(obj)
 		if err != nil {
 			return err
 		}
-		_, err = w.Write(append(b, '\n'))
-		return err
+		list.Items = append(list.Items, *u)
 	}
-	b, err := install.YAML(objs)
-	if err != nil {
-		return err
+	switch format {
+	case "yaml", "kyaml", "name":
+		for i := range list.Items {
+			if err := p.PrintObj(&list.Items[i], w); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	_, err = w.Write(b)
-	return err
+	return p.PrintObj(list, w)
 }
 
 // parseToleration reads KEY[=VALUE][:EFFECT], as kubectl taint writes taints.

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -18,7 +17,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
@@ -34,7 +32,8 @@ type ListOptions struct {
 	Output  string
 	Timeout time.Duration
 
-	dynamic dynamic.Interface
+	dynamic  dynamic.Interface
+	printing *printFlags
 }
 
 // NewCmdList returns the "list" command.
@@ -48,22 +47,28 @@ want it: labelled ConfigMaps, Argo WorkflowTemplates, ClusterWorkflowTemplates,
 CronWorkflows and the daemon's --image flags. The sources are read the way the
 daemon reads them, with the daemon's own settings.`,
 		Example: `  kubectl imagecache list
-  kubectl imagecache list -o json`,
+  kubectl imagecache list -o json
+  kubectl imagecache list -o jsonpath='{.images[*].image}'`,
 		Args: cobra.NoArgs,
 		RunE: runE(o),
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: json or yaml")
-	completeOutput(cmd, "json", "yaml")
+	o.printFlags().addFlags(cmd)
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "How long to wait for the sources to be read")
 	return cmd
 }
 
 // Validate checks the flags.
 func (o *ListOptions) Validate() error {
-	if o.Output != "" && o.Output != "json" && o.Output != "yaml" {
-		return fmt.Errorf("--output %q: want json or yaml", o.Output)
+	_, err := o.printFlags().printer()
+	return err
+}
+
+// printFlags are -o's: the table, or kubectl's printers.
+func (o *ListOptions) printFlags() *printFlags {
+	if o.printing == nil {
+		o.printing = newPrintFlags(&o.Output, false, "")
 	}
-	return nil
+	return o.printing
 }
 
 // Complete builds the clients.
@@ -105,22 +110,15 @@ func (o *ListOptions) Run(ctx context.Context) error {
 	}
 	images := set.Wanted()
 	skipped := problems.sorted()
-	switch o.Output {
-	case "json", "yaml":
+	p, err := o.printFlags().printer()
+	if err != nil {
+		return err
+	}
+	if p != nil {
 		if images == nil {
 			images = []source.Image{}
 		}
-		b, err := json.MarshalIndent(listDoc{Images: images, Problems: skipped}, "", "  ")
-		if err != nil {
-			return err
-		}
-		if o.Output == "yaml" {
-			if b, err = yaml.JSONToYAML(b); err != nil {
-				return err
-			}
-		}
-		_, err = fmt.Fprintln(o.Out, strings.TrimRight(string(b), "\n"))
-		return err
+		return printDocument(p, o.Out, "ImageList", &listDoc{Images: images, Problems: skipped})
 	}
 	rows := make([][]string, 0, len(images))
 	for _, img := range images {
@@ -155,10 +153,17 @@ func (o *ListOptions) Run(ctx context.Context) error {
 	return nil
 }
 
-// listDoc is the -o json|yaml document of list.
+// listDoc is the document of list that kubectl's printers print.
 type listDoc struct {
-	Images   []source.Image `json:"images"`
-	Problems []listProblem  `json:"problems,omitempty"`
+	metav1.TypeMeta `json:",inline"`
+	Images          []source.Image `json:"images"`
+	Problems        []listProblem  `json:"problems,omitempty"`
+}
+
+func (d *listDoc) DeepCopyObject() runtime.Object {
+	c := &listDoc{}
+	copyJSON(d, c)
+	return c
 }
 
 // listProblem is what keeps an object's images, or some of them, from

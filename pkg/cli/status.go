@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,10 +11,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/yaml"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
@@ -33,8 +33,9 @@ type StatusOptions struct {
 	Watch    bool
 	Interval time.Duration
 
-	image string // normalised filter
-	now   func() time.Time
+	image    string // normalised filter
+	now      func() time.Time
+	printing *printFlags
 }
 
 // NewCmdStatus returns the "status" command.
@@ -57,16 +58,16 @@ prints the table again when it changes.`,
 		Example: `  kubectl imagecache status
   kubectl imagecache status -o wide --node worker-3
   kubectl imagecache status --image alpine -o json
+  kubectl imagecache status -o jsonpath='{range .images[*]}{.image}{"\t"}{.cached}{"\n"}{end}'
   kubectl imagecache status --watch`,
 		Args: cobra.NoArgs,
 		RunE: runE(o),
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "Output format: wide, json or yaml")
+	o.printFlags().addFlags(cmd)
 	cmd.Flags().StringVar(&o.Image, "image", "", "Only this image")
 	cmd.Flags().StringVar(&o.Node, "node", "", "Only this node")
 	cmd.Flags().BoolVarP(&o.Watch, "watch", "w", false, "Refresh until interrupted")
 	cmd.Flags().DurationVar(&o.Interval, "interval", o.Interval, "With --watch, the least time between two tables")
-	completeOutput(cmd, "wide", "json", "yaml")
 	_ = cmd.RegisterFlagCompletionFunc("image", o.completeCached(false))
 	_ = cmd.RegisterFlagCompletionFunc("node", o.completeCached(true))
 	return cmd
@@ -86,13 +87,12 @@ func (o *StatusOptions) Complete([]string) error {
 
 // Validate checks the flags.
 func (o *StatusOptions) Validate() error {
-	switch o.Output {
-	case "", "wide", "json", "yaml":
-	default:
-		return fmt.Errorf("--output %q: want wide, json or yaml", o.Output)
+	p, err := o.printFlags().printer()
+	if err != nil {
+		return err
 	}
-	if o.Watch && (o.Output == "json" || o.Output == "yaml") {
-		return errors.New("--watch prints tables: use it without -o json|yaml")
+	if o.Watch && p != nil {
+		return errors.New("--watch prints tables: use it with no -o, or -o wide")
 	}
 	if o.Interval < 100*time.Millisecond {
 		return fmt.Errorf("--interval %s is too short: use 100ms or more", o.Interval)
@@ -171,36 +171,41 @@ func (o *StatusOptions) filter(s *snapshot) {
 	}
 }
 
-// statusDoc is the -o json|yaml document: stable field names for scripts.
+// printFlags are -o's: the tables, or kubectl's printers.
+func (o *StatusOptions) printFlags() *printFlags {
+	if o.printing == nil {
+		o.printing = newPrintFlags(&o.Output, false, "", "wide")
+	}
+	return o.printing
+}
+
+// statusDoc is the document kubectl's printers print: stable field names
+// for scripts.
 type statusDoc struct {
-	Nodes         []string                  `json:"nodes"`
-	Images        []imageRow                `json:"images"`
-	Status        []cachestate.ImageStatus  `json:"status"`
-	Problems      []problem                 `json:"problems,omitempty"`
-	Warm          map[string]*source.Warmth `json:"warm,omitempty"`
-	WithoutDaemon []string                  `json:"nodesWithoutDaemon,omitempty"`
-	Ignored       []ignoredPod              `json:"ignored,omitempty"`
+	metav1.TypeMeta `json:",inline"`
+	Nodes           []string                  `json:"nodes"`
+	Images          []imageRow                `json:"images"`
+	Status          []cachestate.ImageStatus  `json:"status"`
+	Problems        []problem                 `json:"problems,omitempty"`
+	Warm            map[string]*source.Warmth `json:"warm,omitempty"`
+	WithoutDaemon   []string                  `json:"nodesWithoutDaemon,omitempty"`
+	Ignored         []ignoredPod              `json:"ignored,omitempty"`
 }
 
 func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 	rows := s.byImage(nil)
-	switch o.Output {
-	case "json", "yaml":
-		doc := statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems, Warm: s.Warm, WithoutDaemon: s.WithoutDaemon, Ignored: s.Ignored}
+	p, err := o.printFlags().printer()
+	if err != nil {
+		return err
+	}
+	if p != nil {
+		doc := &statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems, Warm: s.Warm, WithoutDaemon: s.WithoutDaemon, Ignored: s.Ignored}
 		if doc.Nodes == nil {
 			doc.Nodes = []string{}
 		}
-		b, err := json.MarshalIndent(doc, "", "  ")
-		if err != nil {
-			return err
-		}
-		if o.Output == "yaml" {
-			if b, err = yaml.JSONToYAML(b); err != nil {
-				return err
-			}
-		}
-		_, err = fmt.Fprintln(w, strings.TrimRight(string(b), "\n"))
-		return err
+		return printDocument(p, w, "ImageCacheStatus", doc)
+	}
+	switch o.Output {
 	case "wide":
 		if err := o.printWide(w, s); err != nil {
 			return err
@@ -386,4 +391,10 @@ func shortDigest(d string) string {
 		return d[:len("sha256:")+12]
 	}
 	return d
+}
+
+func (d *statusDoc) DeepCopyObject() runtime.Object {
+	c := &statusDoc{}
+	copyJSON(d, c)
+	return c
 }

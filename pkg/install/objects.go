@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -19,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
@@ -496,20 +494,3 @@ func Unstructured(obj runtime.Object) (*unstructured.Unstructured, error) {
 	return &unstructured.Unstructured{Object: m}, nil
 }
 
-// YAML renders objects as one multi-document YAML stream.
-func YAML(objs []runtime.Object) ([]byte, error) {
-	var b strings.Builder
-	for _, obj := range objs {
-		u, err := Unstructured(obj)
-		if err != nil {
-			return nil, err
-		}
-		y, err := yaml.Marshal(u.Object)
-		if err != nil {
-			return nil, fmt.Errorf("rendering %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-		b.WriteString("---\n")
-		b.Write(y)
-	}
-	return []byte(b.String()), nil
-}
