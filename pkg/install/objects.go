@@ -493,4 +493,3 @@ func Unstructured(obj runtime.Object) (*unstructured.Unstructured, error) {
 	unstructured.RemoveNestedField(m, "spec", "template", "metadata", "creationTimestamp")
 	return &unstructured.Unstructured{Object: m}, nil
 }
-
