@@ -46,6 +46,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/internal/testcluster"
 	"github.com/dcherman/image-cache-daemon/pkg/imagelist"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/listformat"
 	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
@@ -393,7 +394,7 @@ func (b *bench) memory(ctx context.Context, configMaps, templates int) error {
 		return err
 	}
 	list, _ := b.kube.CoreV1().ConfigMaps(b.ns).Get(ctx, install.DefaultConfigMap, metav1.GetOptions{})
-	pool, _, _ := source.ParseImageList(list.Data[source.DefaultKey])
+	pool, _, _ := listformat.ParseImageList(list.Data[source.DefaultKey])
 	if len(pool) < 20 {
 		return fmt.Errorf("want at least 20 cached images to reuse, have %d", len(pool))
 	}
@@ -405,7 +406,7 @@ func (b *bench) memory(ctx context.Context, configMaps, templates int) error {
 	for i := 0; i < configMaps; i++ {
 		cm := &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("list-%04d", i), Labels: imagelist.Labels},
-			Data:       map[string]string{source.DefaultKey: imagelist.Render([]string{pool[i%20], pool[(i+7)%20]})},
+			Data:       map[string]string{source.DefaultKey: listformat.Render([]string{pool[i%20], pool[(i+7)%20]})},
 		}
 		if _, err := b.kube.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err

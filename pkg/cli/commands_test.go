@@ -18,6 +18,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/imagelist"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
+	"github.com/dcherman/image-cache-daemon/pkg/listformat"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
 
@@ -26,7 +27,7 @@ const ns = "image-cache-daemon"
 func imageList(images ...string) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: install.DefaultConfigMap, Namespace: ns, Labels: imagelist.Labels},
-		Data:       map[string]string{"images": imagelist.Render(images)},
+		Data:       map[string]string{"images": listformat.Render(images)},
 	}
 }
 

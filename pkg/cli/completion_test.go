@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imagelist"
+	"github.com/dcherman/image-cache-daemon/pkg/listformat"
 )
 
 // complete runs the shell's completion request (`__complete ARGS`) on cmd
@@ -61,7 +62,7 @@ func TestRemoveCompletesListedImages(t *testing.T) {
 	streams, _, _, _ := genericiooptions.NewTestIOStreams()
 	list := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "image-cache-daemon-images", Namespace: "image-cache-daemon", Labels: imagelist.Labels},
-		Data:       map[string]string{"images": imagelist.Render([]string{"docker.io/library/alpine:latest", "ghcr.io/org/app:v2", "docker.io/library/nginx:1.27"})},
+		Data:       map[string]string{"images": listformat.Render([]string{"docker.io/library/alpine:latest", "ghcr.io/org/app:v2", "docker.io/library/nginx:1.27"})},
 	}
 	o := newEditOptions(genericclioptions.NewConfigFlags(false), streams, true)
 	o.client = fake.NewClientset(list)

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/listformat"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
@@ -66,7 +67,7 @@ func Edit(ctx context.Context, client kubernetes.Interface, ns, name string, cha
 			}
 			cm = &corev1.ConfigMap{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: maps.Clone(Labels)},
-				Data:       map[string]string{source.DefaultKey: Render(res.After)},
+				Data:       map[string]string{source.DefaultKey: listformat.Render(res.After)},
 			}
 			_, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: FieldManager})
 			if apierrors.IsAlreadyExists(err) {
@@ -80,7 +81,7 @@ func Edit(ctx context.Context, client kubernetes.Interface, ns, name string, cha
 			return fmt.Errorf("reading ConfigMap %s/%s: %w", ns, name, err)
 		}
 		key := source.ConfigMapKey(cm)
-		current, problems, err := source.ParseImageList(cm.Data[key])
+		current, problems, err := listformat.ParseImageList(cm.Data[key])
 		if err != nil || len(problems) > 0 {
 			return &UnreadableError{Namespace: ns, Name: name, Key: key, Err: err, Problems: problems}
 		}
@@ -93,7 +94,7 @@ func Edit(ctx context.Context, client kubernetes.Interface, ns, name string, cha
 		if cm.Data == nil {
 			cm.Data = map[string]string{}
 		}
-		cm.Data[key] = Render(res.After)
+		cm.Data[key] = listformat.Render(res.After)
 		// The update carries the resourceVersion just read: a concurrent
 		// edit makes it fail with a conflict instead of being overwritten.
 		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: FieldManager})
@@ -114,8 +115,8 @@ type UnreadableError struct {
 	// Err says why the value as a whole is not a list; nil when it is a
 	// list with bad entries.
 	Err error
-	// Problems are the bad entries, capped as source.ParseImageList caps
-	// them.
+	// Problems are the bad entries, capped as listformat.ParseImageList
+	// caps them.
 	Problems []error
 }
 
@@ -130,7 +131,7 @@ func (e *UnreadableError) Error() string {
 	for _, p := range e.Unwrap() {
 		fmt.Fprintf(&b, "  %v\n", p)
 	}
-	fmt.Fprintf(&b, "fix it with `kubectl edit configmap/%s -n %s`: the key must hold %s", e.Name, e.Namespace, source.ExpectedForm)
+	fmt.Fprintf(&b, "fix it with `kubectl edit configmap/%s -n %s`: the key must hold %s", e.Name, e.Namespace, listformat.ExpectedForm)
 	return b.String()
 }
 
@@ -140,48 +141,6 @@ func (e *UnreadableError) Unwrap() []error {
 		return []error{e.Err}
 	}
 	return e.Problems
-}
-
-// Render writes a list as the YAML the ConfigMap holds, one entry a line,
-// each in double quotes. Quoting is what makes every reference read back as
-// written: "[::1]:5000/app:v1" unquoted is a YAML flow list, and "yes" or
-// "1.10" would be a boolean or a number. The quoted form is also how JSON
-// writes a string, so the list is as readable as before.
-func Render(images []string) string {
-	if len(images) == 0 {
-		return "[]\n"
-	}
-	var b strings.Builder
-	for _, img := range images {
-		b.WriteString("- ")
-		writeQuoted(&b, img)
-		b.WriteString("\n")
-	}
-	return b.String()
-}
-
-// writeQuoted writes s as a YAML double-quoted scalar of printable ASCII:
-// '"' and '\' escaped, and anything else outside printable ASCII as a \u
-// or \U escape, so that the parser can neither refuse nor change a character
-// (YAML refuses raw control characters, and folds a line break). A reference
-// is printable ASCII and is written as it is; a byte of invalid UTF-8, which
-// no YAML value can hold, is written as U+FFFD.
-func writeQuoted(b *strings.Builder, s string) {
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r >= 0x20 && r < 0x7f:
-			b.WriteRune(r)
-		case r <= 0xffff:
-			fmt.Fprintf(b, `\u%04x`, r)
-		default:
-			fmt.Fprintf(b, `\U%08x`, r)
-		}
-	}
-	b.WriteByte('"')
 }
 
 func sortedUnique(in []string) []string {

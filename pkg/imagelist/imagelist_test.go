@@ -10,16 +10,12 @@ import (
 	"sync"
 	"testing"
 
-	yaml "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
-
-	"github.com/dcherman/image-cache-daemon/pkg/imageref"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
 func add(images ...string) Change {
@@ -161,98 +157,4 @@ func TestConcurrentEditsLoseNothing(t *testing.T) {
 
 func conflict() error {
 	return apierrors.NewConflict(corev1.Resource("configmaps"), "list", fmt.Errorf("the object has been modified"))
-}
-
-// tricky are references whose plain YAML would not read back as written,
-// or that stress the grammar: IPv6 registries, digests, ports, localhost,
-// "a:b" forms, separators.
-var tricky = []string{
-	"[::1]:5000/app:v1",
-	"[::1]/app",
-	"[2001:db8::1]:443/org/app@sha256:4c0b5c1c3c1ff5dc8d4a22d0e5a6f8b1f4b2c1b8e0f0a1d2c3b4a5968778695a",
-	"[FE80::1]:5000/x",
-	"alpine@sha256:4c0b5c1c3c1ff5dc8d4a22d0e5a6f8b1f4b2c1b8e0f0a1d2c3b4a5968778695a",
-	"alpine:3.20@sha256:4c0b5c1c3c1ff5dc8d4a22d0e5a6f8b1f4b2c1b8e0f0a1d2c3b4a5968778695a",
-	"ghcr.io/org/app@sha512:" + strings.Repeat("0123456789abcdef", 8),
-	"ghcr.io/org/app@sha384:" + strings.Repeat("0123456789abcdef", 6),
-	"localhost/app", "localhost:5000/app:v1", "registry:5000/a/b/c:tag",
-	"127.0.0.1:5000/x:v1", "a:b", "a:1.10", "yes:no", "null:true", "on", "1.10", "08", "0x1f",
-	"my__org/my.app-x---y:_T.1-x", "a--b/c__d", "docker.io/library/alpine:latest",
-	"registry.example/app:" + strings.Repeat("t", 128),
-}
-
-// Render writes what ParseImageList reads back: every tricky reference, as
-// written at the YAML level and as the same images after parsing.
-func TestRenderRoundTrip(t *testing.T) {
-	for _, ref := range tricky {
-		t.Run(ref, func(t *testing.T) {
-			n, err := imageref.Normalize(ref)
-			if err != nil {
-				t.Fatalf("the table holds an invalid reference: %v", err)
-			}
-			checkRoundTrip(t, []string{ref}, []string{n})
-		})
-	}
-	t.Run("all at once", func(t *testing.T) {
-		var want []string
-		for _, ref := range tricky {
-			n, _ := imageref.Normalize(ref)
-			want = append(want, n)
-		}
-		checkRoundTrip(t, tricky, sortedUnique(want))
-	})
-	t.Run("none", func(t *testing.T) { checkRoundTrip(t, nil, nil) })
-}
-
-// checkRoundTrip renders list and checks that YAML reads back exactly list
-// and that ParseImageList reads the images want without a problem.
-func checkRoundTrip(t *testing.T, list, want []string) {
-	t.Helper()
-	rendered := Render(list)
-	var raw []string
-	if err := yaml.Unmarshal([]byte(rendered), &raw); err != nil {
-		t.Fatalf("Render(%q) = %q, which is not YAML: %v", list, rendered, err)
-	}
-	if len(raw) != len(list) || (len(list) > 0 && !slices.Equal(raw, list)) {
-		t.Fatalf("Render(%q) = %q, which reads back as %q", list, rendered, raw)
-	}
-	images, problems, err := source.ParseImageList(rendered)
-	if err != nil || len(problems) > 0 {
-		t.Fatalf("Render(%q) = %q, which ParseImageList refuses: %v %q", list, rendered, err, problems)
-	}
-	if !slices.Equal(images, want) {
-		t.Fatalf("Render(%q) = %q, which ParseImageList reads as %q, want %q", list, rendered, images, want)
-	}
-}
-
-func TestRender(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		in   []string
-		want string
-	}{
-		{"empty", nil, "[]\n"},
-		{"references are quoted as JSON quotes them", []string{"[::1]:5000/app:v1", "docker.io/library/alpine:latest"},
-			"- \"[::1]:5000/app:v1\"\n- \"docker.io/library/alpine:latest\"\n"},
-		{"quotes and backslashes", []string{`a"b\c`}, `- "a\"b\\c"` + "\n"},
-		{"control characters and line breaks", []string{"a\x00b\tc\nd\x7fe\u0085f\u2028"}, `- "a\u0000b\u0009c\u000ad\u007fe\u0085f\u2028"` + "\n"},
-		{"beyond the BMP", []string{"😀"}, `- "\U0001f600"` + "\n"},
-		{"invalid UTF-8, a U+FFFD for each byte", []string{"a\xff\xfeb"}, `- "a\ufffd\ufffdb"` + "\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := Render(tc.in)
-			if got != tc.want {
-				t.Fatalf("Render(%q) = %q, want %q", tc.in, got, tc.want)
-			}
-			var raw []string
-			if err := yaml.Unmarshal([]byte(got), &raw); err != nil {
-				t.Fatalf("%q is not YAML: %v", got, err)
-			}
-			for i := range raw {
-				if want := string([]rune(tc.in[i])); raw[i] != want {
-					t.Errorf("entry %d reads back as %q, want %q", i+1, raw[i], want)
-				}
-			}
-		})
-	}
 }

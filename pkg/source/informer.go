@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/dcherman/image-cache-daemon/pkg/problems"
 )
 
 // Reporter is told about problems a source finds: in an object (a malformed
@@ -103,7 +105,7 @@ const watchErrFresh = 90 * time.Second
 // watched, or one for all), which must not have started: the source sets
 // their transform, so that an informer's store holds for each object only
 // its identity and what parse found wrong with it, problems capped at
-// MaxProblems. gvk is the objects' kind (for origins, "ConfigMap ns/name",
+// problems.Max. gvk is the objects' kind (for origins, "ConfigMap ns/name",
 // and for Events). The objects of one namespace keep at most keep images
 // together (0: all), the share of --max-images they could ever get; the rest
 // are counted, not kept. get reads an object again when its namespace has
@@ -161,16 +163,16 @@ func (s *objectSource) transform(gvk schema.GroupVersionKind) cache.TransformFun
 			return nil, err
 		}
 		found, limit := s.read(o, m)
-		var problems Problems
+		var capped problems.List
 		for _, p := range found.Problems {
-			problems.Add(p)
+			capped.Add(p)
 		}
 		changed := s.hold(m, found, limit)
 		return &parsed{
 			TypeMeta: metav1.TypeMeta{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind},
 			ObjectMeta: metav1.ObjectMeta{Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUID(),
 				ResourceVersion: m.GetResourceVersion()},
-			Problems: problems.Errors(), Changed: changed,
+			Problems: capped.Errors(), Changed: changed,
 		}, nil
 	}
 }

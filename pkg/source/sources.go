@@ -22,6 +22,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/argo"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/listformat"
 )
 
 // Config chooses the sources and how they look.
@@ -148,7 +149,7 @@ func parseConfigMap(obj runtime.Object, keep int) Found {
 	if !ok {
 		return Found{Problems: []error{fmt.Errorf("expected a ConfigMap, got %T", obj)}}
 	}
-	return readConfigMap(cm, listLimits{keep: keep, read: 2 * keep})
+	return readConfigMap(cm, listformat.Limits{Keep: keep, Read: 2 * keep})
 }
 
 // workflowParser reads the workflow spec of any of the three Argo kinds,

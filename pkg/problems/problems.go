@@ -1,28 +1,30 @@
-package source
+// Package problems holds one object's problems, capped: the first few as
+// given, then only a count.
+package problems
 
 import (
 	"errors"
 	"fmt"
 )
 
-// MaxProblems is how many of one object's problems are reported one by one; the rest are counted.
-const MaxProblems = 20
+// Max is how many of one object's problems are reported one by one; the rest are counted.
+const Max = 20
 
-// Problems collects one object's problems: the first MaxProblems as given, then only a count,
+// List collects one object's problems: the first Max as given, then only a count,
 // so a hostile object costs O(1) memory in problems however many it has.
 //
 // Every problem is logged and sent as an Event by the daemon of every node,
 // so the cap bounds that traffic as well. The zero value is ready to use.
-type Problems struct {
+type List struct {
 	kept    []error
 	dropped int
 }
 
 // Add records err; a nil err is no problem and is ignored. The count that
-// ends another Problems' Errors (wrapped or not) is added as that many
+// ends another List's Errors (wrapped or not) is added as that many
 // dropped problems, so that problems collected twice, by a parser and then
 // by its caller, keep their number.
-func (p *Problems) Add(err error) {
+func (p *List) Add(err error) {
 	if err == nil {
 		return
 	}
@@ -30,7 +32,7 @@ func (p *Problems) Add(err error) {
 		p.dropped += int(more)
 		return
 	}
-	if len(p.kept) < MaxProblems {
+	if len(p.kept) < Max {
 		p.kept = append(p.kept, err)
 		return
 	}
@@ -38,10 +40,10 @@ func (p *Problems) Add(err error) {
 }
 
 // Len is the number of problems added, dropped ones included.
-func (p *Problems) Len() int { return len(p.kept) + p.dropped }
+func (p *List) Len() int { return len(p.kept) + p.dropped }
 
 // Errors returns the kept problems, plus one error "... and N more problems" when some were dropped (nil when none).
-func (p *Problems) Errors() []error {
+func (p *List) Errors() []error {
 	if p.Len() == 0 {
 		return nil
 	}

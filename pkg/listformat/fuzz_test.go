@@ -1,4 +1,4 @@
-package source
+package listformat
 
 import (
 	"runtime/metrics"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/problems"
 )
 
 // maxFuzzInput is the longest input the fuzz targets read (longer ones are
@@ -26,7 +27,7 @@ func heapAllocated() uint64 {
 
 // FuzzParseImageList checks ParseImageList against any value: it never
 // panics; one call takes at most a second and allocates at most a bound
-// linear in the value's length; it returns at most MaxProblems+1 problems,
+// linear in the value's length; it returns at most problems.Max+1 problems,
 // each of bounded length, and at most one image per entry, each image
 // already normalised and the list sorted and distinct; and an error comes
 // without images or problems.
@@ -48,11 +49,11 @@ func FuzzParseImageList(f *testing.F) {
 	f.Fuzz(func(t *testing.T, value string) {
 		value = value[:min(len(value), maxFuzzInput)]
 		var images []string
-		var problems []error
+		var found []error
 		var err error
 		var took time.Duration
 		before, start := heapAllocated(), time.Now()
-		images, problems, err = ParseImageList(value)
+		images, found, err = ParseImageList(value)
 		took, alloc := time.Since(start), heapAllocated()-before
 		if took > time.Second {
 			t.Fatalf("ParseImageList of %d bytes took %v", len(value), took)
@@ -63,18 +64,18 @@ func FuzzParseImageList(f *testing.F) {
 			t.Fatalf("ParseImageList of %d bytes allocated %d bytes, more than %d", len(value), alloc, limit)
 		}
 		if err != nil {
-			if images != nil || problems != nil {
-				t.Fatalf("err %v came with images %q and problems %q", err, images, problems)
+			if images != nil || found != nil {
+				t.Fatalf("err %v came with images %q and problems %q", err, images, found)
 			}
 			if len(err.Error()) > maxProblemMessage {
 				t.Fatalf("error of %d bytes: %.300q", len(err.Error()), err)
 			}
 			return
 		}
-		if len(problems) > MaxProblems+1 {
-			t.Fatalf("%d problems, more than MaxProblems+1", len(problems))
+		if len(found) > problems.Max+1 {
+			t.Fatalf("%d problems, more than problems.Max+1", len(found))
 		}
-		for _, p := range problems {
+		for _, p := range found {
 			if len(p.Error()) > maxProblemMessage {
 				t.Fatalf("problem of %d bytes: %.300q", len(p.Error()), p)
 			}

@@ -1,4 +1,4 @@
-package source
+package listformat
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/problems"
 )
 
 // MaxYAMLBytes is the most of one image list that the YAML parser reads.
@@ -21,44 +22,45 @@ import (
 // are read by a scanner whose cost is a few bytes per byte, at any size.
 const MaxYAMLBytes = 64 << 10
 
-// listLimits bound the reading of one image list.
-type listLimits struct {
-	// keep is the most distinct images kept (0: all); the entries after the
-	// keep-th image are counted, not read.
-	keep int
-	// read is the most entries validated (0: all); later ones are counted,
+// Limits bound the reading of one image list.
+type Limits struct {
+	// Keep is the most distinct images kept (0: all); the entries after the
+	// Keep-th image are counted, not read.
+	Keep int
+	// Read is the most entries validated (0: all); later ones are counted,
 	// not read. It bounds the work a list of duplicates or invalid entries
-	// costs when keep is never reached.
-	read int
+	// costs when Keep is never reached.
+	Read int
 	// yamlBytes is the most bytes of a list the YAML parser reads (0:
 	// MaxYAMLBytes); a field so that tests can reach it with small lists.
 	yamlBytes int
 }
 
 // yamlLimit is lim's yamlBytes, or its default.
-func (lim listLimits) yamlLimit() int {
+func (lim Limits) yamlLimit() int {
 	if lim.yamlBytes > 0 {
 		return lim.yamlBytes
 	}
 	return MaxYAMLBytes
 }
 
-// imageList is what reading an image list found.
-type imageList struct {
-	// images are the normalised, distinct images in list order.
-	images []string
-	// unread counts the entries not read because of the limits.
-	unread   int
-	problems Problems
+// List is what reading an image list found.
+type List struct {
+	// Images are the normalised, distinct images in list order.
+	Images []string
+	// Unread counts the entries not read because of the limits.
+	Unread int
+	// Problems are what is wrong with the entries, capped.
+	Problems problems.List
 
-	lim  listLimits
+	lim  Limits
 	seen imageref.Set
 	read int // entries read
 }
 
-// readImageList reads value as ParseImageList describes, within lim: the
-// images in list order. err means the value as a whole is not a list.
-func readImageList(value string, lim listLimits) (*imageList, error) {
+// Read reads value as ParseImageList describes, within lim: the images in
+// list order. err means the value as a whole is not a list.
+func Read(value string, lim Limits) (*List, error) {
 	if strings.TrimSpace(value) == "" {
 		return nil, errors.New(`the value is empty; write a list such as ["alpine", "nginx:1.27"], or [] for none`)
 	}
@@ -72,7 +74,7 @@ func readImageList(value string, lim listLimits) (*imageList, error) {
 }
 
 // readYAML reads value with the YAML parser, whole.
-func readYAML(value string, lim listLimits) (*imageList, error) {
+func readYAML(value string, lim Limits) (*List, error) {
 	root, err := parseDocument(value)
 	if err != nil {
 		return nil, err
@@ -83,7 +85,7 @@ func readYAML(value string, lim listLimits) (*imageList, error) {
 	l := newImageList(lim)
 	for i, entry := range root.Content {
 		if !l.room() {
-			l.unread += len(root.Content) - i
+			l.Unread += len(root.Content) - i
 			break
 		}
 		l.node(i, entry)
@@ -91,42 +93,42 @@ func readYAML(value string, lim listLimits) (*imageList, error) {
 	return l, nil
 }
 
-func newImageList(lim listLimits) *imageList {
-	return &imageList{seen: imageref.Set{}, lim: lim}
+func newImageList(lim Limits) *List {
+	return &List{seen: imageref.Set{}, lim: lim}
 }
 
 // room reports whether another entry may be read.
-func (l *imageList) room() bool {
-	return (l.lim.keep == 0 || len(l.images) < l.lim.keep) && (l.lim.read == 0 || l.read < l.lim.read)
+func (l *List) room() bool {
+	return (l.lim.Keep == 0 || len(l.Images) < l.lim.Keep) && (l.lim.Read == 0 || l.read < l.lim.Read)
 }
 
 // node reads entry i (from 0) given as a YAML node.
-func (l *imageList) node(i int, entry *yaml.Node) {
+func (l *List) node(i int, entry *yaml.Node) {
 	switch {
 	case entry.Kind == yaml.AliasNode:
 		l.read++
-		l.problems.Add(fmt.Errorf("entry %d: YAML aliases (*%s) are not allowed in an image list; write each image out", i+1, imageref.Shorten(entry.Value)))
+		l.Problems.Add(fmt.Errorf("entry %d: YAML aliases (*%s) are not allowed in an image list; write each image out", i+1, imageref.Shorten(entry.Value)))
 	case !isString(entry):
 		l.read++
-		l.problems.Add(fmt.Errorf("entry %d is %s, not a string; quote it if it is an image reference", i+1, describe(entry)))
+		l.Problems.Add(fmt.Errorf("entry %d is %s, not a string; quote it if it is an image reference", i+1, describe(entry)))
 	default:
 		l.string(i, entry.Value)
 	}
 }
 
 // string reads entry i (from 0), a string.
-func (l *imageList) string(i int, s string) {
+func (l *List) string(i int, s string) {
 	l.read++
 	n, err := imageref.Normalize(s)
 	if err != nil {
-		l.problems.Add(fmt.Errorf("entry %d: %w", i+1, err))
+		l.Problems.Add(fmt.Errorf("entry %d: %w", i+1, err))
 		return
 	}
 	if _, dup := l.seen[n]; dup {
 		return
 	}
 	l.seen[n] = struct{}{}
-	l.images = append(l.images, n)
+	l.Images = append(l.Images, n)
 }
 
 // readSimple reads value if it is written in one of the simple forms: a
@@ -139,7 +141,7 @@ func (l *imageList) string(i int, s string) {
 //
 // What readSimple reads is what the YAML parser reads from the whole value
 // (FuzzSimpleMatchesYAML checks it), at a cost of a few bytes per byte.
-func readSimple(value string, lim listLimits) (*imageList, bool) {
+func readSimple(value string, lim Limits) (*List, bool) {
 	if !yamlPrintable(value) || strings.Count(value, "\r") != strings.Count(value, "\r\n") {
 		// The parser refuses it, or reads a line break the scanner
 		// would not (a lone carriage return).
@@ -157,7 +159,7 @@ func readSimple(value string, lim listLimits) (*imageList, bool) {
 		if e.plain || full {
 			return
 		}
-		if (lim.read > 0 && i >= lim.read) || batch.Len()+len(e.text)+len(e.wrap[0])+len(e.wrap[1]) > lim.yamlLimit() {
+		if (lim.Read > 0 && i >= lim.Read) || batch.Len()+len(e.text)+len(e.wrap[0])+len(e.wrap[1]) > lim.yamlLimit() {
 			full = true
 			return
 		}
@@ -179,7 +181,7 @@ func readSimple(value string, lim listLimits) (*imageList, bool) {
 		defer func() { i++ }()
 		switch {
 		case !l.room():
-			l.unread++
+			l.Unread++
 		case e.plain:
 			l.string(i, e.text)
 		case next < len(nodes):
@@ -187,9 +189,9 @@ func readSimple(value string, lim listLimits) (*imageList, bool) {
 			next++
 		default:
 			if notParsed == 0 {
-				l.problems.Add(fmt.Errorf("entry %d and the entries after it that are not plain image references are not read: the list holds more than %d KiB of such entries; write each image plainly (\"- registry/app:tag\")", i+1, lim.yamlLimit()>>10))
+				l.Problems.Add(fmt.Errorf("entry %d and the entries after it that are not plain image references are not read: the list holds more than %d KiB of such entries; write each image plainly (\"- registry/app:tag\")", i+1, lim.yamlLimit()>>10))
 			}
-			l.unread++
+			l.Unread++
 			notParsed++
 		}
 	})

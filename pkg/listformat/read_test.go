@@ -1,4 +1,4 @@
-package source
+package listformat
 
 import (
 	"errors"
@@ -26,7 +26,7 @@ var simpleForms = []string{
 // The scanner takes the usual forms itself, whatever their size.
 func TestSimpleFormsAreScanned(t *testing.T) {
 	for _, v := range simpleForms {
-		if _, ok := readSimple(v, listLimits{}); !ok {
+		if _, ok := readSimple(v, Limits{}); !ok {
 			t.Errorf("readSimple did not take %q", v)
 		}
 		checkSimpleMatchesYAML(t, v)
@@ -40,18 +40,18 @@ func checkSimpleMatchesYAML(t *testing.T, value string) {
 	if len(value) > MaxYAMLBytes {
 		return
 	}
-	simple, ok := readSimple(value, listLimits{})
+	simple, ok := readSimple(value, Limits{})
 	if !ok {
 		return
 	}
-	whole, err := readYAML(value, listLimits{})
+	whole, err := readYAML(value, Limits{})
 	if err != nil {
 		t.Fatalf("readSimple took %q, which the YAML parser refuses: %v", value, err)
 	}
-	if !reflect.DeepEqual(simple.images, whole.images) || simple.unread != whole.unread {
-		t.Fatalf("%q: readSimple read %q (%d unread), the YAML parser %q (%d unread)", value, simple.images, simple.unread, whole.images, whole.unread)
+	if !reflect.DeepEqual(simple.Images, whole.Images) || simple.Unread != whole.Unread {
+		t.Fatalf("%q: readSimple read %q (%d unread), the YAML parser %q (%d unread)", value, simple.Images, simple.Unread, whole.Images, whole.Unread)
 	}
-	if a, b := fmt.Sprint(simple.problems.Errors()), fmt.Sprint(whole.problems.Errors()); a != b {
+	if a, b := fmt.Sprint(simple.Problems.Errors()), fmt.Sprint(whole.Problems.Errors()); a != b {
 		t.Fatalf("%q: readSimple found %s, the YAML parser %s", value, a, b)
 	}
 }
@@ -90,29 +90,29 @@ func TestReadImageListLimits(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		value      string
-		lim        listLimits
+		lim        Limits
 		images     int
 		unread     int
 		maxAlloc   uint64
 		firstImage string
 	}{
-		{"keep 1000 of 40,000", big, listLimits{keep: 1000, read: 2000}, 1000, 39_000, 2 << 20, "registry.example/team/app00000:v1"},
-		{"read 2000 invalid", invalid, listLimits{keep: 1000, read: 2000}, 0, 198_000, 4 << 20, ""},
-		{"read 2000 duplicates", dups, listLimits{keep: 1000, read: 2000}, 1, 198_000, 4 << 20, "docker.io/library/alpine:latest"},
-		{"all of 40,000", big, listLimits{}, 40_000, 0, 64 << 20, "registry.example/team/app00000:v1"},
+		{"keep 1000 of 40,000", big, Limits{Keep: 1000, Read: 2000}, 1000, 39_000, 2 << 20, "registry.example/team/app00000:v1"},
+		{"read 2000 invalid", invalid, Limits{Keep: 1000, Read: 2000}, 0, 198_000, 4 << 20, ""},
+		{"read 2000 duplicates", dups, Limits{Keep: 1000, Read: 2000}, 1, 198_000, 4 << 20, "docker.io/library/alpine:latest"},
+		{"all of 40,000", big, Limits{}, 40_000, 0, 64 << 20, "registry.example/team/app00000:v1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var l *imageList
+			var l *List
 			var err error
-			alloc := bytesAllocatedBy(func() { l, err = readImageList(tc.value, tc.lim) })
+			alloc := bytesAllocatedBy(func() { l, err = Read(tc.value, tc.lim) })
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(l.images) != tc.images || l.unread != tc.unread {
-				t.Errorf("%d images, %d unread; want %d, %d", len(l.images), l.unread, tc.images, tc.unread)
+			if len(l.Images) != tc.images || l.Unread != tc.unread {
+				t.Errorf("%d images, %d unread; want %d, %d", len(l.Images), l.Unread, tc.images, tc.unread)
 			}
-			if tc.firstImage != "" && (len(l.images) == 0 || l.images[0] != tc.firstImage) {
-				t.Errorf("images begin %.3q, want %q (list order)", l.images, tc.firstImage)
+			if tc.firstImage != "" && (len(l.Images) == 0 || l.Images[0] != tc.firstImage) {
+				t.Errorf("images begin %.3q, want %q (list order)", l.Images, tc.firstImage)
 			}
 			if alloc > tc.maxAlloc*allocSlack {
 				t.Errorf("reading %d bytes allocated %d bytes, want at most %d", len(tc.value), alloc, tc.maxAlloc*allocSlack)
@@ -140,7 +140,7 @@ func TestReadImageListWorstCase(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
-			alloc := bytesAllocatedBy(func() { _, err = readImageList(tc.value, listLimits{keep: 1000, read: 2000}) })
+			alloc := bytesAllocatedBy(func() { _, err = Read(tc.value, Limits{Keep: 1000, Read: 2000}) })
 			if (err != nil) != (tc.err != nil) || (err != nil && !strings.Contains(err.Error(), "not written one image a line")) {
 				t.Fatalf("err = %v, want %v", err, tc.err)
 			}
@@ -163,13 +163,13 @@ func BenchmarkReadImageList(b *testing.B) {
 	value := sb.String()
 	for _, bc := range []struct {
 		name string
-		lim  listLimits
-	}{{"keep1000", listLimits{keep: 1000, read: 2000}}, {"all", listLimits{}}} {
+		lim  Limits
+	}{{"keep1000", Limits{Keep: 1000, Read: 2000}}, {"all", Limits{}}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(value)))
 			for b.Loop() {
-				if _, err := readImageList(value, bc.lim); err != nil {
+				if _, err := Read(value, bc.lim); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -181,7 +181,7 @@ func BenchmarkReadImageList(b *testing.B) {
 // and a scanner might not (found in review: each hid an entry).
 func TestHiddenLineBreaks(t *testing.T) {
 	for _, v := range []string{"- good/a\n# c\r- evil/b\n", "- good/a # c\u0085- evil/b\n", "- good/a\n# c\u2028- evil/b\n"} {
-		if _, ok := readSimple(v, listLimits{}); ok {
+		if _, ok := readSimple(v, Limits{}); ok {
 			t.Errorf("readSimple took %q", v)
 		}
 	}
@@ -196,14 +196,14 @@ func TestEntriesPastTheParsersShareStayInPlace(t *testing.T) {
 		"- \"" + strings.Repeat("b", 500) + "\\n\"\n" + // does not fit
 		"- \"registry.example/small:v1\\u0020\"\n" + // would fit
 		"- registry.example/plain:v1\n"
-	l, err := readImageList(value, listLimits{yamlBytes: 1024})
+	l, err := Read(value, Limits{yamlBytes: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"registry.example/plain:v1"}; !reflect.DeepEqual(l.images, want) || l.unread != 2 {
-		t.Fatalf("images %q, %d unread; want %q, 2 unread", l.images, l.unread, want)
+	if want := []string{"registry.example/plain:v1"}; !reflect.DeepEqual(l.Images, want) || l.Unread != 2 {
+		t.Fatalf("images %q, %d unread; want %q, 2 unread", l.Images, l.Unread, want)
 	}
-	problems := fmt.Sprint(l.problems.Errors())
+	problems := fmt.Sprint(l.Problems.Errors())
 	if !strings.Contains(problems, "entry 1: invalid image reference") || !strings.Contains(problems, "entry 2 and the entries after it that are not plain image references are not read") {
 		t.Fatalf("problems: %s", problems)
 	}
