@@ -6,7 +6,7 @@
 #
 #   hack/fuzz.sh                       every target, 10s each
 #   FUZZTIME=5m hack/fuzz.sh           longer
-#   hack/fuzz.sh ./pkg/source/...      only the targets of these packages
+#   hack/fuzz.sh ./pkg/listformat/...  only the targets of these packages
 #
 # FUZZMINIMIZETIME (default 3s) caps the time spent minimising each new
 # input: go test's default, 60s, spent on the large hostile seeds (a 30 KB

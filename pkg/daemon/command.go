@@ -14,18 +14,34 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
 
-// NewCommand returns the daemon's command line.
+// NewCommand returns the daemon's command line: the node daemon, and the
+// planner as a subcommand with the same flags.
 func NewCommand() *cobra.Command {
+	cmd := command("image-cache-daemon", "Pre-pull images onto this node before pods need them",
+		`image-cache-daemon runs on every node (a DaemonSet). It finds the images the
+cluster wants (--image, labelled ConfigMaps, Argo WorkflowTemplates,
+ClusterWorkflowTemplates and CronWorkflows), or with --from-planner reads the
+set the planner publishes, and keeps prefetch pods on its node that pull them.`, Run)
+	cmd.Version = version.String()
+	cmd.AddCommand(command("planner", "Read the sources once for the cluster and publish the wanted set for the node daemons",
+		`The planner (a Deployment of two replicas, one leading) reads the sources
+(--image, labelled ConfigMaps, the Argo kinds), ranks their images within
+--max-images, reports the problems of objects as Events and publishes the
+wanted set in configmap/image-cache-daemon-wanted of its namespace, which the
+node daemons (--from-planner) cache. It takes the node daemon's flags; those
+about nodes and prefetch pods are ignored.`, RunPlanner))
+	return cmd
+}
+
+// command is a daemon command: the options' flags and the logging flags,
+// checked, then run.
+func command(use, short, long string, run func(context.Context, *options.Options) error) *cobra.Command {
 	o := options.NewOptions()
 	logging := logsapi.NewLoggingConfiguration()
 	cmd := &cobra.Command{
-		Use:   "image-cache-daemon",
-		Short: "Pre-pull images onto this node before pods need them",
-		Long: `image-cache-daemon runs on every node (a DaemonSet). It finds the images the
-cluster wants (--image, labelled ConfigMaps, Argo WorkflowTemplates,
-ClusterWorkflowTemplates and CronWorkflows) and keeps prefetch pods on its
-node that pull them.`,
-		Version:       version.String(),
+		Use:           use,
+		Short:         short,
+		Long:          long,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
@@ -37,8 +53,7 @@ node that pull them.`,
 			if err := o.Validate(); err != nil {
 				return err
 			}
-			ctx := klog.NewContext(cmd.Context(), klog.Background())
-			return Run(ctx, o)
+			return run(klog.NewContext(cmd.Context(), klog.Background()), o)
 		},
 	}
 	o.AddFlags(cmd.Flags())

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,6 +140,12 @@ type Wants interface {
 	HasSynced() bool
 	Wants() []source.Want
 	Health() []source.Health
+}
+
+// plannedOver is a Wants read from the planner's set: the planner names
+// the first few images it left out.
+type plannedOver interface {
+	PlannedOver() []source.Image
 }
 
 // NewController wires a controller. podInformer must list only this node's
@@ -467,6 +474,10 @@ func (c *Controller) allocatablePods(ctx context.Context) (int64, error) {
 // reportOverLimit sets the gauge and, when the set of images left out
 // changes, logs it and records a Warning Event on the daemon's pod.
 func (c *Controller) reportOverLimit(ctx context.Context, over []source.Image, limit, podCap int) {
+	// What the planner left out, it names (a few) and counts (Health).
+	if p, ok := c.sources.(plannedOver); ok {
+		over = append(slices.Clone(over), p.PlannedOver()...)
+	}
 	// Entries past --max-images in one object were counted, not read:
 	// they are over the limit too, though not named.
 	unread := 0

@@ -25,7 +25,7 @@ const healthInterval = 10 * time.Second
 type health struct {
 	// own is the daemon's pod, watched by imageReport.run.
 	own       *ownPod
-	sources   *source.Set
+	sources   Wants
 	overLimit func() (int, []source.Image)
 	warmth    func() *source.Warmth
 	metrics   *metrics.Metrics

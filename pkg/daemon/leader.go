@@ -18,29 +18,34 @@ import (
 // once per node: a thousand Events for one typo on a thousand nodes.
 const ReporterLease = "image-cache-daemon-reporter"
 
-// reporterElection elects the daemon that reports object problems.
-type reporterElection struct {
+// election elects, among the daemons that share a Lease, the one that does
+// what only one must: the node daemon that reports object problems (the
+// ReporterLease), the planner replica that publishes the wanted set.
+type election struct {
 	elector *leaderelection.LeaderElector
 	// decided is closed once this daemon knows who reports: itself, or
 	// another daemon that holds the Lease.
 	decided chan struct{}
 	once    sync.Once
+	lease   string
 }
 
-func newReporterElection(client kubernetes.Interface, namespace, identity string) (*reporterElection, error) {
-	r := &reporterElection{decided: make(chan struct{})}
+func newElection(client kubernetes.Interface, namespace, lease, identity string) (*election, error) {
+	r := &election{decided: make(chan struct{}), lease: lease}
 	decide := func() { r.once.Do(func() { close(r.decided) }) }
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: &resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Name: ReporterLease, Namespace: namespace},
+			LeaseMeta:  metav1.ObjectMeta{Name: lease, Namespace: namespace},
 			Client:     client.CoordinationV1(),
 			LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
 		},
-		LeaseDuration:   30 * time.Second,
-		RenewDeadline:   20 * time.Second,
-		RetryPeriod:     5 * time.Second,
+		// kube-controller-manager's timings: a standby takes over within
+		// about 15 s of a leader's death.
+		LeaseDuration:   15 * time.Second,
+		RenewDeadline:   10 * time.Second,
+		RetryPeriod:     2 * time.Second,
 		ReleaseOnCancel: true,
-		Name:            ReporterLease,
+		Name:            lease,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(context.Context) { decide() },
 			OnStoppedLeading: func() {},
@@ -55,7 +60,7 @@ func newReporterElection(client kubernetes.Interface, namespace, identity string
 }
 
 // run campaigns until ctx ends: a daemon that loses the Lease stands again.
-func (r *reporterElection) run(ctx context.Context) {
+func (r *election) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		r.elector.Run(ctx)
 	}
@@ -64,14 +69,14 @@ func (r *reporterElection) run(ctx context.Context) {
 // wait blocks until this daemon knows who reports, or at most max, so that
 // the problems found by the sources' first read are reported by whoever
 // holds the Lease.
-func (r *reporterElection) wait(ctx context.Context, max time.Duration) {
+func (r *election) wait(ctx context.Context, max time.Duration) {
 	select {
 	case <-r.decided:
 	case <-time.After(max):
-		klog.FromContext(ctx).Info("No daemon holds the reporter Lease yet; object problems go to the log until one does", "lease", ReporterLease)
+		klog.FromContext(ctx).Info("No daemon holds the Lease yet; what only its holder does waits until one does", "lease", r.lease)
 	case <-ctx.Done():
 	}
 }
 
 // leading reports whether this daemon reports object problems.
-func (r *reporterElection) leading() bool { return r.elector.IsLeader() }
+func (r *election) leading() bool { return r.elector.IsLeader() }

@@ -21,19 +21,19 @@ func TestOneDaemonReports(t *testing.T) {
 	client := fake.NewClientset()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := newReporterElection(client, "icd", "daemon-a")
+	a, err := newElection(client, "icd", ReporterLease, "daemon-a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := newReporterElection(client, "icd", "daemon-b")
+	b, err := newElection(client, "icd", ReporterLease, "daemon-b")
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{}, 2)
-	for _, e := range []*reporterElection{a, b} {
+	for _, e := range []*election{a, b} {
 		go func() { e.run(ctx); done <- struct{}{} }()
 	}
-	for _, e := range []*reporterElection{a, b} {
+	for _, e := range []*election{a, b} {
 		select {
 		case <-e.decided:
 		case <-time.After(20 * time.Second):

@@ -25,6 +25,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 	"github.com/dcherman/image-cache-daemon/pkg/warm"
 )
 
@@ -32,27 +33,14 @@ import (
 // o must have passed Validate.
 func Run(ctx context.Context, o *options.Options) error {
 	logger := klog.FromContext(ctx)
-	cfg, err := restConfig(o.Kubeconfig)
+	c, err := connect(ctx, o, "image-cache-daemon")
 	if err != nil {
 		return err
 	}
-	cfg.UserAgent = "image-cache-daemon/" + version.String()
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("creating the Kubernetes client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("creating the dynamic client: %w", err)
-	}
-	meta, err := metadata.NewForConfig(cfg)
+	kube, dyn, self := c.kube, c.dyn, c.self
+	meta, err := metadata.NewForConfig(c.config)
 	if err != nil {
 		return fmt.Errorf("creating the metadata client: %w", err)
-	}
-
-	self, err := kube.CoreV1().Pods(o.PodNamespace).Get(ctx, o.PodName, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("reading this daemon's own pod %s/%s (--pod-namespace, --pod-name): %w", o.PodNamespace, o.PodName, err)
 	}
 	pcfg, err := prefetchConfig(o, self)
 	if err != nil {
@@ -64,21 +52,15 @@ func Run(ctx context.Context, o *options.Options) error {
 		"maxImages", o.MaxImages, "maxPrefetchPods", o.MaxPrefetchPods)
 
 	m := metrics.New()
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(eventScheme(), corev1.EventSource{Component: "image-cache-daemon", Host: o.NodeName})
-	election, err := newReporterElection(kube, o.PodNamespace, o.PodName)
+	recorder, stop := c.recorder(ctx, corev1.EventSource{Component: "image-cache-daemon", Host: o.NodeName})
+	defer stop()
+	election, err := newElection(kube, o.PodNamespace, ReporterLease, o.PodName)
 	if err != nil {
 		return fmt.Errorf("reporter election: %w", err)
 	}
 	reporter := &reporter{self: self, logger: logger, recorder: recorder, metrics: m, leading: election.leading}
 
-	scfg, err := o.SourceConfig()
-	if err != nil {
-		return err
-	}
-	sources, err := source.NewSet(scfg, source.Clients{Kube: kube, Dynamic: dyn, Discovery: kube.Discovery()}, reporter)
+	sources, err := nodeSources(o, kube, dyn, reporter)
 	if err != nil {
 		return err
 	}
@@ -123,6 +105,59 @@ func Run(ctx context.Context, o *options.Options) error {
 	}
 	g.Go(func() error { h.run(ctx); return nil })
 	g.Go(func() error { statuses.run(ctx); return nil })
+	serveEndpoints(ctx, g, o, m, func() error {
+		if err := h.ready(); err != nil {
+			return err
+		}
+		if !ctrl.Ready() {
+			return errors.New("waiting for the prefetch pods to sync")
+		}
+		return nil
+	})
+	err = g.Wait()
+	logger.Info("Stopped")
+	return err
+}
+
+// clients are what a daemon, node or planner, talks to the API server with.
+type clients struct {
+	config *rest.Config
+	kube   kubernetes.Interface
+	dyn    dynamic.Interface
+	// self is the daemon's own pod (--pod-namespace, --pod-name).
+	self *corev1.Pod
+}
+
+// connect builds the clients, as agent, and reads the daemon's own pod.
+func connect(ctx context.Context, o *options.Options, agent string) (*clients, error) {
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.UserAgent = agent + "/" + version.String()
+	c := &clients{config: cfg}
+	if c.kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, fmt.Errorf("creating the Kubernetes client: %w", err)
+	}
+	if c.dyn, err = dynamic.NewForConfig(cfg); err != nil {
+		return nil, fmt.Errorf("creating the dynamic client: %w", err)
+	}
+	if c.self, err = c.kube.CoreV1().Pods(o.PodNamespace).Get(ctx, o.PodName, metav1.GetOptions{}); err != nil {
+		return nil, fmt.Errorf("reading this daemon's own pod %s/%s (--pod-namespace, --pod-name): %w", o.PodNamespace, o.PodName, err)
+	}
+	return c, nil
+}
+
+// recorder records Events as from; stop flushes and stops it.
+func (c *clients) recorder(ctx context.Context, from corev1.EventSource) (record.EventRecorder, func()) {
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
+	return broadcaster.NewRecorder(eventScheme(), from), broadcaster.Shutdown
+}
+
+// serveEndpoints serves /metrics on --metrics-bind-address, and /healthz and
+// /readyz (ready: nil when ready) on --health-bind-address, in g.
+func serveEndpoints(ctx context.Context, g *errgroup.Group, o *options.Options, m *metrics.Metrics, ready func() error) {
 	if o.MetricsAddress != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
@@ -132,22 +167,45 @@ func Run(ctx context.Context, o *options.Options) error {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if err := h.ready(); err != nil {
+			if err := ready(); err != nil {
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			if !ctrl.Ready() {
-				http.Error(w, "waiting for the prefetch pods to sync", http.StatusServiceUnavailable)
 				return
 			}
 			_, _ = w.Write([]byte("ok"))
 		})
 		serve(ctx, g, "health", o.HealthAddress, mux)
 	}
-	err = g.Wait()
-	logger.Info("Stopped")
-	return err
 }
+
+// nodeSources are what a node daemon caches: the planner's published set
+// (--from-planner), else the sources it reads itself.
+func nodeSources(o *options.Options, kube kubernetes.Interface, dyn dynamic.Interface, reporter source.Reporter) (Sources, error) {
+	if o.FromPlanner {
+		r := wanted.NewReader(kube, o.PodNamespace)
+		return &plannedSet{Set: source.NewSetOf(r), reader: r}, nil
+	}
+	scfg, err := o.SourceConfig()
+	if err != nil {
+		return nil, err
+	}
+	return source.NewSet(scfg, source.Clients{Kube: kube, Dynamic: dyn, Discovery: kube.Discovery()}, reporter)
+}
+
+// Sources are the node daemon's: started once, read by the controller and
+// the health report.
+type Sources interface {
+	Wants
+	Start(ctx context.Context, onChange func())
+	Wait()
+}
+
+// plannedSet is the planner's set as a node daemon's Sources.
+type plannedSet struct {
+	*source.Set
+	reader *wanted.Reader
+}
+
+func (p *plannedSet) PlannedOver() []source.Image { return p.reader.PlannedOver() }
 
 // serve runs an HTTP server in g and shuts it down gracefully when ctx ends.
 func serve(ctx context.Context, g *errgroup.Group, name, addr string, h http.Handler) {

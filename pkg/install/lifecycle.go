@@ -15,6 +15,8 @@ import (
 	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 var (
@@ -84,7 +86,10 @@ func (a *Applier) Uninstall(ctx context.Context, namespace string) ([]Result, er
 	if o.SourceNamespaces, err = a.installedSourceNamespaces(ctx, namespace); err != nil {
 		return nil, err
 	}
-	results, err := a.Delete(ctx, Objects(o))
+	// And the wanted set, which the planner writes.
+	published := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: wanted.ConfigMap, Namespace: namespace}}
+	results, err := a.Delete(ctx, append(Objects(o), published))
 	if err != nil {
 		return results, err
 	}

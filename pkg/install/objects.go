@@ -22,6 +22,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
 	"github.com/dcherman/image-cache-daemon/pkg/warm"
 )
@@ -189,13 +190,9 @@ func readRules(o Options, include func(namespaced bool) bool) []rbacv1.PolicyRul
 	return rules
 }
 
-// clusterRules are the daemon's cluster-wide permissions. Each verb comes
-// from a call the daemon makes:
-//   - get, list, watch on its sources: the informers of pkg/source
-//     (sources.go), and the reading again of an object cut by its
-//     namespace's share (informer.go);
-//     the namespaced ones only when every namespace is read, else they are
-//     granted per namespace (sourceRules);
+// clusterRules are the node daemon's cluster-wide permissions; it reads no
+// source (the planner does, plannerClusterRules). Each verb comes from a
+// call the daemon makes:
 //   - create, patch on core Events: the reporter (pkg/daemon, setup.go)
 //     records on the sources' objects and on its own pod through client-go's
 //     EventBroadcaster with the core/v1 sink (run.go), which creates an
@@ -206,8 +203,7 @@ func readRules(o Options, include func(namespaced bool) bool) []rbacv1.PolicyRul
 //   - get on nodes: the daemon reads its own Node (its allocatable pods). A
 //     rule cannot name "the node this pod runs on", so it is every node.
 func clusterRules(o Options) []rbacv1.PolicyRule {
-	limited := len(o.sourceNamespaces()) > 0
-	rules := readRules(o, func(namespaced bool) bool { return !namespaced || !limited })
+	var rules []rbacv1.PolicyRule
 	// nodes: get its own node's allocatable pods and creation
 	// (controller.go); patch nodes/status for the Warm condition and, with
 	// a startup taint, nodes to remove it (pkg/warm). RBAC cannot name the
@@ -224,8 +220,36 @@ func clusterRules(o Options) []rbacv1.PolicyRule {
 	)
 }
 
-// sourceRules are the permissions in each source namespace when they are
-// limited: get, list and watch on the namespaced sources.
+// plannerClusterRules are the planner's cluster-wide permissions: get, list
+// and watch on its sources (the informers of pkg/source, sources.go, and
+// the reading again of an object cut by its namespace's share,
+// informer.go), the namespaced ones only when every namespace is read
+// (else sourceRules grants them per namespace); and create and patch on
+// core Events, which it records on the objects whose images it skips, in
+// their namespaces (and in default for cluster-scoped ones).
+func plannerClusterRules(o Options) []rbacv1.PolicyRule {
+	limited := len(o.sourceNamespaces()) > 0
+	rules := readRules(o, func(namespaced bool) bool { return !namespaced || !limited })
+	return append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}})
+}
+
+// plannerRules are the planner's permissions in the install namespace: get
+// its own pod (planner.go, for Events on it); write the wanted set
+// (pkg/wanted): get and update it by name, create it (a create is
+// authorized before its object has a name); and hold the planner Lease
+// (get, update by name; create).
+func plannerRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{wanted.ConfigMap}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{wanted.Planner}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+	}
+}
+
+// sourceRules are the planner's permissions in each source namespace when
+// they are limited: get, list and watch on the namespaced sources.
 func sourceRules(o Options) []rbacv1.PolicyRule {
 	return readRules(o, func(namespaced bool) bool { return namespaced })
 }
@@ -244,7 +268,9 @@ const reporterLease = "image-cache-daemon-reporter"
 // it (the DaemonSet makes its name up), so podPolicy admits creating and
 // patching only pods on the daemon's own node, and patching only their
 // annotations. And get the warden ConfigMap (setup.go), which prefetch
-// pods mount; hold the reporter Lease (leader.go: client-go's LeaseLock
+// pods mount; list and watch the planner's wanted set, by name (pkg/wanted,
+// reader.go: a watch with a field selector on its name, which RBAC grants
+// by name); hold the reporter Lease (leader.go: client-go's LeaseLock
 // gets, creates and updates it by name), so that one daemon, not every
 // node's, sends the Events about objects' problems: get and update name
 // it, create cannot (a create is authorized before its object has a
@@ -256,6 +282,7 @@ func podRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{warden.ConfigMap}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{wanted.ConfigMap}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{reporterLease}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{Name}, Verbs: []string{"get"}},
@@ -292,6 +319,19 @@ func Objects(o Options) []runtime.Object {
 		&rbacv1.RoleBinding{TypeMeta: rbacType("RoleBinding"), ObjectMeta: meta(Name, "rbac"),
 			RoleRef: roleRef("Role", Name), Subjects: subjects},
 	}
+	planner := []rbacv1.Subject{{Kind: "ServiceAccount", Name: wanted.Planner, Namespace: ns}}
+	objs = append(objs,
+		&corev1.ServiceAccount{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+			ObjectMeta: meta(wanted.Planner, "planner"),
+		},
+		&rbacv1.ClusterRole{TypeMeta: rbacType("ClusterRole"), ObjectMeta: rbacMeta(ns, "", PlannerRBACName(ns)), Rules: plannerClusterRules(o)},
+		&rbacv1.ClusterRoleBinding{TypeMeta: rbacType("ClusterRoleBinding"), ObjectMeta: rbacMeta(ns, "", PlannerRBACName(ns)),
+			RoleRef: roleRef("ClusterRole", PlannerRBACName(ns)), Subjects: planner},
+		&rbacv1.Role{TypeMeta: rbacType("Role"), ObjectMeta: meta(wanted.Planner, "rbac"), Rules: plannerRules()},
+		&rbacv1.RoleBinding{TypeMeta: rbacType("RoleBinding"), ObjectMeta: meta(wanted.Planner, "rbac"),
+			RoleRef: roleRef("Role", wanted.Planner), Subjects: planner},
+	)
 	objs = append(objs, nodePolicy(o)...)
 	objs = append(objs, podPolicy(o)...)
 	for _, sns := range o.sourceNamespaces() {
@@ -319,7 +359,13 @@ func Objects(o Options) []runtime.Object {
 		}
 		wardens.BinaryData[arch] = exe
 	}
-	return append(objs, images, wardens, daemonSet(o))
+	return append(objs, images, wardens, plannerDeployment(o), daemonSet(o))
+}
+
+// PlannerRBACName is the name of the planner's ClusterRole and
+// ClusterRoleBinding of an installation in namespace.
+func PlannerRBACName(namespace string) string {
+	return wanted.Planner + ":" + namespace
 }
 
 func rbacType(kind string) metav1.TypeMeta {
@@ -342,14 +388,14 @@ func serviceAccount(namespace string) []rbacv1.Subject {
 	return []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: namespace}}
 }
 
-// sourceRBAC is the Role and RoleBinding that let the installation o read
-// its namespaced sources in namespace.
+// sourceRBAC is the Role and RoleBinding that let the planner of the
+// installation o read its namespaced sources in namespace.
 func sourceRBAC(o Options, namespace string) []runtime.Object {
 	name := RBACName(o.Namespace)
 	return []runtime.Object{
 		&rbacv1.Role{TypeMeta: rbacType("Role"), ObjectMeta: rbacMeta(o.Namespace, namespace, name), Rules: sourceRules(o)},
 		&rbacv1.RoleBinding{TypeMeta: rbacType("RoleBinding"), ObjectMeta: rbacMeta(o.Namespace, namespace, name),
-			RoleRef: roleRef("Role", name), Subjects: serviceAccount(o.Namespace)},
+			RoleRef: roleRef("Role", name), Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: wanted.Planner, Namespace: o.Namespace}}},
 	}
 }
 
@@ -396,6 +442,47 @@ func Args(o Options) []string {
 
 func daemonSet(o Options) *appsv1.DaemonSet {
 	selector := map[string]string{"app.kubernetes.io/name": Name, "app.kubernetes.io/component": "daemon"}
+	spec := podSpec(o, Name, ContainerName, append(Args(o), "--from-planner"))
+	return &appsv1.DaemonSet{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: o.Namespace, Labels: objectLabels("daemon", o.Namespace)},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: selector},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
+				Type:          appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromString("10%"))},
+			},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels("daemon")}, Spec: spec},
+		},
+	}
+}
+
+// plannerDeployment runs the planner: two replicas, one leading, on two
+// nodes where it can, with the node daemon's flags and tolerations (so it
+// runs on nodes that still carry the startup taint: a cluster whose nodes
+// are all warming must not wait for it).
+func plannerDeployment(o Options) *appsv1.Deployment {
+	selector := map[string]string{"app.kubernetes.io/name": Name, "app.kubernetes.io/component": "planner"}
+	spec := podSpec(o, wanted.Planner, "planner", append([]string{"planner"}, Args(o)...))
+	spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{
+			LabelSelector: &metav1.LabelSelector{MatchLabels: selector}, TopologyKey: "kubernetes.io/hostname",
+		}}},
+	}}
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: wanted.Planner, Namespace: o.Namespace, Labels: objectLabels("planner", o.Namespace)},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: selector},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels("planner")}, Spec: spec},
+		},
+	}
+}
+
+// podSpec is the pod of the node daemon and of the planner: one container,
+// name, of the daemon's image, run as serviceAccount with args.
+func podSpec(o Options, serviceAccount, name string, args []string) corev1.PodSpec {
 	// A soft heap limit: the daemon's live heap is ~20 MiB even with
 	// thousands of watched objects; without it the Go runtime lets RSS
 	// grow to twice the live heap between collections.
@@ -419,59 +506,45 @@ func daemonSet(o Options) *appsv1.DaemonSet {
 			PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 3,
 		}
 	}
-	return &appsv1.DaemonSet{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
-		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: o.Namespace, Labels: objectLabels("daemon", o.Namespace)},
-		Spec: appsv1.DaemonSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: selector},
-			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
-				Type:          appsv1.RollingUpdateDaemonSetStrategyType,
-				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromString("10%"))},
-			},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels("daemon")},
-				Spec: corev1.PodSpec{
-					ServiceAccountName: Name,
-					Tolerations:        tolerations,
-					NodeSelector:       o.NodeSelector,
-					PriorityClassName:  o.PriorityClassName,
-					ImagePullSecrets:   pullSecrets,
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr.To(true),
-						RunAsUser:      ptr.To[int64](UID),
-						RunAsGroup:     ptr.To[int64](UID),
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
-					TerminationGracePeriodSeconds: ptr.To[int64](10),
-					Containers: []corev1.Container{{
-						Name:            ContainerName,
-						Image:           o.Image,
-						ImagePullPolicy: o.ImagePullPolicy,
-						Command:         []string{"/image-cache-daemon"},
-						Args:            Args(o),
-						Env:             env,
-						Ports: []corev1.ContainerPort{
-							{Name: "metrics", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
-							{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
-						},
-						LivenessProbe:  probe("/healthz"),
-						ReadinessProbe: probe("/readyz"),
-						Resources: corev1.ResourceRequirements{
-							Requests: corev1.ResourceList{
-								corev1.ResourceCPU:    resource.MustParse("10m"),
-								corev1.ResourceMemory: resource.MustParse("48Mi"),
-							},
-							Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
-						},
-						SecurityContext: &corev1.SecurityContext{
-							AllowPrivilegeEscalation: ptr.To(false),
-							ReadOnlyRootFilesystem:   ptr.To(true),
-							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-						},
-					}},
-				},
-			},
+	return corev1.PodSpec{
+		ServiceAccountName: serviceAccount,
+		Tolerations:        tolerations,
+		NodeSelector:       o.NodeSelector,
+		PriorityClassName:  o.PriorityClassName,
+		ImagePullSecrets:   pullSecrets,
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr.To(true),
+			RunAsUser:      ptr.To[int64](UID),
+			RunAsGroup:     ptr.To[int64](UID),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
+		TerminationGracePeriodSeconds: ptr.To[int64](10),
+		Containers: []corev1.Container{{
+			Name:            name,
+			Image:           o.Image,
+			ImagePullPolicy: o.ImagePullPolicy,
+			Command:         []string{"/image-cache-daemon"},
+			Args:            args,
+			Env:             env,
+			Ports: []corev1.ContainerPort{
+				{Name: "metrics", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
+				{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
+			},
+			LivenessProbe:  probe("/healthz"),
+			ReadinessProbe: probe("/readyz"),
+			Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{
+					corev1.ResourceCPU:    resource.MustParse("10m"),
+					corev1.ResourceMemory: resource.MustParse("48Mi"),
+				},
+				Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+			},
+			SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+		}},
 	}
 }
 

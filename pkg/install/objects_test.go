@@ -22,6 +22,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
 )
 
@@ -168,8 +169,9 @@ func rbacRules(t *testing.T, o Options) map[string][]rbacv1.PolicyRule {
 }
 
 // The exact permissions, so that a change to them is deliberate. Each verb
-// comes from a call the daemon makes (see clusterRules, sourceRules,
-// podRules).
+// comes from a call the node daemon or the planner makes (see clusterRules,
+// podRules, plannerClusterRules, plannerRules, sourceRules). The node
+// daemon reads no source: only the planner may.
 func TestRBACRules(t *testing.T) {
 	listWatch := []string{"get", "list", "watch"}
 	events := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}}
@@ -178,49 +180,70 @@ func TestRBACRules(t *testing.T) {
 	pods := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{warden.ConfigMap}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{wanted.ConfigMap}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{daemon.ReporterLease}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{Name}, Verbs: []string{"get"}},
+	}
+	planner := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{wanted.ConfigMap}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{wanted.Planner}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 	}
 	configMaps := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: listWatch}
 	argo := func(resources ...string) rbacv1.PolicyRule {
 		return rbacv1.PolicyRule{APIGroups: []string{"argoproj.io"}, Resources: resources, Verbs: listWatch}
 	}
+	const (
+		node        = "ClusterRole image-cache-daemon:icd"
+		plannerRole = "ClusterRole image-cache-daemon-planner:icd"
+	)
 	for _, tc := range []struct {
 		name string
 		set  func(*Options)
 		want map[string][]rbacv1.PolicyRule
 	}{
 		{"every namespace", func(*Options) {}, map[string][]rbacv1.PolicyRule{
-			"ClusterRole image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events, nodes, nodeStatus},
-			"Role icd/image-cache-daemon":        pods,
+			node:                                  {events, nodes, nodeStatus},
+			plannerRole:                           {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events},
+			"Role icd/image-cache-daemon":         pods,
+			"Role icd/image-cache-daemon-planner": planner,
 		}},
 		{"sources switched off", func(o *Options) {
 			o.WatchArgoWorkflowTemplates, o.WatchArgoClusterWorkflowTemplates = false, false
 		}, map[string][]rbacv1.PolicyRule{
-			"ClusterRole image-cache-daemon:icd": {configMaps, argo("cronworkflows"), events, nodes, nodeStatus},
-			"Role icd/image-cache-daemon":        pods,
+			node:                                  {events, nodes, nodeStatus},
+			plannerRole:                           {configMaps, argo("cronworkflows"), events},
+			"Role icd/image-cache-daemon":         pods,
+			"Role icd/image-cache-daemon-planner": planner,
 		}},
 		{"source namespaces", func(o *Options) { o.SourceNamespaces = []string{"team-a", "team-b"} }, map[string][]rbacv1.PolicyRule{
-			"ClusterRole image-cache-daemon:icd": {argo("clusterworkflowtemplates"), events, nodes, nodeStatus},
-			"Role icd/image-cache-daemon":        pods,
-			"Role icd/image-cache-daemon:icd":    {configMaps, argo("workflowtemplates", "cronworkflows")},
-			"Role team-a/image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "cronworkflows")},
-			"Role team-b/image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "cronworkflows")},
+			node:                                  {events, nodes, nodeStatus},
+			plannerRole:                           {argo("clusterworkflowtemplates"), events},
+			"Role icd/image-cache-daemon":         pods,
+			"Role icd/image-cache-daemon-planner": planner,
+			"Role icd/image-cache-daemon:icd":     {configMaps, argo("workflowtemplates", "cronworkflows")},
+			"Role team-a/image-cache-daemon:icd":  {configMaps, argo("workflowtemplates", "cronworkflows")},
+			"Role team-b/image-cache-daemon:icd":  {configMaps, argo("workflowtemplates", "cronworkflows")},
 		}},
 		{"startup taint", func(o *Options) { o.StartupTaint = "example.com/warming" }, map[string][]rbacv1.PolicyRule{
-			"ClusterRole image-cache-daemon:icd": {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events,
-				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}}, nodeStatus},
-			"Role icd/image-cache-daemon": pods,
+			node:                                  {events, {APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}}, nodeStatus},
+			plannerRole:                           {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events},
+			"Role icd/image-cache-daemon":         pods,
+			"Role icd/image-cache-daemon-planner": planner,
 		}},
 		{"source namespaces, ConfigMaps only", func(o *Options) {
 			o.SourceNamespaces = []string{"team-a"}
 			o.WatchArgoWorkflowTemplates, o.WatchArgoClusterWorkflowTemplates, o.WatchArgoCronWorkflows = false, false, false
 		}, map[string][]rbacv1.PolicyRule{
-			"ClusterRole image-cache-daemon:icd": {events, nodes, nodeStatus},
-			"Role icd/image-cache-daemon":        pods,
-			"Role icd/image-cache-daemon:icd":    {configMaps},
-			"Role team-a/image-cache-daemon:icd": {configMaps},
+			node:                                  {events, nodes, nodeStatus},
+			plannerRole:                           {events},
+			"Role icd/image-cache-daemon":         pods,
+			"Role icd/image-cache-daemon-planner": planner,
+			"Role icd/image-cache-daemon:icd":     {configMaps},
+			"Role team-a/image-cache-daemon:icd":  {configMaps},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,13 +316,15 @@ func TestObjectsAreNamedPerInstallation(t *testing.T) {
 					if msgs := path.IsValidPathSegmentName(ref.Name); len(msgs) > 0 {
 						t.Errorf("%s refers to %q: %v", id, ref.Name, msgs)
 					}
-					if want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: ns}}; !reflect.DeepEqual(subjects, want) {
-						t.Errorf("%s binds %v, want %v", id, subjects, want)
+					// The node daemon's service account, or the planner's.
+					if node, planner := []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: ns}},
+						[]rbacv1.Subject{{Kind: "ServiceAccount", Name: wanted.Planner, Namespace: ns}}; !reflect.DeepEqual(subjects, node) && !reflect.DeepEqual(subjects, planner) {
+						t.Errorf("%s binds %v, want %v or %v", id, subjects, node, planner)
 					}
 				}
 				clusterScoped := u.GetNamespace() == "" && u.GetKind() != "Namespace"
 				outside := u.GetNamespace() != "" && u.GetNamespace() != ns
-				if (clusterScoped || outside) && u.GetName() != RBACName(ns) && u.GetName() != PolicyName(ns) && u.GetName() != PodPolicyName(ns) {
+				if (clusterScoped || outside) && u.GetName() != RBACName(ns) && u.GetName() != PlannerRBACName(ns) && u.GetName() != PolicyName(ns) && u.GetName() != PodPolicyName(ns) {
 					t.Errorf("%s is outside the install namespace but not named for it (%s)", id, RBACName(ns))
 				}
 			}

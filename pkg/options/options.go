@@ -58,6 +58,9 @@ type Options struct {
 	// WarmTimeout is how long after the node's creation a startup taint is
 	// kept for images still pulling (0: no limit).
 	WarmTimeout time.Duration
+	// FromPlanner: the node daemon reads the wanted set the planner
+	// publishes (pkg/wanted) instead of the sources.
+	FromPlanner bool
 	// RegistryPullQPS and RegistryBurst are the kubelet's registryPullQPS
 	// and registryBurst on the nodes: the daemon paces its pulls under them.
 	RegistryPullQPS float64
@@ -106,6 +109,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "The node name to pull to")
 	fs.StringVar(&o.PodName, "pod-name", o.PodName, "The pod name")
 	fs.StringVar(&o.PodNamespace, "pod-namespace", o.PodNamespace, "The namespace this pod is running in")
+	fs.BoolVar(&o.FromPlanner, "from-planner", o.FromPlanner, "Cache the wanted set the planner publishes in this namespace (image-cache-daemon planner) instead of reading the sources: the node daemon then needs no right to read them")
 	// --pod-uid is the original's, and nothing needs it: the daemon reads
 	// its own pod by name. Installs made before it was dropped from the
 	// manifest still pass it, so it is accepted, hidden and ignored (not

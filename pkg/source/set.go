@@ -86,11 +86,22 @@ func (s *Set) Wants() []Want {
 	return wants
 }
 
-// Health returns every source's health, in the order the sources were built.
+// Health returns every source's health, in the order the sources were
+// built; a source that relays others (a node's reader of the planner's
+// wanted set) is followed by theirs.
 func (s *Set) Health() []Health {
-	out := make([]Health, len(s.sources))
-	for i, src := range s.sources {
-		out[i] = src.Health()
+	out := make([]Health, 0, len(s.sources))
+	for _, src := range s.sources {
+		out = append(out, src.Health())
+		if r, ok := src.(Relay); ok {
+			out = append(out, r.Relayed()...)
+		}
 	}
 	return out
+}
+
+// Relay is a Source that stands for others, read elsewhere (the planner's).
+type Relay interface {
+	// Relayed is the health of the sources it stands for.
+	Relayed() []Health
 }

@@ -90,8 +90,11 @@ func waitRollout(t *testing.T, ns string) {
 	}
 }
 
+// daemonsAndPlanner selects the node daemons' and the planner's pods.
+const daemonsAndPlanner = "app.kubernetes.io/component in (daemon,planner)"
+
 func daemonLogs(t *testing.T, ns string) string {
-	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: daemonsAndPlanner})
 	if err != nil || len(pods.Items) == 0 {
 		return "(no daemon pod)"
 	}
@@ -479,14 +482,14 @@ func assertNoDuplicates(t *testing.T, ns string) {
 
 func assertDaemonNotRestarted(t *testing.T, ns string) {
 	t.Helper()
-	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: daemonsAndPlanner})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range pods.Items {
 		for _, cs := range p.Status.ContainerStatuses {
 			if cs.RestartCount > 0 {
-				t.Errorf("daemon pod %s restarted %d times\n%s", p.Name, cs.RestartCount, daemonLogs(t, ns))
+				t.Errorf("pod %s restarted %d times\n%s", p.Name, cs.RestartCount, daemonLogs(t, ns))
 			}
 		}
 	}

@@ -112,11 +112,11 @@ func installWithUsers(t *testing.T, prefix string, args ...string) (ns, users st
 	return ns, newNamespace(t)
 }
 
-// logDaemonPeakMemory prints the highest memory use of each daemon
-// container, as its cgroup (v1, cgroupfs, on this machine) recorded it.
+// logDaemonPeakMemory prints the highest memory use of each daemon and
+// planner container, as its cgroup (v1, cgroupfs, on this machine) recorded it.
 func logDaemonPeakMemory(t *testing.T, ns string) {
 	t.Helper()
-	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: daemonsAndPlanner})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func logDaemonPeakMemory(t *testing.T, ns string) {
 				if b, err := os.ReadFile(f); err == nil {
 					var peak int64
 					_, _ = fmt.Sscan(string(b), &peak)
-					t.Logf("daemon container %s/%s peak memory (cgroup): %.1f MiB", p.Name, cs.Name, float64(peak)/(1<<20))
+					t.Logf("container %s/%s peak memory (cgroup): %.1f MiB", p.Name, cs.Name, float64(peak)/(1<<20))
 				}
 			}
 		}

@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"io"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 // TestTwoInstallations installs a second image-cache-daemon beside a first
@@ -71,11 +74,13 @@ func TestTwoInstallations(t *testing.T) {
 	}
 
 	t.Run("the second's cluster RBAC is gone", func(t *testing.T) {
-		if _, err := env.client.RbacV1().ClusterRoles().Get(ctx, install.RBACName(second.Namespace), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			t.Errorf("ClusterRole %s: %v, want it gone", install.RBACName(second.Namespace), err)
-		}
-		if _, err := env.client.RbacV1().ClusterRoleBindings().Get(ctx, install.RBACName(second.Namespace), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			t.Errorf("ClusterRoleBinding %s: %v, want it gone", install.RBACName(second.Namespace), err)
+		for _, name := range []string{install.RBACName(second.Namespace), install.PlannerRBACName(second.Namespace)} {
+			if _, err := env.client.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("ClusterRole %s: %v, want it gone", name, err)
+			}
+			if _, err := env.client.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("ClusterRoleBinding %s: %v, want it gone", name, err)
+			}
 		}
 	})
 
@@ -92,7 +97,8 @@ func TestTwoInstallations(t *testing.T) {
 		if crb.RoleRef.Name != name || !slices.Contains(crb.Subjects, sa) {
 			t.Errorf("ClusterRoleBinding %s grants %s to %v, want %s to %v", name, crb.RoleRef.Name, crb.Subjects, name, sa)
 		}
-		// What the API server decides, not only what the objects say.
+		// What the API server decides, not only what the objects say: the
+		// planner reads the sources, the node daemon none of them.
 		for _, attr := range []authorizationv1.ResourceAttributes{
 			{Verb: "list", Resource: "configmaps", Namespace: users},
 			{Verb: "watch", Resource: "configmaps"},
@@ -100,11 +106,46 @@ func TestTwoInstallations(t *testing.T) {
 			{Verb: "list", Group: "argoproj.io", Resource: "clusterworkflowtemplates"},
 			{Verb: "list", Group: "argoproj.io", Resource: "cronworkflows"},
 			{Verb: "create", Resource: "events", Namespace: users},
+		} {
+			if !allowed(t, first.Namespace, wanted.Planner, attr) {
+				t.Errorf("the first's planner may not %s %s (namespace %q)", attr.Verb, attr.Resource, attr.Namespace)
+			}
+			if attr.Verb != "create" && allowed(t, first.Namespace, install.Name, attr) {
+				t.Errorf("the first's node daemon may %s %s (namespace %q): only the planner may read the sources", attr.Verb, attr.Resource, attr.Namespace)
+			}
+		}
+		for _, attr := range []authorizationv1.ResourceAttributes{
+			{Verb: "watch", Resource: "configmaps", Namespace: first.Namespace, Name: wanted.ConfigMap},
 			{Verb: "get", Resource: "nodes"},
 			{Verb: "create", Resource: "pods", Namespace: first.Namespace},
 		} {
-			if !allowed(t, first.Namespace, attr) {
+			if !allowed(t, first.Namespace, install.Name, attr) {
 				t.Errorf("the first's service account may not %s %s (namespace %q)", attr.Verb, attr.Resource, attr.Namespace)
+			}
+		}
+	})
+
+	// The node daemon's token reads no tenant's objects, as kubectl says it.
+	t.Run("kubectl auth can-i", func(t *testing.T) {
+		kubectl := os.Getenv("KUBECTL")
+		if kubectl == "" {
+			t.Fatal("KUBECTL is not set: run the e2e suite through make e2e, which passes the kubectl built with the cluster")
+		}
+		for _, tc := range []struct {
+			sa, want string
+			args     []string
+		}{
+			{install.Name, "no", []string{"list", "configmaps", "-A"}},
+			{install.Name, "no", []string{"list", "configmaps", "-n", users}},
+			{install.Name, "no", []string{"list", "workflowtemplates.argoproj.io", "-A"}},
+			{install.Name, "yes", []string{"watch", "configmaps/" + wanted.ConfigMap, "-n", first.Namespace}},
+			{wanted.Planner, "yes", []string{"list", "configmaps", "-A"}},
+		} {
+			args := append([]string{"auth", "can-i"}, tc.args...)
+			args = append(args, "--as=system:serviceaccount:"+first.Namespace+":"+tc.sa)
+			out, _ := exec.Command(kubectl, args...).CombinedOutput()
+			if got := strings.TrimSpace(string(out)); got != tc.want {
+				t.Errorf("kubectl %s: %q, want %q", strings.Join(args, " "), got, tc.want)
 			}
 		}
 	})
@@ -113,16 +154,17 @@ func TestTwoInstallations(t *testing.T) {
 	// would hide a loss for minutes: a fresh daemon lists its sources under
 	// the RBAC there is now, and becomes ready only once it has.
 	t.Run("a fresh daemon of the first caches a new image", func(t *testing.T) {
-		restartDaemons(t, first.Namespace)
+		restartDaemons(t, first.Namespace, "daemon")
+		restartDaemons(t, first.Namespace, "planner")
 		img := randomImage(t, "e2e/two-installs-after:"+rand.String(6), uint64(rand.Int()))
 		imageList(t, users, "two-installs-after", "- "+img+"\n")
 		waitCached(t, first.Namespace, img)
-		pods, err := env.client.CoreV1().Pods(first.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+		pods, err := env.client.CoreV1().Pods(first.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component in (daemon,planner)"})
 		if err != nil || len(pods.Items) == 0 {
 			t.Fatalf("daemon pods of %s: %v (%d)", first.Namespace, err, len(pods.Items))
 		}
 		for _, p := range pods.Items {
-			log := logs(t, first.Namespace, p.Name, install.ContainerName)
+			log := logs(t, first.Namespace, p.Name, p.Spec.Containers[0].Name)
 			for _, line := range strings.Split(log, "\n") {
 				if strings.Contains(strings.ToLower(line), "forbidden") {
 					t.Errorf("daemon %s: %s", p.Name, line)
@@ -132,12 +174,12 @@ func TestTwoInstallations(t *testing.T) {
 	})
 }
 
-// allowed asks the API server whether the daemon's service account in ns
-// may do attr.
-func allowed(t *testing.T, ns string, attr authorizationv1.ResourceAttributes) bool {
+// allowed asks the API server whether the service account sa in ns may do
+// attr.
+func allowed(t *testing.T, ns, sa string, attr authorizationv1.ResourceAttributes) bool {
 	t.Helper()
 	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User:               "system:serviceaccount:" + ns + ":" + install.Name,
+		User:               "system:serviceaccount:" + ns + ":" + sa,
 		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
 		ResourceAttributes: &attr,
 	}}
@@ -148,12 +190,12 @@ func allowed(t *testing.T, ns string, attr authorizationv1.ResourceAttributes) b
 	return got.Status.Allowed
 }
 
-// restartDaemons deletes the daemon pods in ns and waits until every one is
-// replaced by a ready new one.
-func restartDaemons(t *testing.T, ns string) {
+// restartDaemons deletes the pods of component (daemon, planner) in ns and
+// waits until every one is replaced by a ready new one.
+func restartDaemons(t *testing.T, ns, component string) {
 	t.Helper()
 	ctx := context.Background()
-	selector := metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"}
+	selector := metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=" + component}
 	pods, err := env.client.CoreV1().Pods(ns).List(ctx, selector)
 	if err != nil || len(pods.Items) == 0 {
 		t.Fatalf("daemon pods of %s: %v (%d)", ns, err, len(pods.Items))

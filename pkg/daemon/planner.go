@@ -1,0 +1,180 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/dcherman/image-cache-daemon/pkg/metrics"
+	"github.com/dcherman/image-cache-daemon/pkg/options"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/version"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+)
+
+// publishEvery is the least time between two writes of the wanted set: a
+// burst of edits is one write. refreshEvery is how often the set is built
+// again though no source said it changed (a source's health moves on its
+// own: a watch that fails, then recovers).
+const (
+	publishEvery = 2 * time.Second
+	refreshEvery = 30 * time.Second
+)
+
+// RunPlanner runs the planner until ctx ends: it reads the sources once for
+// the cluster, ranks their images within --max-images, reports the problems
+// of objects as Events, and publishes the wanted set (pkg/wanted) for the
+// node daemons. Its replicas elect one leader, which alone writes and
+// reports; the others read too, to take over at once.
+func RunPlanner(ctx context.Context, o *options.Options) error {
+	logger := klog.FromContext(ctx)
+	c, err := connect(ctx, o, wanted.Planner)
+	if err != nil {
+		return err
+	}
+	kube := c.kube
+	logger.Info("Starting the planner", "version", version.String(), "maxImages", o.MaxImages)
+
+	m := metrics.New()
+	recorder, stop := c.recorder(ctx, corev1.EventSource{Component: wanted.Planner})
+	defer stop()
+	election, err := newElection(kube, o.PodNamespace, wanted.Planner, o.PodName)
+	if err != nil {
+		return fmt.Errorf("planner election: %w", err)
+	}
+	reporter := &reporter{self: c.self, logger: logger, recorder: recorder, metrics: m, leading: election.leading}
+	scfg, err := o.SourceConfig()
+	if err != nil {
+		return err
+	}
+	sources, err := source.NewSet(scfg, source.Clients{Kube: kube, Dynamic: c.dyn, Discovery: kube.Discovery()}, reporter)
+	if err != nil {
+		return err
+	}
+	p := &planner{sources: sources, maxImages: o.MaxImages, leading: election.leading, grace: sourceGrace,
+		publish: (&setWriter{client: kube, namespace: o.PodNamespace}).write, changed: make(chan struct{}, 1), metrics: m}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { election.run(ctx); return nil })
+	g.Go(func() error {
+		election.wait(ctx, 15*time.Second)
+		sources.Start(ctx, p.enqueue)
+		sources.Wait()
+		return nil
+	})
+	g.Go(func() error { p.run(ctx); return nil })
+	serveEndpoints(ctx, g, o, m, func() error {
+		if !sources.HasSynced() {
+			return errors.New("waiting for the sources to sync")
+		}
+		return nil
+	})
+	err = g.Wait()
+	logger.Info("Stopped")
+	return err
+}
+
+// planner publishes the wanted set its sources make, while it leads.
+type planner struct {
+	sources interface {
+		HasSynced() bool
+		Wants() []source.Want
+		Health() []source.Health
+	}
+	maxImages int
+	leading   func() bool
+	// grace is how long after its start the planner waits for every source
+	// before it publishes a partial set (which nodes do not delete on).
+	grace   time.Duration
+	publish func(ctx context.Context, data []byte) error
+	changed chan struct{}
+	metrics *metrics.Metrics
+}
+
+// enqueue says the sources may have changed.
+func (p *planner) enqueue() {
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// run publishes until ctx ends: when the sources change, at most every
+// publishEvery, and every refreshEvery.
+func (p *planner) run(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	started := time.Now()
+	refresh := time.NewTicker(refreshEvery)
+	defer refresh.Stop()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.changed:
+		case <-refresh.C:
+		case <-retry.C:
+		}
+		synced := p.sources.HasSynced()
+		if !p.leading() || !synced && time.Since(started) < p.grace {
+			retry.Reset(publishEvery)
+			continue
+		}
+		set := wanted.Build(p.sources.Wants(), p.maxImages, p.sources.Health())
+		set.Partial = !synced
+		data, err := wanted.Encode(set)
+		if err == nil {
+			err = p.publish(ctx, data)
+		}
+		if err != nil {
+			logger.Error(err, "Publishing the wanted set")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(publishEvery):
+		}
+		if !synced {
+			retry.Reset(0)
+		}
+	}
+}
+
+// setWriter writes the wanted set into its ConfigMap, only when it differs
+// from what is there (read first: another replica may have led meanwhile).
+type setWriter struct {
+	client    kubernetes.Interface
+	namespace string
+}
+
+func (w *setWriter) write(ctx context.Context, data []byte) error {
+	cms := w.client.CoreV1().ConfigMaps(w.namespace)
+	cm, err := cms.Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: wanted.ConfigMap, Namespace: w.namespace, Labels: map[string]string{
+			"app.kubernetes.io/name": "image-cache-daemon", "app.kubernetes.io/component": "wanted",
+		}}, BinaryData: map[string][]byte{wanted.Key: data}}
+		_, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: wanted.Planner})
+	case err != nil:
+	case bytes.Equal(cm.BinaryData[wanted.Key], data):
+	default:
+		cm.BinaryData = map[string][]byte{wanted.Key: data}
+		cm.Data = nil
+		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: wanted.Planner})
+	}
+	if err != nil {
+		return fmt.Errorf("writing configmap/%s: %w", wanted.ConfigMap, err)
+	}
+	return nil
+}

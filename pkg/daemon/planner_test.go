@@ -1,0 +1,132 @@
+package daemon
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+)
+
+// fakeSources are sources whose answers a test sets.
+type fakeSources struct {
+	mu     sync.Mutex
+	synced bool
+	wants  []source.Want
+}
+
+func (f *fakeSources) HasSynced() bool      { f.mu.Lock(); defer f.mu.Unlock(); return f.synced }
+func (f *fakeSources) Wants() []source.Want { f.mu.Lock(); defer f.mu.Unlock(); return f.wants }
+func (f *fakeSources) Health() []source.Health {
+	return []source.Health{{Source: "configmaps", Synced: f.HasSynced()}}
+}
+
+// The leading planner publishes the set once its sources synced (a partial
+// one after the grace), again when they change, and never while it does not
+// lead; the set is written only when it differs from what is there.
+func TestPlannerPublishes(t *testing.T) {
+	client := fake.NewClientset()
+	writer := &setWriter{client: client, namespace: "icd"}
+	src := &fakeSources{}
+	var leading sync.Mutex
+	lead := false
+	p := &planner{sources: src, maxImages: 10, grace: time.Hour, publish: writer.write, changed: make(chan struct{}, 1),
+		leading: func() bool { leading.Lock(); defer leading.Unlock(); return lead }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	published := func() *wanted.Set {
+		cm, err := client.CoreV1().ConfigMaps("icd").Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+		if err != nil {
+			return nil
+		}
+		s, err := wanted.Decode(cm.BinaryData[wanted.Key])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	writes := func() int {
+		n := 0
+		for _, a := range client.Actions() {
+			if a.GetVerb() == "create" || a.GetVerb() == "update" {
+				n++
+			}
+		}
+		return n
+	}
+
+	src.mu.Lock()
+	src.synced, src.wants = true, []source.Want{{Image: "docker.io/library/alpine:latest", Origin: "flag --image", Static: true}}
+	src.mu.Unlock()
+	p.enqueue()
+	time.Sleep(100 * time.Millisecond)
+	if published() != nil {
+		t.Fatal("published while not leading")
+	}
+	leading.Lock()
+	lead = true
+	leading.Unlock()
+	p.enqueue()
+	waitFor(t, "the set is published", func() bool { s := published(); return s != nil && len(s.Images) == 1 && !s.Partial })
+	if n := writes(); n != 1 {
+		t.Errorf("%d writes; want 1", n)
+	}
+	// The same set again: nothing written.
+	if err := writer.write(ctx, mustEncode(t, wanted.Build(src.Wants(), 10, src.Health()))); err != nil || writes() != 1 {
+		t.Errorf("an unchanged set was written again (%d writes, %v)", writes(), err)
+	}
+	src.mu.Lock()
+	src.wants = append(src.wants, source.Want{Image: "docker.io/library/nginx:latest", Origin: "ConfigMap a/x", Namespace: "a"})
+	src.mu.Unlock()
+	p.enqueue()
+	waitFor(t, "the change is published", func() bool { s := published(); return s != nil && len(s.Images) == 2 })
+}
+
+// Sources that do not sync within the grace: the planner publishes what it
+// has, marked partial, so that nodes cache it and delete nothing.
+func TestPlannerPublishesPartialAfterGrace(t *testing.T) {
+	client := fake.NewClientset()
+	src := &fakeSources{wants: []source.Want{{Image: "docker.io/library/alpine:latest", Origin: "flag --image", Static: true}}}
+	p := &planner{sources: src, maxImages: 10, grace: 0, publish: (&setWriter{client: client, namespace: "icd"}).write,
+		changed: make(chan struct{}, 1), leading: func() bool { return true }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "a partial set is published", func() bool {
+		cm, err := client.CoreV1().ConfigMaps("icd").Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		s, err := wanted.Decode(cm.BinaryData[wanted.Key])
+		return err == nil && s.Partial && len(s.Images) == 1
+	})
+}
+
+func mustEncode(t *testing.T, s *wanted.Set) []byte {
+	t.Helper()
+	b, err := wanted.Encode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,100 @@
+package wanted
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/dcherman/image-cache-daemon/pkg/source"
+)
+
+// The fake clientset serves no streaming lists.
+func TestMain(m *testing.M) {
+	os.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	os.Exit(m.Run())
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 5*time.Second, true,
+		func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("never: %s", what)
+	}
+}
+
+// A node reads the set the planner publishes; a set that does not decode
+// is reported and the last good one kept; a partial set is cached but is
+// no sync (nothing is deleted on its strength); what the planner left out
+// is named, and its sources' health relayed.
+func TestReader(t *testing.T) {
+	client := fake.NewClientset()
+	r := NewReader(client, "icd")
+	set := source.NewSetOf(r)
+	ctx, cancel := context.WithCancel(context.Background())
+	changes := make(chan struct{}, 100)
+	set.Start(ctx, func() { changes <- struct{}{} })
+	defer set.Wait()
+	defer cancel()
+	eventually(t, "the missing set is reported", func() bool {
+		return strings.Contains(r.Health().Problem, "has published no wanted set yet")
+	})
+	if set.HasSynced() {
+		t.Fatal("synced with no set")
+	}
+
+	put := func(data []byte) {
+		t.Helper()
+		cms := client.CoreV1().ConfigMaps("icd")
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ConfigMap, Namespace: "icd"}, BinaryData: map[string][]byte{Key: data}}
+		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	encoded := func(s *Set) []byte {
+		t.Helper()
+		b, err := Encode(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	wants := []source.Want{
+		{Image: "docker.io/library/alpine:latest", Origin: "ConfigMap a/x", Namespace: "a"},
+		{Image: "docker.io/library/nginx:latest", Origin: "ConfigMap a/x", Namespace: "a"},
+	}
+	health := []source.Health{{Source: "configmaps", Synced: true, Objects: 1}}
+
+	partial := Build(wants, 1, health)
+	partial.Partial = true
+	put(encoded(partial))
+	eventually(t, "the partial set is read", func() bool { return len(set.Wants()) == 1 })
+	if set.HasSynced() {
+		t.Error("a partial set counts as a sync")
+	}
+	if over := r.PlannedOver(); len(over) != 1 || over[0].Image != "docker.io/library/nginx:latest" {
+		t.Errorf("planned over %v; want nginx", over)
+	}
+
+	put(encoded(Build(wants, 2, health)))
+	eventually(t, "the whole set is read", func() bool { return set.HasSynced() && len(set.Wants()) == 2 })
+	if h := set.Health(); len(h) != 2 || h[0].Source != SourceName || !h[0].OK() || h[1].Source != "configmaps" {
+		t.Errorf("health %+v; want the planner's and the relayed configmaps'", h)
+	}
+
+	put([]byte("not a set"))
+	eventually(t, "the bad set is reported", func() bool {
+		return strings.Contains(r.Health().Problem, "the last good set is kept")
+	})
+	if !set.HasSynced() || len(set.Wants()) != 2 {
+		t.Errorf("after a bad set: synced %v, wants %v; want the last good set", set.HasSynced(), set.Wants())
+	}
+}

@@ -1,0 +1,213 @@
+// Package wanted is the wanted set: what the planner decides and every node
+// daemon caches. The planner reads the sources once for the cluster, ranks
+// their images as source.Select does (the --image flag's first, then the
+// namespaces round-robin) within --max-images, and publishes the result in
+// one ConfigMap of the install namespace; a node daemon reads that ConfigMap
+// only, so what it reads and may read does not grow with the tenants'
+// objects, and its credentials read none of them.
+package wanted
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
+)
+
+const (
+	// ConfigMap is the name of the ConfigMap, in the install namespace,
+	// that holds the published set.
+	ConfigMap = "image-cache-daemon-wanted"
+	// Key is its binaryData key: the set as gzip-compressed JSON.
+	Key = "wanted.json.gz"
+	// MaxBytes is the most the compressed set takes, well within the 1 MiB
+	// an object may hold. A set that would take more is published cut: the
+	// images ranked last are left out, and counted as over the limit.
+	MaxBytes = 768 << 10
+	// maxJSONBytes bounds what decoding a set may expand to.
+	maxJSONBytes = 16 << 20
+	// maxOrigins is how many of an image's origins the set names; the
+	// others are counted.
+	maxOrigins = 3
+	// overSample is how many of the images left out the set names.
+	overSample = 3
+	// version is the format's version.
+	version = 1
+)
+
+// Set is the published wanted set.
+type Set struct {
+	V int `json:"v"`
+	// Partial: a source had not read its objects yet when the set was
+	// made (the planner waits for them a while, then publishes what it
+	// has); a node caches it but deletes nothing on its strength.
+	Partial bool `json:"partial,omitempty"`
+	// Images are the images to cache, in rank order (the first are cached
+	// first where a node's own limits cut the list).
+	Images []Image `json:"images"`
+	// Over counts the wanted images left out by --max-images (and by
+	// MaxBytes); OverSample names the first few, with what wants them.
+	Over       int            `json:"over,omitempty"`
+	OverSample []source.Image `json:"overSample,omitempty"`
+	// Sources is the health of the planner's sources.
+	Sources []source.Health `json:"sources"`
+}
+
+// Image is one wanted image and what wants it.
+type Image struct {
+	Image string `json:"image"`
+	// Origins name at most maxOrigins of what wants it; MoreOrigins
+	// counts the others.
+	Origins     []string `json:"origins"`
+	MoreOrigins int      `json:"moreOrigins,omitempty"`
+}
+
+// Build ranks wants as source.Select does within limit and returns the set
+// to publish.
+func Build(wants []source.Want, limit int, health []source.Health) *Set {
+	keep, over := source.Select(wants, limit)
+	origins := make(map[string][]string, len(keep))
+	for _, img := range keep {
+		origins[img] = nil
+	}
+	for _, w := range wants {
+		if o, ok := origins[w.Image]; ok && !slices.Contains(o, w.Origin) {
+			origins[w.Image] = append(o, w.Origin)
+		}
+	}
+	s := &Set{V: version, Images: make([]Image, 0, len(keep)), Over: len(over), Sources: health}
+	for _, img := range keep {
+		o := origins[img]
+		slices.Sort(o)
+		s.Images = append(s.Images, shortImage(img, o))
+	}
+	for _, o := range over[:min(len(over), overSample)] {
+		im := shortImage(o.Image, o.Origins)
+		s.OverSample = append(s.OverSample, source.Image{Image: im.Image, Origins: im.Origins})
+	}
+	return s
+}
+
+// shortImage is img with at most maxOrigins origins, each cut short.
+func shortImage(img string, origins []string) Image {
+	im := Image{Image: img, MoreOrigins: max(0, len(origins)-maxOrigins)}
+	for _, o := range origins[:min(len(origins), maxOrigins)] {
+		im.Origins = append(im.Origins, imageref.Shorten(o))
+	}
+	return im
+}
+
+// Encode returns s as the ConfigMap holds it, within MaxBytes: when the
+// whole set does not fit, the images ranked last are left out (counted in
+// Over), as few as need be.
+func Encode(s *Set) ([]byte, error) {
+	b, err := encode(s)
+	if err != nil || len(b) <= MaxBytes {
+		return b, err
+	}
+	// Binary search for the most images that fit.
+	lo, hi := 0, len(s.Images) // lo fits (an empty set does), hi does not
+	var best []byte
+	for lo < hi-1 {
+		mid := (lo + hi) / 2
+		c, err := encode(cut(s, mid))
+		if err != nil {
+			return nil, err
+		}
+		if len(c) <= MaxBytes {
+			lo, best = mid, c
+		} else {
+			hi = mid
+		}
+	}
+	if best == nil {
+		return encode(cut(s, lo))
+	}
+	return best, nil
+}
+
+// cut is s with its first n images only, the rest counted as over.
+func cut(s *Set, n int) *Set {
+	c := *s
+	c.Images = s.Images[:n]
+	c.Over += len(s.Images) - n
+	return &c
+}
+
+func encode(s *Set) ([]byte, error) {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if err := json.NewEncoder(zw).Encode(s); err != nil {
+		return nil, fmt.Errorf("encoding the wanted set: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("compressing the wanted set: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// Decode reads a published set, strictly: a set that does not decode, or
+// names an image that is not a normalised reference, is refused whole (a
+// node then keeps the last good one).
+func Decode(b []byte) (*Set, error) {
+	if len(b) > MaxBytes {
+		return nil, fmt.Errorf("the wanted set is %d bytes, more than %d", len(b), MaxBytes)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("the wanted set is not gzip: %w", err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, maxJSONBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("decompressing the wanted set: %w", err)
+	}
+	if len(raw) > maxJSONBytes {
+		return nil, fmt.Errorf("the wanted set expands past %d bytes", maxJSONBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var s Set
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("the wanted set does not decode: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("the wanted set holds more than one value")
+	}
+	if s.V != version {
+		return nil, fmt.Errorf("the wanted set is of version %d; this daemon reads version %d", s.V, version)
+	}
+	seen := make(map[string]bool, len(s.Images))
+	for _, im := range s.Images {
+		if n, err := imageref.Normalize(im.Image); err != nil || n != im.Image {
+			return nil, fmt.Errorf("the wanted set names %s, which is not a normalised image reference", imageref.Quote(im.Image))
+		}
+		if seen[im.Image] {
+			return nil, fmt.Errorf("the wanted set names %s twice", imageref.Quote(im.Image))
+		}
+		seen[im.Image] = true
+	}
+	return &s, nil
+}
+
+// Wants are the set's images as a node's source.Select takes them: in rank
+// order, all served first (Static), so a node takes the first as far as its
+// own limits go.
+func (s *Set) Wants() []source.Want {
+	var out []source.Want
+	for _, im := range s.Images {
+		origins := im.Origins
+		if len(origins) == 0 {
+			origins = []string{"planner"}
+		}
+		for _, o := range origins {
+			out = append(out, source.Want{Image: im.Image, Origin: o, Static: true})
+		}
+	}
+	return out
+}

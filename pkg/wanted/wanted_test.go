@@ -1,0 +1,155 @@
+package wanted
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/dcherman/image-cache-daemon/pkg/source"
+)
+
+func want(ns, origin, image string) source.Want {
+	return source.Want{Image: image, Origin: origin, Namespace: ns}
+}
+
+// The set ranks as source.Select does, names at most three origins an
+// image, and counts and names what --max-images leaves out.
+func TestBuild(t *testing.T) {
+	wants := []source.Want{
+		want("a", "ConfigMap a/x", "docker.io/library/a1:latest"),
+		want("a", "ConfigMap a/x", "docker.io/library/a2:latest"),
+		want("b", "ConfigMap b/x", "docker.io/library/b1:latest"),
+		{Image: "docker.io/library/static:latest", Origin: "flag --image", Static: true},
+	}
+	for i := range 5 {
+		wants = append(wants, want("c", fmt.Sprintf("ConfigMap c/o%d", i), "docker.io/library/shared:latest"))
+	}
+	health := []source.Health{{Source: "configmaps", Synced: true, Objects: 7}}
+	s := Build(wants, 4, health)
+	var images []string
+	for _, im := range s.Images {
+		images = append(images, im.Image)
+	}
+	keep, over := source.Select(wants, 4)
+	if !reflect.DeepEqual(images, keep) || s.Over != len(over) || len(s.OverSample) != len(over) {
+		t.Fatalf("images %v over %d %v; want Select's %v and %v", images, s.Over, s.OverSample, keep, over)
+	}
+	for _, im := range s.Images {
+		if im.Image == "docker.io/library/shared:latest" && (len(im.Origins) != 3 || im.MoreOrigins != 2) {
+			t.Errorf("shared names %v and %d more; want 3 and 2 more", im.Origins, im.MoreOrigins)
+		}
+	}
+	if !reflect.DeepEqual(s.Sources, health) {
+		t.Errorf("sources %v, want %v", s.Sources, health)
+	}
+	// What a node reads: the images in rank order, served first.
+	got := map[string]bool{}
+	var order []string
+	for _, w := range s.Wants() {
+		if !w.Static {
+			t.Fatalf("want %+v is not served first", w)
+		}
+		if !got[w.Image] {
+			got[w.Image] = true
+			order = append(order, w.Image)
+		}
+	}
+	if nodeKeep, _ := source.Select(s.Wants(), 4); !reflect.DeepEqual(nodeKeep, keep) || !reflect.DeepEqual(order, keep) {
+		t.Errorf("a node with the same limit keeps %v; want the planner's %v", nodeKeep, keep)
+	}
+
+	if back, _ := roundTrip(t, s); !reflect.DeepEqual(back, s) {
+		t.Errorf("decoded %+v, want %+v", back, s)
+	}
+}
+
+// roundTrip encodes s and decodes it again.
+func roundTrip(t *testing.T, s *Set) (*Set, []byte) {
+	t.Helper()
+	data, err := Encode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return back, data
+}
+
+// incompressible is a valid reference of about n bytes that gzip cannot
+// shrink much.
+func incompressible(i, n int) string {
+	var b strings.Builder
+	b.WriteString("registry.example/")
+	for seed := 0; b.Len() < n; seed++ {
+		sum := sha256.Sum256(fmt.Appendf(nil, "%d/%d", i, seed))
+		b.WriteString(hex.EncodeToString(sum[:]))
+		b.WriteString("/")
+	}
+	return strings.TrimSuffix(b.String()[:n], "/") + ":v1"
+}
+
+// However many images and origins, the published set fits MaxBytes: the
+// images ranked last are left out and counted.
+func TestEncodeStaysWithinMaxBytes(t *testing.T) {
+	var wants []source.Want
+	const images = 5000
+	for i := range images {
+		img := incompressible(i, 250)
+		for o := range 4 {
+			wants = append(wants, want("team", "ConfigMap team/"+incompressible(i*10+o, 200), img))
+		}
+	}
+	s := Build(wants, images, nil)
+	back, data := roundTrip(t, s)
+	t.Logf("%d images of 250 bytes, 3 origins each: %d published in %d KiB, %d counted over", images, len(back.Images), len(data)>>10, back.Over)
+	if len(data) > MaxBytes || len(back.Images) == 0 || len(back.Images)+back.Over != images {
+		t.Errorf("%d bytes, %d images and %d over; want at most %d bytes and %d in all", len(data), len(back.Images), back.Over, MaxBytes, images)
+	}
+	for i, im := range back.Images {
+		if im.Image != s.Images[i].Image {
+			t.Fatalf("image %d is %s, want %s: the cut must keep the rank order", i, im.Image, s.Images[i].Image)
+		}
+	}
+	// Cut as little as need be: one more image would not fit.
+	if more, _ := encode(cut(s, len(back.Images)+1)); len(more) <= MaxBytes {
+		t.Errorf("%d images would fit in %d bytes; only %d published", len(back.Images)+1, len(more), len(back.Images))
+	}
+}
+
+func gzipped(s string) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_, _ = zw.Write([]byte(s))
+	_ = zw.Close()
+	return b.Bytes()
+}
+
+// A set that is not exactly what a planner writes is refused whole.
+func TestDecodeRefuses(t *testing.T) {
+	for name, tc := range map[string]struct {
+		data []byte
+		want string
+	}{
+		"not gzip":         {[]byte(`{"v":1}`), "not gzip"},
+		"not JSON":         {gzipped(`{"v":`), "does not decode"},
+		"unknown field":    {gzipped(`{"v":1,"images":[],"sources":[],"extra":1}`), "unknown field"},
+		"another version":  {gzipped(`{"v":2,"images":[],"sources":[]}`), "version 2"},
+		"not normalised":   {gzipped(`{"v":1,"images":[{"image":"alpine","origins":[]}],"sources":[]}`), "not a normalised image reference"},
+		"not a reference":  {gzipped(`{"v":1,"images":[{"image":"Not Valid","origins":[]}],"sources":[]}`), "not a normalised image reference"},
+		"twice":            {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:latest","origins":[]},{"image":"docker.io/library/a:latest","origins":[]}],"sources":[]}`), "twice"},
+		"two values":       {gzipped(`{"v":1,"images":[],"sources":[]} {}`), "more than one value"},
+		"expands too much": {gzipped(`{"v":1,"images":[],"sources":[],"x":"` + strings.Repeat("a", maxJSONBytes) + `"}`), "expands past"},
+		"too large":        {make([]byte, MaxBytes+1), "more than"},
+	} {
+		if _, err := Decode(tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want an error saying %q", name, err, tc.want)
+		}
+	}
+}
