@@ -19,7 +19,9 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
 	"github.com/dcherman/image-cache-daemon/pkg/listformat"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 const ns = "image-cache-daemon"
@@ -380,7 +382,7 @@ func TestListReadsTheDaemonsSources(t *testing.T) {
 	teamList.Namespace = "team"
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	o := &ListOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(ds, imageList("docker.io/library/alpine:latest", "docker.io/library/nginx:1.27"), teamList), namespace: ns},
-		dynamic: dynamicfake.NewSimpleDynamicClient(runtime.NewScheme()), Timeout: 10 * time.Second}
+		dynamic: dynamicfake.NewSimpleDynamicClient(runtime.NewScheme()), Timeout: 10 * time.Second, FromSources: true}
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +411,7 @@ alpine         ConfigMap team/image-cache-daemon-images
 busybox:1.36   flag --image
 nginx:1.27     ConfigMap image-cache-daemon/image-cache-daemon-images
 3 images
-not read: 1 entry past --max-images in their objects (each object keeps at most that many images)
+not read: 1 entry past --max-images in their objects and namespaces (each keeps at most that many images)
 `
 	if out.String() != want {
 		t.Errorf("output with --max-images=1:\n%s\nwant:\n%s", out, want)
@@ -418,5 +420,48 @@ not read: 1 entry past --max-images in their objects (each object keeps at most 
 	o.client = fake.NewClientset()
 	if err := o.Run(context.Background()); ExitCode(err) != ExitNotInstalled {
 		t.Errorf("not installed: err = %v (exit %d), want exit %d", err, ExitCode(err), ExitNotInstalled)
+	}
+}
+
+// By default list prints the set the planner published: what the nodes
+// work from, with the skipped objects and the images left out, read with
+// one GET.
+func TestListReadsThePublishedSet(t *testing.T) {
+	wants := []source.Want{
+		{Image: "docker.io/library/busybox:1.36", Origin: "flag --image", Static: true},
+		{Image: "docker.io/library/alpine:latest", Origin: "ConfigMap team/a", Namespace: "team"},
+		{Image: "docker.io/library/nginx:1.27", Origin: "ConfigMap team/a", Namespace: "team"},
+	}
+	health := []source.Health{{Source: "configmaps", Synced: true, Objects: 3, Skipped: 1, SkippedSample: []string{"ConfigMap team/broken"}}}
+	data, err := wanted.Encode(wanted.Build(wants, 2, health))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: wanted.ConfigMap, Namespace: ns,
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: wanted.Planner, Time: &metav1.Time{Time: time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)}}}},
+		BinaryData: map[string][]byte{wanted.Key: data}}
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	client := fake.NewClientset(cm)
+	o := &ListOptions{IOStreams: streams, kube: kube{client: client, namespace: ns}}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := `IMAGE          WANTED BY
+alpine         ConfigMap team/a
+busybox:1.36   flag --image
+2 images
+skipped: ConfigMap team/broken: skipped (its Events say why; list --from-sources too)
+over --max-images: 1 image not cached, such as nginx:1.27 (wanted by ConfigMap team/a)
+published by the planner 2026-12-05T08:00:00Z
+`
+	if out.String() != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out, want)
+	}
+	if n := len(client.Actions()); n != 1 {
+		t.Errorf("%d requests; want one GET", n)
+	}
+	if err := (&ListOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(), namespace: ns}}).Run(context.Background()); err == nil ||
+		!strings.Contains(err.Error(), "has published no wanted set") {
+		t.Errorf("no set: %v", err)
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,6 +24,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	daemonoptions "github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 // ListOptions holds what the list command needs.
@@ -29,8 +32,9 @@ type ListOptions struct {
 	genericiooptions.IOStreams
 	kube
 
-	Output  string
-	Timeout time.Duration
+	Output      string
+	Timeout     time.Duration
+	FromSources bool
 
 	dynamic  dynamic.Interface
 	printing *printFlags
@@ -42,18 +46,22 @@ func NewCmdList(flags *genericclioptions.ConfigFlags, streams genericiooptions.I
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the wanted images and what wants each",
-		Long: `List every image the installed daemon is asked to cache, with the sources that
-want it: labelled ConfigMaps, Argo WorkflowTemplates, ClusterWorkflowTemplates,
-CronWorkflows and the daemon's --image flags. The sources are read the way the
-daemon reads them, with the daemon's own settings.`,
+		Long: `List every image the nodes are asked to cache, with what wants it (labelled
+ConfigMaps, Argo WorkflowTemplates, ClusterWorkflowTemplates, CronWorkflows, the
+--image flags), as the planner published it for the nodes: exactly what they
+work from, read with one request and no right to read the sources. With
+--from-sources, read the sources yourself the way the planner does, with its
+settings, and see each skipped object's problem.`,
 		Example: `  kubectl imagecache list
+  kubectl imagecache list --from-sources
   kubectl imagecache list -o json
   kubectl imagecache list -o jsonpath='{.images[*].image}'`,
 		Args: cobra.NoArgs,
 		RunE: runE(o),
 	}
 	o.printFlags().addFlags(cmd)
-	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "How long to wait for the sources to be read")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "With --from-sources: how long to wait for the sources to be read")
+	cmd.Flags().BoolVar(&o.FromSources, "from-sources", false, "Read the sources as the planner does, with your credentials (which must read them all), instead of the set it published")
 	return cmd
 }
 
@@ -88,8 +96,12 @@ func (o *ListOptions) Complete([]string) error {
 	return nil
 }
 
-// Run reads the sources once and prints the wanted images.
+// Run prints the wanted images: those the planner published, or with
+// FromSources those the sources want now.
 func (o *ListOptions) Run(ctx context.Context) error {
+	if !o.FromSources {
+		return o.runPublished(ctx)
+	}
 	cfg, err := o.daemonSources(ctx)
 	if err != nil {
 		return err
@@ -120,6 +132,16 @@ func (o *ListOptions) Run(ctx context.Context) error {
 		}
 		return printDocument(p, o.Out, "ImageList", &listDoc{Images: images, Problems: skipped})
 	}
+	unread := 0
+	for _, h := range set.Health() {
+		unread += h.Unread
+	}
+	return o.printList(images, skipped, unread)
+}
+
+// printList prints the table of images, then what was skipped and how many
+// entries were not read.
+func (o *ListOptions) printList(images []source.Image, skipped []listProblem, unread int) error {
 	rows := make([][]string, 0, len(images))
 	for _, img := range images {
 		rows = append(rows, []string{imageref.Familiar(img.Image), strings.Join(img.Origins, ", ")})
@@ -141,12 +163,8 @@ func (o *ListOptions) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	unread := 0
-	for _, h := range set.Health() {
-		unread += h.Unread
-	}
 	if unread > 0 {
-		if _, err := fmt.Fprintf(o.Out, "not read: %s past --max-images in their objects (each object keeps at most that many images)\n", entries(unread)); err != nil {
+		if _, err := fmt.Fprintf(o.Out, "not read: %s past --max-images in their objects and namespaces (each keeps at most that many images)\n", entries(unread)); err != nil {
 			return err
 		}
 	}
@@ -158,6 +176,92 @@ type listDoc struct {
 	metav1.TypeMeta `json:",inline"`
 	Images          []source.Image `json:"images"`
 	Problems        []listProblem  `json:"problems,omitempty"`
+	// From the planner's set: when it was published, and the images its
+	// limits left out (a count, and the first few).
+	PublishedAt *metav1.Time   `json:"publishedAt,omitempty"`
+	Over        int            `json:"over,omitempty"`
+	OverSample  []source.Image `json:"overSample,omitempty"`
+}
+
+// runPublished prints the set the planner published.
+func (o *ListOptions) runPublished(ctx context.Context) error {
+	cm, err := o.client.CoreV1().ConfigMaps(o.namespace).Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("the planner has published no wanted set in namespace %s yet (kubectl -n %s get deployment %s); list --from-sources reads the sources directly",
+			o.namespace, o.namespace, wanted.Planner)
+	}
+	if err != nil {
+		return fmt.Errorf("reading the planner's wanted set: %w", err)
+	}
+	set, err := wanted.Decode(cm.BinaryData[wanted.Key])
+	if err != nil {
+		return fmt.Errorf("configmap/%s -n %s: %w", wanted.ConfigMap, o.namespace, err)
+	}
+	doc := &listDoc{Images: []source.Image{}, Over: set.Over, OverSample: set.OverSample, PublishedAt: publishedAt(cm)}
+	for _, im := range set.Images {
+		origins := slices.Clone(im.Origins)
+		if im.MoreOrigins > 0 {
+			origins = append(origins, fmt.Sprintf("and %d more", im.MoreOrigins))
+		}
+		doc.Images = append(doc.Images, source.Image{Image: im.Image, Origins: origins})
+	}
+	slices.SortFunc(doc.Images, func(a, b source.Image) int { return strings.Compare(a.Image, b.Image) })
+	unread := 0
+	for _, h := range set.Sources {
+		unread += h.Unread
+		if h.Problem != "" {
+			doc.Problems = append(doc.Problems, listProblem{Object: "source " + h.Source, Problem: h.Problem})
+		}
+		for _, obj := range h.SkippedSample {
+			doc.Problems = append(doc.Problems, listProblem{Object: obj, Problem: "skipped (its Events say why; list --from-sources too)"})
+		}
+		if more := h.Skipped - len(h.SkippedSample); more > 0 {
+			doc.Problems = append(doc.Problems, listProblem{Object: "source " + h.Source, Problem: fmt.Sprintf("%d more objects skipped", more)})
+		}
+	}
+	p, err := o.printFlags().printer()
+	if err != nil {
+		return err
+	}
+	if p != nil {
+		return printDocument(p, o.Out, "ImageList", doc)
+	}
+	if err := o.printList(doc.Images, doc.Problems, unread); err != nil {
+		return err
+	}
+	if set.Over > 0 {
+		var names []string
+		for _, im := range set.OverSample {
+			names = append(names, fmt.Sprintf("%s (wanted by %s)", imageref.Printable(imageref.Familiar(im.Image)), imageref.Printable(strings.Join(im.Origins, ", "))))
+		}
+		if _, err := fmt.Fprintf(o.Out, "over --max-images: %s not cached, such as %s\n", plural(set.Over, "image"), strings.Join(names, "; ")); err != nil {
+			return err
+		}
+	}
+	when := "at an unknown time"
+	if doc.PublishedAt != nil {
+		when = doc.PublishedAt.UTC().Format(time.RFC3339)
+	}
+	partial := ""
+	if set.Partial {
+		partial = ", before every source was read (partial)"
+	}
+	_, err = fmt.Fprintf(o.Out, "published by the planner %s%s\n", when, partial)
+	return err
+}
+
+// publishedAt is when the planner last wrote cm.
+func publishedAt(cm *corev1.ConfigMap) *metav1.Time {
+	var at *metav1.Time
+	for _, f := range cm.ManagedFields {
+		if f.Manager == wanted.Planner && f.Time != nil && (at == nil || f.Time.After(at.Time)) {
+			at = f.Time
+		}
+	}
+	if at == nil && !cm.CreationTimestamp.IsZero() {
+		at = &cm.CreationTimestamp
+	}
+	return at
 }
 
 func (d *listDoc) DeepCopyObject() runtime.Object {
