@@ -256,7 +256,7 @@ func TestHostileObjects(t *testing.T) {
 
 	bin := buildGo(t, "github.com/dcherman/image-cache-daemon/cmd/kubectl-imagecache")
 	t.Run("list names the hostile objects", func(t *testing.T) {
-		out := mustPlugin(t, bin, "list", "-n", ns)
+		out := mustPlugin(t, bin, "list", "--from-sources", "-n", ns)
 		for _, image := range good {
 			if !strings.Contains(out, mustNormalize(t, image)[len("127.0.0.1:5000/"):]) {
 				t.Errorf("list does not show %s:\n%s", image, out)
