@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
@@ -20,6 +21,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 // StatusOptions holds what the status command needs.
@@ -109,12 +111,14 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 			return err
 		}
 		o.filter(s)
+		o.checkPlanner(ctx, s)
 		return o.print(o.Out, s)
 	}
 	var shown *snapshot
 	var last []byte
 	err := follow(ctx, o.client, o.namespace, followOptions{every: o.Interval, warn: o.ErrOut}, func(s *snapshot) (bool, error) {
 		o.filter(s)
+		o.checkPlanner(ctx, s)
 		if shown != nil && s.same(shown) {
 			return false, nil // a change status does not show
 		}
@@ -139,6 +143,34 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		return nil // interrupted: the way --watch ends
 	}
 	return err
+}
+
+// plannerStale is how long after the planner's leader last renewed its
+// Lease status says the planner is down: three times the Lease's duration.
+const plannerStale = 45 * time.Second
+
+// checkPlanner adds to s a problem when no planner leads: the nodes keep
+// caching the last set it published, and nothing new reaches them. The
+// Lease is read once (a user who may not read it is told nothing).
+func (o *StatusOptions) checkPlanner(ctx context.Context, s *snapshot) {
+	lease, err := o.client.CoordinationV1().Leases(o.namespace).Get(ctx, wanted.Planner, metav1.GetOptions{})
+	var msg string
+	switch {
+	case apierrors.IsNotFound(err):
+		msg = fmt.Sprintf("no planner has led yet: the nodes cache nothing new (kubectl -n %s get deployment %s)", o.namespace, wanted.Planner)
+	case err != nil:
+		return
+	case lease.Spec.RenewTime == nil || o.now().Sub(lease.Spec.RenewTime.Time) > plannerStale:
+		since := "ever"
+		if lease.Spec.RenewTime != nil {
+			since = o.now().Sub(lease.Spec.RenewTime.Time).Round(time.Second).String()
+		}
+		msg = fmt.Sprintf("the planner is down (no leader for %s): the nodes keep caching the last wanted set it published, and nothing new reaches them (kubectl -n %s get deployment %s)",
+			since, o.namespace, wanted.Planner)
+	default:
+		return
+	}
+	s.Problems = append(s.Problems, problem{Message: msg})
 }
 
 func (o *StatusOptions) filter(s *snapshot) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -30,6 +31,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
 )
 
@@ -90,13 +92,14 @@ type podServer struct {
 	// list and events by daemonsOnly, then media type.
 	list, events map[bool]map[string][]byte
 	// daemonSet and wardenConfigMap are the installation's owners of its
-	// pods, by media type.
-	daemonSet, wardenConfigMap map[string][]byte
+	// pods, by media type; plannerLease the Lease of a planner that leads.
+	daemonSet, wardenConfigMap, plannerLease map[string][]byte
 }
 
 func newPodServer(tb testing.TB, pods []corev1.Pod) *podServer {
 	tb.Helper()
-	s := &podServer{list: map[bool]map[string][]byte{}, events: map[bool]map[string][]byte{}, daemonSet: map[string][]byte{}, wardenConfigMap: map[string][]byte{}}
+	s := &podServer{list: map[bool]map[string][]byte{}, events: map[bool]map[string][]byte{}, daemonSet: map[string][]byte{},
+		wardenConfigMap: map[string][]byte{}, plannerLease: map[string][]byte{}}
 	var daemons []corev1.Pod
 	for _, p := range pods {
 		if p.Labels[cachestate.LabelComponent] == componentDaemon {
@@ -123,6 +126,13 @@ func newPodServer(tb testing.TB, pods []corev1.Pod) *podServer {
 				tb.Fatal(err)
 			}
 			s.wardenConfigMap[mediaType] = cm
+			lease, err := runtime.Encode(scheme.Codecs.EncoderForVersion(info.Serializer, coordinationv1.SchemeGroupVersion),
+				&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: wanted.Planner, Namespace: ns},
+					Spec: coordinationv1.LeaseSpec{RenewTime: &metav1.MicroTime{Time: now.Add(-5 * time.Second)}}})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			s.plannerLease[mediaType] = lease
 			list, err := runtime.Encode(enc, &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: rv}, Items: pods})
 			if err != nil {
 				tb.Fatal(err)
@@ -172,6 +182,9 @@ func (s *podServer) serve(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/api/v1/namespaces/"+ns+"/configmaps/"+warden.ConfigMap:
 		w.Header().Set("Content-Type", mediaType)
 		_, _ = w.Write(s.wardenConfigMap[mediaType])
+	case r.URL.Path == "/apis/coordination.k8s.io/v1/namespaces/"+ns+"/leases/"+wanted.Planner:
+		w.Header().Set("Content-Type", mediaType)
+		_, _ = w.Write(s.plannerLease[mediaType])
 	case r.URL.Path != "/api/v1/namespaces/"+ns+"/pods":
 		http.NotFound(w, r)
 	case q.Get("watch") != "true" && q.Get("watch") != "1":

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,6 +27,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -43,6 +45,10 @@ var dsOwner = &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", N
 // newClient is a fake API server holding objs and, unless objs hold one,
 // the installation's DaemonSet.
 func newClient(objs ...runtime.Object) *fake.Clientset {
+	// A planner leads.
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: wanted.Planner, Namespace: install.DefaultNamespace},
+		Spec: coordinationv1.LeaseSpec{RenewTime: &metav1.MicroTime{Time: now.Add(-5 * time.Second)}}}
+	objs = append([]runtime.Object{lease}, objs...)
 	for _, o := range objs {
 		if _, ok := o.(*appsv1.DaemonSet); ok {
 			return fake.NewClientset(objs...)
@@ -159,15 +165,20 @@ func withReports(t testing.TB, objs []runtime.Object) []runtime.Object {
 	byNode := map[string][]*corev1.Pod{}
 	var out []runtime.Object
 	for _, o := range objs {
-		p := o.(*corev1.Pod).DeepCopy()
+		pod, ok := o.(*corev1.Pod)
+		if !ok {
+			out = append(out, o)
+			continue
+		}
+		p := pod.DeepCopy()
 		if p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch {
 			byNode[cachestate.Node(p)] = append(byNode[cachestate.Node(p)], p)
 		}
 		out = append(out, p)
 	}
 	for _, o := range out {
-		p := o.(*corev1.Pod)
-		if p.Labels[cachestate.LabelComponent] != componentDaemon {
+		p, ok := o.(*corev1.Pod)
+		if !ok || p.Labels[cachestate.LabelComponent] != componentDaemon {
 			continue
 		}
 		raw, ok := cachestate.EncodeReport(cachestate.Summarize(byNode[p.Spec.NodeName]))
@@ -420,5 +431,32 @@ func TestStatusSaysWhichRightsItNeeds(t *testing.T) {
 	_, err := runStatusWith(t, client)
 	if err == nil || !strings.Contains(err.Error(), "it needs get on that DaemonSet (and on configmap/") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// When no planner leads, status says so: the nodes keep caching the last
+// set, and nothing new reaches them.
+func TestStatusSaysWhenThePlannerIsDown(t *testing.T) {
+	ctx := context.Background()
+	client := newClient(cluster()...)
+	leases := client.CoordinationV1().Leases(install.DefaultNamespace)
+	lease, err := leases.Get(ctx, wanted.Planner, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease.Spec.RenewTime = &metav1.MicroTime{Time: now.Add(-10 * time.Minute)}
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runStatusWith(t, client)
+	if err != nil || !strings.Contains(out, "the planner is down (no leader for 10m0s)") {
+		t.Errorf("a stale Lease: %v\n%s", err, out)
+	}
+	if err := leases.Delete(ctx, wanted.Planner, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runStatusWith(t, client)
+	if err != nil || !strings.Contains(out, "no planner has led yet") {
+		t.Errorf("no Lease: %v\n%s", err, out)
 	}
 }

@@ -279,8 +279,9 @@ func TestStatusListRefused(t *testing.T) {
 
 // status reads the daemons' reports with one request, in protobuf, through
 // the client the kubectl flags build: a streamed list, or on a server
-// without streamed lists the refused attempt and one LIST; and one GET of
-// the DaemonSet, whose UID says which pods are the installation's. Without
+// without streamed lists the refused attempt and one LIST; one GET of
+// the DaemonSet, whose UID says which pods are the installation's, and one
+// of the planner's Lease. Without
 // reports it reads all the pods in as many more, and the warden ConfigMap
 // that owns prefetch pods with one more GET. The output is the same as from
 // the fake.
@@ -314,7 +315,7 @@ func TestStatusOneRequest(t *testing.T) {
 			if !reports {
 				tc.requests = 2*tc.requests + 1 // and the warden ConfigMap
 			}
-			tc.requests++ // the DaemonSet
+			tc.requests += 2 // the DaemonSet, the planner's Lease
 			t.Run(fmt.Sprintf("%s/reports=%v", tc.name, reports), func(t *testing.T) {
 				srv.stream.Store(tc.stream)
 				srv.requests.Store(0)
