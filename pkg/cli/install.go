@@ -18,11 +18,13 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/cli-runtime/pkg/printers"
+	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	daemonoptions "github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 // InstallOptions holds what the install command needs.
@@ -220,9 +222,25 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 			st.UpdatedNumberScheduled == st.DesiredNumberScheduled && st.NumberReady == st.DesiredNumberScheduled, nil
 	})
 	if err != nil {
-		return fmt.Errorf("daemonset/%s is not ready after %s: see kubectl -n %s describe daemonset %s", install.Name, o.Timeout, o.Namespace, install.Name)
+		return fmt.Errorf("daemonset/%s is not ready after %s: see kubectl -n %s describe daemonset %s (its pods wait for the set deployment/%s publishes)",
+			install.Name, o.Timeout, o.Namespace, install.Name, wanted.Planner)
 	}
 	fmt.Fprintf(o.Out, "daemonset/%s ready\n", install.Name)
+	// The node daemons are ready once the planner has published; both of
+	// its replicas (the standby too) are waited for, so that a rollout of
+	// the planner is over.
+	err = wait.PollUntilContextTimeout(ctx, time.Second, o.Timeout, true, func(ctx context.Context) (bool, error) {
+		d, err := o.client.AppsV1().Deployments(o.Namespace).Get(ctx, wanted.Planner, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		st, want := d.Status, ptr.Deref(d.Spec.Replicas, 1)
+		return st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == want && st.AvailableReplicas == want, nil
+	})
+	if err != nil {
+		return fmt.Errorf("deployment/%s is not available after %s: see kubectl -n %s describe deployment %s", wanted.Planner, o.Timeout, o.Namespace, wanted.Planner)
+	}
+	fmt.Fprintf(o.Out, "deployment/%s ready\n", wanted.Planner)
 	return nil
 }
 
