@@ -22,7 +22,10 @@ const (
 	LabelNode       = "image-cache-daemon/node"
 	LabelGeneration = "image-cache-daemon/generation"
 
-	PartOf             = "image-cache-daemon"
+	PartOf = "image-cache-daemon"
+	// DaemonSet is the name of the node daemons' DaemonSet in the install
+	// namespace (install.Name), which owns the prefetch pods.
+	DaemonSet          = "image-cache-daemon"
 	ComponentPrefetch  = "prefetch"
 	WardenInitName     = "warden"
 	AnnotationNodeName = "image-cache-daemon/node-name"

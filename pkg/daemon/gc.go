@@ -49,10 +49,11 @@ var podsResource = corev1.SchemeGroupVersion.WithResource("pods")
 // garbage collection. Two ways remove them:
 //   - a daemon whose pod is deleted while the DaemonSet no longer targets
 //     its node deletes its node's prefetch pods before it exits (atExit);
-//   - the daemon that holds the reporter Lease sweeps the namespace every
-//     interval (--node-sweep-interval) for prefetch pods of nodes that the DaemonSet does not
-//     target and where no daemon runs, left by daemons that were killed
-//     before they could clean up (sweep).
+//   - the planner that leads (or, without a planner, the daemon that holds
+//     the reporter Lease) sweeps the namespace every interval
+//     (--node-sweep-interval) for prefetch pods of nodes that the DaemonSet
+//     does not target and where no daemon runs, left by daemons that were
+//     killed before they could clean up (sweep).
 //
 // A daemon that restarts, is evicted or is replaced by a rolling update
 // keeps its node's pods: they are the node's cache, and the next daemon
@@ -75,6 +76,10 @@ type nodeGC struct {
 	// left are the nodes the last sweep found with prefetch pods, no daemon
 	// and no longer targeted; only the sweeping goroutine uses it.
 	left map[string]bool
+	// follow: the owner is the live DaemonSet of that name, whatever its
+	// UID (the planner's sweeps); else it must be the one the daemon runs
+	// under (a node daemon's).
+	follow bool
 }
 
 // newNodeGC returns the collector of the prefetch pods that cfg's
@@ -85,6 +90,16 @@ func newNodeGC(client kubernetes.Interface, meta metadata.Interface, cfg prefetc
 		return nil
 	}
 	return &nodeGC{client: client, meta: meta, prefetch: cfg, recorder: recorder, now: time.Now, left: map[string]bool{}, interval: interval}
+}
+
+// newPlannerGC returns the planner's sweeper of the prefetch pods that the
+// DaemonSet of the installation in namespace leaves behind.
+func newPlannerGC(client kubernetes.Interface, meta metadata.Interface, namespace string, recorder record.EventRecorder, interval time.Duration) *nodeGC {
+	cfg := prefetch.Config{Namespace: namespace,
+		Owner: &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: cachestate.DaemonSet}}
+	g := newNodeGC(client, meta, cfg, recorder, interval)
+	g.follow = true
+	return g
 }
 
 // daemonTolerations are the tolerations the DaemonSet controller adds to
@@ -150,6 +165,10 @@ func (g *nodeGC) daemonSet(ctx context.Context) (*appsv1.DaemonSet, error) {
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("reading DaemonSet %s/%s (the daemon needs get on daemonsets): %w", g.prefetch.Namespace, owner.Name, err)
+	case g.follow && ds.DeletionTimestamp == nil:
+		followed := *owner
+		followed.UID = ds.UID
+		g.prefetch.Owner = &followed
 	case ds.UID != owner.UID || ds.DeletionTimestamp != nil:
 		klog.FromContext(ctx).V(2).Info("The DaemonSet is being deleted or was replaced; the garbage collector removes its prefetch pods", "daemonSet", klog.KObj(ds))
 		return nil, nil

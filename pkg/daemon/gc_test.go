@@ -345,3 +345,23 @@ func TestNodeGCSetup(t *testing.T) {
 		}
 	}
 }
+
+// The planner sweeps for the live DaemonSet of its name, whichever its UID:
+// it runs under no DaemonSet itself.
+func TestPlannerSweepFollowsTheDaemonSet(t *testing.T) {
+	g, _, meta, _ := newTestGC("", []runtime.Object{daemonSetFixture(withNodeSelector(map[string]string{"cache": "yes"})), gcNode("left", nil)},
+		prefetchMeta("left-a", "left", owner.UID, t0.Add(-time.Hour)),
+		prefetchMeta("left-foreign", "left", "other-ds", t0.Add(-time.Hour)))
+	planner := newPlannerGC(g.client, g.meta, "icd", g.recorder, g.interval)
+	planner.prefetch.Owner.Name = owner.Name // the fixture's DaemonSet
+	planner.now = func() time.Time { return t0 }
+	ctx := context.Background()
+	planner.tick(ctx, true)
+	planner.tick(ctx, true)
+	if got := deletedPods(meta); !slices.Equal(got, []string{"left-a"}) {
+		t.Errorf("deleted %v; want the DaemonSet's pod of the node it left, not another owner's", got)
+	}
+	if planner.prefetch.Owner.UID != owner.UID {
+		t.Errorf("followed UID %q; want the live DaemonSet's %q", planner.prefetch.Owner.UID, owner.UID)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/klog/v2"
 
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
@@ -72,6 +73,14 @@ func RunPlanner(ctx context.Context, o *options.Options) error {
 		return nil
 	})
 	g.Go(func() error { p.run(ctx); return nil })
+	// The sweep of the prefetch pods of nodes the DaemonSet left, by the
+	// leader.
+	meta, err := metadata.NewForConfig(c.config)
+	if err != nil {
+		return fmt.Errorf("creating the metadata client: %w", err)
+	}
+	gc := newPlannerGC(kube, meta, o.PodNamespace, recorder, o.NodeSweepInterval)
+	g.Go(func() error { gc.runSweeps(ctx, election.leading); return nil })
 	serveEndpoints(ctx, g, o, m, func() error {
 		if !sources.HasSynced() {
 			return errors.New("waiting for the sources to sync")

@@ -54,11 +54,17 @@ func Run(ctx context.Context, o *options.Options) error {
 	m := metrics.New()
 	recorder, stop := c.recorder(ctx, corev1.EventSource{Component: "image-cache-daemon", Host: o.NodeName})
 	defer stop()
-	election, err := newElection(kube, o.PodNamespace, ReporterLease, o.PodName)
-	if err != nil {
-		return fmt.Errorf("reporter election: %w", err)
+	// Without a planner, the daemons elect the one that reports objects'
+	// problems and sweeps; with one, the planner does both, and a node
+	// daemon holds no Lease (its reads do not grow with the nodes).
+	var election *election
+	reporter := &reporter{self: self, logger: logger, recorder: recorder, metrics: m}
+	if !o.FromPlanner {
+		if election, err = newElection(kube, o.PodNamespace, ReporterLease, o.PodName); err != nil {
+			return fmt.Errorf("reporter election: %w", err)
+		}
+		reporter.leading = election.leading
 	}
-	reporter := &reporter{self: self, logger: logger, recorder: recorder, metrics: m, leading: election.leading}
 
 	sources, err := nodeSources(o, kube, dyn, reporter)
 	if err != nil {
@@ -81,11 +87,15 @@ func Run(ctx context.Context, o *options.Options) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { podInformer.RunWithContext(ctx); return nil })
-	g.Go(func() error { election.run(ctx); return nil })
+	if election != nil {
+		g.Go(func() error { election.run(ctx); return nil })
+	}
 	g.Go(func() error {
 		// The first read reports every object's problems: let the
 		// election settle who sends them as Events first.
-		election.wait(ctx, 15*time.Second)
+		if election != nil {
+			election.wait(ctx, 15*time.Second)
+		}
 		sources.Start(ctx, ctrl.Enqueue)
 		sources.Wait()
 		return nil
@@ -100,7 +110,7 @@ func Run(ctx context.Context, o *options.Options) error {
 		}
 		return err
 	})
-	if gc != nil {
+	if gc != nil && election != nil {
 		g.Go(func() error { gc.runSweeps(ctx, election.leading); return nil })
 	}
 	g.Go(func() error { h.run(ctx); return nil })

@@ -224,27 +224,33 @@ func clusterRules(o Options) []rbacv1.PolicyRule {
 // and watch on its sources (the informers of pkg/source, sources.go, and
 // the reading again of an object cut by its namespace's share,
 // informer.go), the namespaced ones only when every namespace is read
-// (else sourceRules grants them per namespace); and create and patch on
-// core Events, which it records on the objects whose images it skips, in
-// their namespaces (and in default for cluster-scoped ones).
+// (else sourceRules grants them per namespace); create and patch on core
+// Events, which it records on the objects whose images it skips, in their
+// namespaces (and in default for cluster-scoped ones); and get on nodes,
+// which its sweep reads to tell whether the DaemonSet left them.
 func plannerClusterRules(o Options) []rbacv1.PolicyRule {
 	limited := len(o.sourceNamespaces()) > 0
 	rules := readRules(o, func(namespaced bool) bool { return !namespaced || !limited })
-	return append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}})
+	return append(rules,
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}})
 }
 
 // plannerRules are the planner's permissions in the install namespace: get
 // its own pod (planner.go, for Events on it); write the wanted set
 // (pkg/wanted): get and update it by name, create it (a create is
-// authorized before its object has a name); and hold the planner Lease
-// (get, update by name; create).
+// authorized before its object has a name); hold the planner Lease (get,
+// update by name; create); and sweep the prefetch pods of nodes the
+// DaemonSet left (gc.go): get the DaemonSet, list the daemon and prefetch
+// pods (as metadata) and delete those prefetch pods.
 func plannerRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "delete"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{wanted.ConfigMap}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{wanted.Planner}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{Name}, Verbs: []string{"get"}},
 	}
 }
 
@@ -253,11 +259,6 @@ func plannerRules() []rbacv1.PolicyRule {
 func sourceRules(o Options) []rbacv1.PolicyRule {
 	return readRules(o, func(namespaced bool) bool { return namespaced })
 }
-
-// reporterLease is the Lease the daemons elect their reporter with
-// (pkg/daemon's ReporterLease: a test keeps them equal, so that the plugin
-// need not link the daemon).
-const reporterLease = "image-cache-daemon-reporter"
 
 // podRules are the daemon's permissions in its own namespace, on pods:
 // get its own pod (pkg/daemon, run.go: the owner and image of the prefetch
@@ -270,21 +271,15 @@ const reporterLease = "image-cache-daemon-reporter"
 // annotations. And get the warden ConfigMap (setup.go), which prefetch
 // pods mount; list and watch the planner's wanted set, by name (pkg/wanted,
 // reader.go: a watch with a field selector on its name, which RBAC grants
-// by name); hold the reporter Lease (leader.go: client-go's LeaseLock
-// gets, creates and updates it by name), so that one daemon, not every
-// node's, sends the Events about objects' problems: get and update name
-// it, create cannot (a create is authorized before its object has a
-// name); and get its own DaemonSet (gc.go), to tell whether it still
-// targets a node whose prefetch pods would otherwise be left behind. The
-// daemon pods and prefetch pods are listed and deleted with the pod verbs
-// above (gc.go, as metadata).
+// by name); and get its own DaemonSet (gc.go), to tell whether it still
+// targets its node as it exits, whose prefetch pods would otherwise be
+// left behind (listed and deleted with the pod verbs above, as metadata).
+// It holds no Lease: the planner reports objects' problems and sweeps.
 func podRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{warden.ConfigMap}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{wanted.ConfigMap}, Verbs: []string{"list", "watch"}},
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{reporterLease}, Verbs: []string{"get", "update"}},
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{Name}, Verbs: []string{"get"}},
 	}
 }

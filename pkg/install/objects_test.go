@@ -181,16 +181,15 @@ func TestRBACRules(t *testing.T) {
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{warden.ConfigMap}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{wanted.ConfigMap}, Verbs: []string{"list", "watch"}},
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{daemon.ReporterLease}, Verbs: []string{"get", "update"}},
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{Name}, Verbs: []string{"get"}},
 	}
 	planner := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "delete"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{wanted.ConfigMap}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{wanted.Planner}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{Name}, Verbs: []string{"get"}},
 	}
 	configMaps := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: listWatch}
 	argo := func(resources ...string) rbacv1.PolicyRule {
@@ -207,7 +206,7 @@ func TestRBACRules(t *testing.T) {
 	}{
 		{"every namespace", func(*Options) {}, map[string][]rbacv1.PolicyRule{
 			node:                                  {events, nodes, nodeStatus},
-			plannerRole:                           {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events},
+			plannerRole:                           {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events, nodes},
 			"Role icd/image-cache-daemon":         pods,
 			"Role icd/image-cache-daemon-planner": planner,
 		}},
@@ -215,13 +214,13 @@ func TestRBACRules(t *testing.T) {
 			o.WatchArgoWorkflowTemplates, o.WatchArgoClusterWorkflowTemplates = false, false
 		}, map[string][]rbacv1.PolicyRule{
 			node:                                  {events, nodes, nodeStatus},
-			plannerRole:                           {configMaps, argo("cronworkflows"), events},
+			plannerRole:                           {configMaps, argo("cronworkflows"), events, nodes},
 			"Role icd/image-cache-daemon":         pods,
 			"Role icd/image-cache-daemon-planner": planner,
 		}},
 		{"source namespaces", func(o *Options) { o.SourceNamespaces = []string{"team-a", "team-b"} }, map[string][]rbacv1.PolicyRule{
 			node:                                  {events, nodes, nodeStatus},
-			plannerRole:                           {argo("clusterworkflowtemplates"), events},
+			plannerRole:                           {argo("clusterworkflowtemplates"), events, nodes},
 			"Role icd/image-cache-daemon":         pods,
 			"Role icd/image-cache-daemon-planner": planner,
 			"Role icd/image-cache-daemon:icd":     {configMaps, argo("workflowtemplates", "cronworkflows")},
@@ -230,7 +229,7 @@ func TestRBACRules(t *testing.T) {
 		}},
 		{"startup taint", func(o *Options) { o.StartupTaint = "example.com/warming" }, map[string][]rbacv1.PolicyRule{
 			node:                                  {events, {APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}}, nodeStatus},
-			plannerRole:                           {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events},
+			plannerRole:                           {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events, nodes},
 			"Role icd/image-cache-daemon":         pods,
 			"Role icd/image-cache-daemon-planner": planner,
 		}},
@@ -239,7 +238,7 @@ func TestRBACRules(t *testing.T) {
 			o.WatchArgoWorkflowTemplates, o.WatchArgoClusterWorkflowTemplates, o.WatchArgoCronWorkflows = false, false, false
 		}, map[string][]rbacv1.PolicyRule{
 			node:                                  {events, nodes, nodeStatus},
-			plannerRole:                           {events},
+			plannerRole:                           {events, nodes},
 			"Role icd/image-cache-daemon":         pods,
 			"Role icd/image-cache-daemon-planner": planner,
 			"Role icd/image-cache-daemon:icd":     {configMaps},

@@ -11,7 +11,7 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/dcherman/image-cache-daemon/pkg/daemon"
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 )
 
 // policies returns the installation's ValidatingAdmissionPolicies by name,
@@ -166,9 +166,9 @@ func TestPodPolicy(t *testing.T) {
 	}
 }
 
-// The Role names the Lease the daemon really elects its reporter with.
-func TestReporterLeaseName(t *testing.T) {
-	if reporterLease != daemon.ReporterLease {
-		t.Errorf("the Role grants Lease %q, the daemon uses %q", reporterLease, daemon.ReporterLease)
+// The names the planner's code uses are the installation's.
+func TestPlannerNames(t *testing.T) {
+	if Name != cachestate.DaemonSet {
+		t.Errorf("the DaemonSet is %q; the planner's sweep reads %q", Name, cachestate.DaemonSet)
 	}
 }

@@ -82,7 +82,7 @@ func TestNodeLeftByDaemonSet(t *testing.T) {
 
 // TestSweepRemovesPodsOfNodesLeft: prefetch pods of a node the DaemonSet does
 // not target and where no daemon runs (its daemon was killed before it could
-// clean up) are deleted by the daemon that holds the reporter Lease, within
+// clean up) are deleted by the planner that leads, within
 // two sweeps; pods of nodes with a daemon, and pods the DaemonSet does not
 // own, are kept. The node is a Node object without a kubelet, left out by
 // the DaemonSet's nodeSelector, which the real node matches.
