@@ -146,14 +146,14 @@ func (p *planner) run(ctx context.Context) {
 			err = p.publish(ctx, data)
 		}
 		if err != nil {
-			logger.Error(err, "Publishing the wanted set")
+			logger.Error(err, "Publishing the wanted set; retrying")
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(publishEvery):
 		}
-		if !synced {
+		if !synced || err != nil {
 			retry.Reset(0)
 		}
 	}
