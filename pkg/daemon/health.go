@@ -80,14 +80,7 @@ func (h *health) run(ctx context.Context) {
 func (h *health) publish(ctx context.Context) (again time.Duration, err error) {
 	r := h.report()
 	if h.metrics != nil {
-		for _, s := range r.Sources {
-			ok := 0.0
-			if s.OK() {
-				ok = 1
-			}
-			h.metrics.SourceHealthy.WithLabelValues(s.Source).Set(ok)
-			h.metrics.SourceObjectsSkipped.WithLabelValues(s.Source).Set(float64(s.Skipped))
-		}
+		h.metrics.SetSourceHealth(r.Sources)
 	}
 	raw, err := json.Marshal(r)
 	if err != nil {

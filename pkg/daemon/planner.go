@@ -104,9 +104,24 @@ type planner struct {
 	// grace is how long after its start the planner waits for every source
 	// before it publishes a partial set (which nodes do not delete on).
 	grace   time.Duration
-	publish func(ctx context.Context, data []byte) error
+	// publish writes the set, and says whether it wrote (it differed).
+	publish func(ctx context.Context, data []byte) (bool, error)
 	changed chan struct{}
 	metrics *metrics.Metrics
+}
+
+// record sets the planner's metrics (none in tests).
+func (p *planner) record(health []source.Health, set *wanted.Set, size int, wrote bool) {
+	if p.metrics == nil {
+		return
+	}
+	p.metrics.SetSourceHealth(health)
+	p.metrics.WantedImages.Set(float64(len(set.Images)))
+	p.metrics.ImagesOverLimit.Set(float64(set.Over))
+	p.metrics.WantedSetBytes.Set(float64(size))
+	if wrote {
+		p.metrics.WantedSetWrites.Inc()
+	}
 }
 
 // enqueue says the sources may have changed.
@@ -139,11 +154,14 @@ func (p *planner) run(ctx context.Context) {
 			retry.Reset(publishEvery)
 			continue
 		}
-		set := wanted.Build(p.sources.Wants(), p.maxImages, p.sources.Health())
+		health := p.sources.Health()
+		set := wanted.Build(p.sources.Wants(), p.maxImages, health)
 		set.Partial = !synced
 		data, err := wanted.Encode(set)
 		if err == nil {
-			err = p.publish(ctx, data)
+			var wrote bool
+			wrote, err = p.publish(ctx, data)
+			p.record(health, set, len(data), wrote)
 		}
 		if err != nil {
 			logger.Error(err, "Publishing the wanted set; retrying")
@@ -166,7 +184,7 @@ type setWriter struct {
 	namespace string
 }
 
-func (w *setWriter) write(ctx context.Context, data []byte) error {
+func (w *setWriter) write(ctx context.Context, data []byte) (bool, error) {
 	cms := w.client.CoreV1().ConfigMaps(w.namespace)
 	cm, err := cms.Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
 	switch {
@@ -177,13 +195,14 @@ func (w *setWriter) write(ctx context.Context, data []byte) error {
 		_, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: wanted.Planner})
 	case err != nil:
 	case bytes.Equal(cm.BinaryData[wanted.Key], data):
+		return false, nil
 	default:
 		cm.BinaryData = map[string][]byte{wanted.Key: data}
 		cm.Data = nil
 		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: wanted.Planner})
 	}
 	if err != nil {
-		return fmt.Errorf("writing configmap/%s: %w", wanted.ConfigMap, err)
+		return false, fmt.Errorf("writing configmap/%s: %w", wanted.ConfigMap, err)
 	}
-	return nil
+	return true, nil
 }

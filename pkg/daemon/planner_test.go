@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
@@ -35,7 +37,8 @@ func TestPlannerPublishes(t *testing.T) {
 	src := &fakeSources{}
 	var leading sync.Mutex
 	lead := false
-	p := &planner{sources: src, maxImages: 10, grace: time.Hour, publish: writer.write, changed: make(chan struct{}, 1),
+	m := metrics.New()
+	p := &planner{sources: src, maxImages: 10, grace: time.Hour, publish: writer.write, changed: make(chan struct{}, 1), metrics: m,
 		leading: func() bool { leading.Lock(); defer leading.Unlock(); return lead }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -80,14 +83,20 @@ func TestPlannerPublishes(t *testing.T) {
 		t.Errorf("%d writes; want 1", n)
 	}
 	// The same set again: nothing written.
-	if err := writer.write(ctx, mustEncode(t, wanted.Build(src.Wants(), 10, src.Health()))); err != nil || writes() != 1 {
-		t.Errorf("an unchanged set was written again (%d writes, %v)", writes(), err)
+	if wrote, err := writer.write(ctx, mustEncode(t, wanted.Build(src.Wants(), 10, src.Health()))); wrote || err != nil || writes() != 1 {
+		t.Errorf("an unchanged set was written again (%v, %d writes, %v)", wrote, writes(), err)
 	}
 	src.mu.Lock()
 	src.wants = append(src.wants, source.Want{Image: "docker.io/library/nginx:latest", Origin: "ConfigMap a/x", Namespace: "a"})
 	src.mu.Unlock()
 	p.enqueue()
 	waitFor(t, "the change is published", func() bool { s := published(); return s != nil && len(s.Images) == 2 })
+	if n := testutil.ToFloat64(m.WantedSetWrites); n != 2 {
+		t.Errorf("wanted_set_writes_total %v; want 2", n)
+	}
+	if n := testutil.ToFloat64(m.WantedImages); n != 2 {
+		t.Errorf("wanted_images %v; want 2", n)
+	}
 }
 
 // Sources that do not sync within the grace: the planner publishes what it

@@ -1,11 +1,13 @@
-// Package metrics defines the daemon's Prometheus metrics. They describe this
-// node only: every daemon exports its own node's figures, and Prometheus
-// adds the node through its scrape target labels.
+// Package metrics defines the daemon's and the planner's Prometheus metrics.
+// A node daemon's describe its node only (Prometheus adds the node through
+// its scrape target labels); the planner's, the wanted set.
 package metrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
 const namespace = "image_cache"
@@ -57,6 +59,23 @@ type Metrics struct {
 	// WarmUpDuration observes, once per daemon life, the time from the
 	// node's creation until every wanted image was cached on it.
 	WarmUpDuration prometheus.Histogram
+	// The planner's: the size of the wanted set it published last, and how
+	// many times it wrote one.
+	WantedSetBytes  prometheus.Gauge
+	WantedSetWrites prometheus.Counter
+}
+
+// SetSourceHealth sets the gauges of the sources' health: healthy or not,
+// and the objects each skipped.
+func (m *Metrics) SetSourceHealth(sources []source.Health) {
+	for _, s := range sources {
+		ok := 0.0
+		if s.OK() {
+			ok = 1
+		}
+		m.SourceHealthy.WithLabelValues(s.Source).Set(ok)
+		m.SourceObjectsSkipped.WithLabelValues(s.Source).Set(float64(s.Skipped))
+	}
 }
 
 // New returns the metrics registered on a fresh registry, together with the
@@ -128,7 +147,15 @@ func New() *Metrics {
 		}),
 		ImagesOverLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "images_over_limit",
-			Help: "Wanted images this node does not cache because of --max-images, --max-prefetch-pods or the node's pod capacity.",
+			Help: "Wanted images this node does not cache because of --max-images, --max-prefetch-pods or the node's pod capacity (the planner: left out of the wanted set).",
+		}),
+		WantedSetBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "wanted_set_bytes",
+			Help: "The planner: size of the wanted set it last built, compressed, as configmap/image-cache-daemon-wanted holds it.",
+		}),
+		WantedSetWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "wanted_set_writes_total",
+			Help: "The planner: writes of the wanted set (only when it changed).",
 		}),
 	}
 	m.Registry.MustRegister(
@@ -137,7 +164,7 @@ func New() *Metrics {
 		m.WantedImages, m.Images, m.PrefetchPods, m.PullDuration,
 		m.SourceErrors, m.ReconcileErrors, m.PodsCreated, m.PodsDeleted,
 		m.PodsRejected, m.ImagesOverLimit, m.SourceHealthy, m.SourceObjectsSkipped, m.NodeWarming, m.WarmUpDuration,
-		m.PullsRefused, m.PullsPaced,
+		m.PullsRefused, m.PullsPaced, m.WantedSetBytes, m.WantedSetWrites,
 	)
 	return m
 }
