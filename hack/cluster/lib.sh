@@ -61,6 +61,9 @@ kube_bin_dir() { "$ICD_ROOT/hack/kube/build.sh"; }
 proc_start() {
   local name=$1; shift
   mkdir -p "$PIDS" "$LOGS"
+  # The command too, NUL-separated, so that up.sh can start this part alone
+  # again on the same state (proc_restart).
+  printf '%s\0' "$@" >"$PIDS/$name.cmd"
   # setsid: the cluster outlives the shell that started it and is not hit by
   # signals sent to that shell's process group; down.sh stops it by PID.
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
@@ -76,6 +79,30 @@ proc_starttime() {
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
   stat=${stat##*) }
   awk '$1 != "Z" {print $20}' <<<"$stat"
+}
+
+# proc_restart NAME: starts NAME again with the command proc_start recorded.
+proc_restart() {
+  local name=$1 argv=()
+  [[ -f $PIDS/$name.cmd ]] || return 1
+  mapfile -d '' -t argv <"$PIDS/$name.cmd"
+  log "restarting $name"
+  proc_start "$name" "${argv[@]}"
+}
+
+# part_ready NAME: true when the cluster part NAME answers as up.sh expects
+# it to after starting it (the controller-manager and scheduler: running).
+part_ready() {
+  case $1 in
+    registry) curl -fsS "http://$REGISTRY/v2/" ;;
+    slow-registry) curl -fsS "http://$SLOW_REGISTRY/v2/" ;;
+    containerd) "${BIN:-$(kube_bin_dir)}/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 10s info ;;
+    etcd) curl -fsS http://127.0.0.1:2381/health ;;
+    kube-apiserver) "${BIN:-$(kube_bin_dir)}/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz ;;
+    kubelet) curl -fsS http://127.0.0.1:10248/healthz ;;
+    kube-proxy) curl -fsS http://127.0.0.1:10256/healthz ;;
+    *) proc_alive "$1" ;;
+  esac
 }
 
 # proc_alive NAME: true when the process recorded for NAME still runs.

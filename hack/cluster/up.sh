@@ -4,7 +4,8 @@
 # 127.0.0.1:5000, and a second, slow view of that registry behind a link
 # shaped to 100 Mbit/s (lib.sh: SLOW_REGISTRY). Everything listens on
 # loopback, on the CNI bridge or on the slow registry's private veth pair.
-# Idempotent: when the cluster is already up it only says so.
+# Idempotent: when the cluster is already up it only says so; when some part
+# of it died, it starts that part again and keeps the cluster's state.
 # Needs root, Linux and Go. See README.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,6 +24,32 @@ KUBECTL=("$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN")
 
 if all_alive && "${KUBECTL[@]}" get --raw /readyz >/dev/null 2>&1; then
   log "already up"
+  echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
+  exit 0
+fi
+
+# A cluster that runs, but with a part that died (the registry, containerd,
+# the kubelet...): start only the parts that are missing, in order, with the
+# commands they were started with, on the state they left. The cluster's
+# objects, images and pods are kept.
+restartable() {
+  local c
+  [[ -f $PKI/ca.crt && -f $KUBECONFIG_ADMIN ]] || return 1
+  for c in "${components[@]}"; do [[ -f $PIDS/$c.cmd ]] || return 1; done
+  any_alive "${components[@]}"
+}
+if restartable; then
+  restarted=()
+  for c in "${components[@]}"; do
+    proc_alive "$c" && continue
+    if [[ $c == slow-registry && ! -e /run/netns/$SLOW_REGISTRY_NETNS ]]; then slowreg_net_up; fi
+    proc_restart "$c"
+    wait_for "$c" 90 part_ready "$c" || die "$c did not come back; see $LOGS/$c.log (make cluster-down, then cluster-up, starts afresh)"
+    restarted+=("$c")
+  done
+  "${KUBECTL[@]}" wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >/dev/null ||
+    die "node $NODE_NAME is not Ready after restarting ${restarted[*]}"
+  log "restarted ${restarted[*]}; the cluster's state is kept"
   echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
   exit 0
 fi
