@@ -432,7 +432,8 @@ func TestListReadsThePublishedSet(t *testing.T) {
 		{Image: "docker.io/library/alpine:latest", Origin: "ConfigMap team/a", Namespace: "team"},
 		{Image: "docker.io/library/nginx:1.27", Origin: "ConfigMap team/a", Namespace: "team"},
 	}
-	health := []source.Health{{Source: "configmaps", Synced: true, Objects: 3, Skipped: 1, SkippedSample: []string{"ConfigMap team/broken"}}}
+	health := []source.Health{{Source: "configmaps", Synced: true, Objects: 3, Skipped: 1, SkippedSample: []string{"ConfigMap team/broken"}},
+		{Source: "cronworkflows", Synced: true, Missing: true}}
 	data, err := wanted.Encode(wanted.Build(wants, 2, health))
 	if err != nil {
 		t.Fatal(err)
@@ -451,6 +452,7 @@ alpine         ConfigMap team/a
 busybox:1.36   flag --image
 2 images
 skipped: ConfigMap team/broken: skipped (its Events say why; list --from-sources too)
+source cronworkflows: its resource is not served by the API server (is its CRD installed?); the planner waits for it
 over --max-images: 1 image not cached, such as nginx:1.27 (wanted by ConfigMap team/a)
 published by the planner 2026-12-05T08:00:00Z
 `

@@ -209,8 +209,12 @@ func (o *ListOptions) runPublished(ctx context.Context) error {
 	unread := 0
 	for _, h := range set.Sources {
 		unread += h.Unread
-		if h.Problem != "" {
+		switch {
+		case h.Problem != "":
 			doc.Problems = append(doc.Problems, listProblem{Object: "source " + h.Source, Problem: h.Problem})
+		case h.Missing:
+			doc.Problems = append(doc.Problems, listProblem{Object: "source " + h.Source,
+				Problem: "its resource is not served by the API server (is its CRD installed?); the planner waits for it"})
 		}
 		for _, obj := range h.SkippedSample {
 			doc.Problems = append(doc.Problems, listProblem{Object: obj, Problem: "skipped (its Events say why; list --from-sources too)"})
