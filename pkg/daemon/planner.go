@@ -103,7 +103,7 @@ type planner struct {
 	leading   func() bool
 	// grace is how long after its start the planner waits for every source
 	// before it publishes a partial set (which nodes do not delete on).
-	grace   time.Duration
+	grace time.Duration
 	// publish writes the set, and says whether it wrote (it differed).
 	publish func(ctx context.Context, data []byte) (bool, error)
 	changed chan struct{}
