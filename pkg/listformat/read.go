@@ -318,6 +318,12 @@ func walkBlock(value string, f func(entry)) bool {
 			f(entry{text: s, plain: true})
 			continue
 		}
+		if strings.ContainsAny(text, "|>") && !strings.HasPrefix(text, `"`) && !strings.HasPrefix(text, "'") {
+			// Perhaps a block scalar ("|", ">-", "!!str |1"): its content
+			// is on the lines after it, blank ones included; leave it to
+			// the parser.
+			return false
+		}
 		if strings.HasPrefix(text, `"`) || strings.HasPrefix(text, "'") {
 			// A quoted string must end on its line, before nothing but a
 			// comment: one that goes on is left to the parser.
