@@ -2,8 +2,9 @@
 # Brings the local cluster down: removes every pod sandbox (so no container or
 # containerd shim is left), stops exactly the processes up.sh started (by
 # their recorded PID), unmounts what the kubelet and containerd mounted,
-# removes kube-proxy's iptables rules, the bridge and the slow registry's
-# network namespace and veth pair, and deletes the state.
+# removes kube-proxy's iptables rules, the bridge, the network namespaces and
+# veth pairs of the slow registry and of the nodes beyond the first, and
+# deletes the state.
 # Safe to run when nothing is up, after a crash, or after a half-finished up.
 #   --keep-logs  leave STATE/logs in place (up.sh uses it when it fails)
 set -uo pipefail
@@ -15,6 +16,12 @@ keep_logs=false
 
 BIN=$(kube_bin_dir 2>/dev/null) || BIN=""
 CRICTL=("$BIN/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK" --timeout 30s)
+
+# The nodes beyond the first, each with its pods, parts and network.
+# (A node whose bring-up failed half-way may have left only its namespace.)
+for k in {2..8}; do
+  if [[ -d $(node_state "$k") || -e /run/netns/$(node_netns "$k") ]]; then node_down "$k"; fi
+done
 
 # Nothing may recreate pods while they are being removed.
 proc_stop kube-proxy kubelet
@@ -42,13 +49,9 @@ proc_stop containerd
 proc_stop kube-scheduler kube-controller-manager kube-apiserver
 proc_stop etcd slow-registry registry
 
-# Unmount, deepest first, everything mounted under our directories (pod
-# volumes, container root filesystems, sandbox /dev/shm).
-for dir in "$STATE" "$RUN"; do
-  findmnt -rn -o TARGET | awk -v d="$dir" 'index($0, d "/") == 1' | sort -r | while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
-  done
-done
+# Unmount everything mounted under our directories (pod volumes, container
+# root filesystems, sandbox /dev/shm).
+unmount_under "$STATE" "$RUN"
 
 if [[ -n $BIN && -x $BIN/kube-proxy ]] && iptables -t nat -S KUBE-SERVICES >/dev/null 2>&1; then
   "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || log "warning: kube-proxy --cleanup failed"

@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
-# Brings up a one-node Kubernetes cluster on this machine: etcd, the control
-# plane, containerd, kubelet, kube-proxy and an image registry on
-# 127.0.0.1:5000, and a second, slow view of that registry behind a link
-# shaped to 100 Mbit/s (lib.sh: SLOW_REGISTRY). Everything listens on
-# loopback, on the CNI bridge or on the slow registry's private veth pair.
-# Idempotent: when the cluster is already up it only says so; when some part
-# of it died, it starts that part again and keeps the cluster's state.
-# Needs root, Linux and Go. See README.md.
+# Brings up a Kubernetes cluster on this machine: etcd, the control plane,
+# containerd, kubelet, kube-proxy and an image registry on 127.0.0.1:5000,
+# and a second, slow view of that registry behind a link shaped to
+# 100 Mbit/s (lib.sh: SLOW_REGISTRY). Everything listens on loopback, on the
+# CNI bridge or on private veth pairs.
+#   NODES=2 hack/cluster/up.sh   one more node, in its own network namespace
+#                                (lib.sh: node_up; hack/cluster/node.sh adds
+#                                and removes nodes later)
+# Idempotent: when the cluster is already up it only adds the nodes missing
+# from NODES; when some part of it died, it starts that part again and keeps
+# the cluster's state. Needs root, Linux and Go. See README.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "the local cluster needs root (containerd, kubelet, iptables)"
 
+NODES=${NODES:-1}
+[[ $NODES =~ ^[1-8]$ ]] || die "NODES=$NODES: from 1 to 8 nodes"
 components=(registry slow-registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+for k in $(extra_nodes); do read -ra parts <<<"$(node_parts "$k")"; components+=("${parts[@]}"); done
+
+# add_nodes: brings up the nodes 2..NODES that are not up yet.
+add_nodes() {
+  local k
+  for ((k = 2; k <= NODES; k++)); do
+    [[ -d $(node_state "$k") ]] || node_up "$k"
+  done
+}
 
 all_alive() {
   local c
@@ -24,6 +38,7 @@ KUBECTL=("$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN")
 
 if all_alive && "${KUBECTL[@]}" get --raw /readyz >/dev/null 2>&1; then
   log "already up"
+  add_nodes
   echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
   exit 0
 fi
@@ -47,9 +62,12 @@ if restartable; then
     wait_for "$c" 90 part_ready "$c" || die "$c did not come back; see $LOGS/$c.log (make cluster-down, then cluster-up, starts afresh)"
     restarted+=("$c")
   done
-  "${KUBECTL[@]}" wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >/dev/null ||
-    die "node $NODE_NAME is not Ready after restarting ${restarted[*]}"
+  for node in "$NODE_NAME" $(for k in $(extra_nodes); do node_name "$k"; done); do
+    "${KUBECTL[@]}" wait --for=condition=Ready "node/$node" --timeout=120s >/dev/null ||
+      die "node $node is not Ready after restarting ${restarted[*]}"
+  done
   log "restarted ${restarted[*]}; the cluster's state is kept"
+  add_nodes
   echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
   exit 0
 fi
@@ -68,18 +86,6 @@ log "creating certificates in $PKI"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
   -subj "/CN=icd-cluster-ca" -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null
 
-# cert NAME CN ORG EXTKEYUSAGE [SAN]: a key and certificate signed by the CA.
-cert() {
-  local name=$1 cn=$2 org=$3 eku=$4 san=${5:-} subj ext
-  subj="/CN=$cn"; [[ -n $org ]] && subj+="/O=$org"
-  ext="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=$eku"
-  [[ -n $san ]] && ext+="\nsubjectAltName=$san"
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "$subj" \
-    -keyout "$PKI/$name.key" -out "$PKI/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
-    -days 3650 -extfile <(printf "$ext") -out "$PKI/$name.crt" 2>/dev/null
-  rm -f "$PKI/$name.csr"
-}
 cert apiserver kube-apiserver "" serverAuth \
   "IP:$NODE_IP,IP:$API_SERVICE_IP,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters clientAuth
@@ -92,27 +98,6 @@ cert kube-proxy system:kube-proxy "" clientAuth
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$PKI/sa.key" 2>/dev/null
 openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
 
-# kubeconfig NAME: a kubeconfig for the identity in pki/NAME.{crt,key}.
-kubeconfig() {
-  cat >"$STATE/$1.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: icd
-  cluster:
-    server: $API_SERVER
-    certificate-authority: $PKI/ca.crt
-users:
-- name: $1
-  user:
-    client-certificate: $PKI/$1.crt
-    client-key: $PKI/$1.key
-contexts:
-- name: icd
-  context: {cluster: icd, user: $1}
-current-context: icd
-EOF
-}
 for k in admin controller-manager scheduler kubelet kube-proxy; do kubeconfig "$k"; done
 
 # ---------------------------------------------------------------- network
@@ -124,30 +109,7 @@ if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
 fi
 ip addr replace "$NODE_IP/16" dev "$BRIDGE"
 ip link set "$BRIDGE" up
-mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"
-cat >"$STATE/cni/net.d/10-icd.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "icd",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$BRIDGE",
-      "isGateway": true,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "dataDir": "$STATE/cni/ipam",
-        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
-      }
-    },
-    {"type": "portmap", "capabilities": {"portMappings": true}},
-    {"type": "loopback"}
-  ]
-}
-EOF
+cni_config "$STATE/cni" "$POD_CIDR" "$NODE_IP"
 
 # ---------------------------------------------------------------- registry
 mkdir -p "$STATE/registry"
@@ -175,58 +137,7 @@ slowreg_net_up
 slowreg_start "$STATE/registry"
 
 # ---------------------------------------------------------------- containerd
-mkdir -p "$STATE/containerd/certs.d/$REGISTRY" "$RUN/containerd"
-cat >"$STATE/containerd/certs.d/$REGISTRY/hosts.toml" <<EOF
-server = "http://$REGISTRY"
-
-[host."http://$REGISTRY"]
-  capabilities = ["pull", "resolve", "push"]
-EOF
-# This machine reaches no public registry: docker.io images come from the
-# local registry (where the harness pushes library/alpine), as a mirror would.
-containerd_mirror "$STATE/containerd/certs.d" docker.io https://registry-1.docker.io "$REGISTRY"
-# Likewise ghcr.io, where releases publish the project image: make image pushes
-# it as dcherman/image-cache-daemon:VERSION, so a plain `kubectl imagecache
-# install` (ghcr.io/dcherman/image-cache-daemon:VERSION) works here.
-containerd_mirror "$STATE/containerd/certs.d" ghcr.io https://ghcr.io "$REGISTRY"
-# The slow registry's made-up name is served by its mirror across the shaped
-# link; the name itself never resolves (.test), so a failing mirror shows as
-# a failed pull, not as a pull from somewhere else.
-containerd_mirror "$STATE/containerd/certs.d" "$SLOW_REGISTRY_HOST" "https://$SLOW_REGISTRY_HOST" "$SLOW_REGISTRY"
-cat >"$STATE/containerd/config.toml" <<EOF
-version = 2
-root = "$STATE/containerd/root"
-state = "$RUN/containerd/state"
-
-[grpc]
-  address = "$CONTAINERD_SOCK"
-
-[ttrpc]
-  address = "$CONTAINERD_SOCK.ttrpc"
-
-[debug]
-  address = ""
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  restrict_oom_score_adj = true
-  enable_unprivileged_ports = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$STATE/cni/net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$STATE/containerd/certs.d"
-EOF
+containerd_config "$STATE/containerd" "$RUN/containerd" "$CONTAINERD_SOCK" "$REGISTRY" "$STATE/cni/net.d"
 log "starting containerd"
 proc_start containerd containerd --config "$STATE/containerd/config.toml"
 CRICTL=("$BIN/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK" --timeout 10s)
@@ -283,43 +194,7 @@ proc_start kube-scheduler "$BIN/kube-scheduler" \
 
 # ---------------------------------------------------------------- node
 mkdir -p "$STATE/kubelet"
-cat >"$STATE/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-address: $NODE_IP
-port: 10250
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: 10248
-tlsCertFile: $PKI/kubelet-serving.crt
-tlsPrivateKeyFile: $PKI/kubelet-serving.key
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: true}
-  x509: {clientCAFile: $PKI/ca.crt}
-authorization: {mode: Webhook}
-cgroupDriver: cgroupfs
-failCgroupV1: false
-failSwapOn: false
-containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
-imageServiceEndpoint: unix://$CONTAINERD_SOCK
-podLogsDir: $STATE/pod-logs
-# Report every image in node.status.images (the kubelet's default is the 50
-# largest): the e2e tests check there that an image is on the node, and a
-# run pushes more than 50 small ones.
-nodeStatusMaxImages: -1
-# Room for the original's model in make bench (one prefetch pod per image,
-# 100 images) under the daemon's own bound of a quarter of the node's pods.
-# registryPullQPS and registryBurst stay at the kubelet's defaults (5, 10).
-maxPods: 440
-# The machine's disk may be nearly full on a busy CI box; only evict when it
-# really is, so that tests are not disturbed by evictions.
-evictionHard:
-  memory.available: 100Mi
-  nodefs.available: 1%
-  imagefs.available: 1%
-  nodefs.inodesFree: 1%
-EOF
+kubelet_config "$STATE/kubelet.yaml" "$NODE_IP" "$PKI/kubelet-serving" "$CONTAINERD_SOCK" "$STATE/pod-logs"
 log "starting kubelet as node $NODE_NAME"
 proc_start kubelet "$BIN/kubelet" \
   --config "$STATE/kubelet.yaml" \
@@ -329,21 +204,7 @@ proc_start kubelet "$BIN/kubelet" \
   --hostname-override "$NODE_NAME" \
   --node-ip "$NODE_IP"
 
-cat >"$STATE/kube-proxy.yaml" <<EOF
-apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-clientConnection:
-  kubeconfig: $STATE/kube-proxy.kubeconfig
-mode: iptables
-hostnameOverride: $NODE_NAME
-clusterCIDR: $POD_CIDR
-bindAddress: 127.0.0.1
-healthzBindAddress: 127.0.0.1:10256
-metricsBindAddress: 127.0.0.1:10249
-nodePortAddresses: ["$NODE_IP/32"]
-conntrack:
-  maxPerCore: 0
-EOF
+kube_proxy_config "$STATE/kube-proxy.yaml" "$NODE_NAME" "$NODE_IP" "$STATE/kube-proxy.kubeconfig"
 log "starting kube-proxy"
 proc_start kube-proxy "$BIN/kube-proxy" --config "$STATE/kube-proxy.yaml"
 
@@ -355,6 +216,7 @@ wait_for serviceaccount 60 "${KUBECTL[@]}" -n default get serviceaccount default
   die "the default service account was never created"
 
 for c in "${components[@]}"; do proc_alive "$c" || die "$c exited; see $LOGS/$c.log"; done
+add_nodes
 trap - EXIT
-log "up: node $NODE_NAME Ready, registry on $REGISTRY, $SLOW_REGISTRY_HOST on $SLOW_REGISTRY behind $SLOW_REGISTRY_RATE"
+log "up: $NODES node(s) Ready, registry on $REGISTRY, $SLOW_REGISTRY_HOST on $SLOW_REGISTRY behind $SLOW_REGISTRY_RATE"
 echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
