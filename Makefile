@@ -29,7 +29,7 @@ image: build ## build the project image (Dockerfile, buildah) from bin/ and push
 	mv bin/image-ref.new bin/image-ref
 	@cat bin/image-ref
 
-cluster-up: ## bring up the local cluster (root; first run builds Kubernetes, ~10 min)
+cluster-up: ## bring up the local cluster (root; first run builds Kubernetes, ~10 min); NODES=2 for a second node
 	hack/cluster/up.sh
 
 cluster-down: ## stop the local cluster and remove its state
@@ -57,8 +57,8 @@ e2e: image ## e2e tests against a running local cluster (make cluster-up first)
 bench: image ## print the benchmark figures, on a running local cluster (make cluster-up first)
 	CRICTL=$$(hack/kube/build.sh)/crictl go run ./hack/bench
 
-test-e2e: ## bring the cluster up, run the e2e tests, bring it down
-	hack/cluster/up.sh
+test-e2e: ## bring the cluster up with two nodes, run the e2e tests, bring it down
+	NODES=2 hack/cluster/up.sh
 	status=0; $(MAKE) e2e IMAGE=$(IMAGE) || status=$$?; hack/cluster/down.sh; exit $$status
 
 test-release: ## goreleaser builds every archive; krew validates plugins/krew.yaml and installs the plugin for kubectl

@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -325,15 +324,17 @@ func TestDaemon(t *testing.T) {
 	})
 
 	t.Run("daemon deleted mid-work adopts its pods", func(t *testing.T) {
-		var before []string // images cached before the restart
+		var before []string // images cached on node 1 before its daemon restarted
 		for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
-			if st.State == cachestate.Cached {
+			if st.State == cachestate.Cached && st.Node == "icd-node" {
 				before = append(before, st.Image)
 			}
 		}
-		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+		// Node 1's daemon; the other nodes' go on.
+		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon",
+			FieldSelector: "spec.nodeName=icd-node"})
 		if err != nil || len(daemons.Items) != 1 {
-			t.Fatalf("want one daemon pod: %v %d", err, len(daemons.Items))
+			t.Fatalf("want one daemon pod on icd-node: %v %d", err, len(daemons.Items))
 		}
 		// A large image is being fetched while the daemon goes away.
 		big, err := ociimage.Random(64<<20, uint64(rand.Int()), 2)
@@ -347,8 +348,8 @@ func TestDaemon(t *testing.T) {
 		if err := env.client.CoreV1().Pods(ns).Delete(ctx, daemons.Items[0].Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitDaemonReplaced(t, ns, daemons.Items[0].UID)
-		waitCached(t, ns, bigRef)
+		waitDaemonReplaced(t, ns, &daemons.Items[0])
+		waitCachedOn(t, ns, bigRef, "icd-node")
 		assertNoDuplicates(t, ns)
 		// The new daemon adopts the pods; it may merge small ones into
 		// bigger ones (no pull: the images are on the node), but it must
@@ -358,7 +359,7 @@ func TestDaemon(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range events.Items {
-			if e.LastTimestamp.Before(&metav1.Time{Time: restart.Truncate(time.Second)}) {
+			if e.LastTimestamp.Before(&metav1.Time{Time: restart.Truncate(time.Second)}) || e.Source.Host != "icd-node" {
 				continue
 			}
 			for _, img := range before {
@@ -461,16 +462,17 @@ func assertNoDuplicates(t *testing.T, ns string) {
 	var dups []string
 	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 30*time.Second, true, func(context.Context) (bool, error) {
 		dups = nil
-		seen := map[string]string{}
+		seen := map[[2]string]string{} // node, image: pod
 		for _, p := range prefetchPods(t, ns) {
 			if p.DeletionTimestamp != nil {
 				continue
 			}
 			for _, c := range p.Spec.Containers {
-				if other, ok := seen[c.Image]; ok {
-					dups = append(dups, fmt.Sprintf("%s is held by two prefetch pods: %s and %s", c.Image, other, p.Name))
+				key := [2]string{p.Spec.NodeName, c.Image}
+				if other, ok := seen[key]; ok {
+					dups = append(dups, fmt.Sprintf("%s is held by two prefetch pods on %s: %s and %s", c.Image, p.Spec.NodeName, other, p.Name))
 				}
-				seen[c.Image] = p.Name
+				seen[key] = p.Name
 			}
 		}
 		return len(dups) == 0, nil
@@ -495,7 +497,8 @@ func assertDaemonNotRestarted(t *testing.T, ns string) {
 	}
 }
 
-func waitDaemonReplaced(t *testing.T, ns string, old types.UID) {
+// waitDaemonReplaced waits for a ready daemon pod other than old on old's node.
+func waitDaemonReplaced(t *testing.T, ns string, old *corev1.Pod) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
@@ -503,7 +506,7 @@ func waitDaemonReplaced(t *testing.T, ns string, old types.UID) {
 			return false, nil
 		}
 		for _, p := range pods.Items {
-			if p.UID == old || p.DeletionTimestamp != nil {
+			if p.UID == old.UID || p.DeletionTimestamp != nil || p.Spec.NodeName != old.Spec.NodeName {
 				continue
 			}
 			for _, c := range p.Status.Conditions {
@@ -515,28 +518,39 @@ func waitDaemonReplaced(t *testing.T, ns string, old types.UID) {
 		return false, nil
 	})
 	if err != nil {
-		t.Fatalf("no new ready daemon pod: %v", err)
+		t.Fatalf("no new ready daemon pod on %s: %v", old.Spec.NodeName, err)
 	}
 }
 
 // waitEvent waits for an Event with reason on the object named name in ns.
 func waitEvent(t *testing.T, ns, name, reason string) {
 	t.Helper()
+	waitEventWith(t, ns, name, reason, "")
+}
+
+// waitEventWith waits for an Event with reason on the object named name in
+// ns whose message holds text, and returns it.
+func waitEventWith(t *testing.T, ns, name, reason, text string) corev1.Event {
+	t.Helper()
+	var found corev1.Event
 	err := wait.PollUntilContextTimeout(context.Background(), time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
-		evs, err := env.client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+		evs, err := env.client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{
+			FieldSelector: "involvedObject.name=" + name + ",reason=" + reason})
 		if err != nil {
 			return false, nil
 		}
 		for _, e := range evs.Items {
-			if e.InvolvedObject.Name == name && e.Reason == reason {
+			if strings.Contains(e.Message, text) {
+				found = e
 				return true, nil
 			}
 		}
 		return false, nil
 	})
 	if err != nil {
-		t.Fatalf("no %s Event on %s/%s", reason, ns, name)
+		t.Fatalf("no %s Event on %s/%s with %q", reason, ns, name, text)
 	}
+	return found
 }
 
 // dropArgoCRDs removes the Argo CRDs now (the daemon must start without

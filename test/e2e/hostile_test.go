@@ -126,14 +126,18 @@ func logDaemonPeakMemory(t *testing.T, ns string) map[string]float64 {
 	for _, p := range pods.Items {
 		for _, cs := range p.Status.ContainerStatuses {
 			id := cs.ContainerID[strings.Index(cs.ContainerID, "://")+3:]
-			// kubepods/pod<uid> (Guaranteed) or kubepods/<qos>/pod<uid>.
+			// kubepods/pod<uid> (Guaranteed) or kubepods/<qos>/pod<uid>,
+			// under the node's cgroup root (/ for node 1, /icd-nodeK).
 			pattern := "pod" + string(p.UID) + "/" + id + "/memory.max_usage_in_bytes"
-			files, _ := filepath.Glob("/sys/fs/cgroup/memory/kubepods/" + pattern)
-			more, _ := filepath.Glob("/sys/fs/cgroup/memory/kubepods/*/" + pattern)
-			if len(files)+len(more) == 0 {
+			var files []string
+			for _, dir := range []string{"kubepods/", "kubepods/*/", "*/kubepods/", "*/kubepods/*/"} {
+				found, _ := filepath.Glob("/sys/fs/cgroup/memory/" + dir + pattern)
+				files = append(files, found...)
+			}
+			if len(files) == 0 {
 				t.Logf("daemon container %s/%s: no cgroup v1 memory file %s found", p.Name, cs.Name, pattern)
 			}
-			for _, f := range append(files, more...) {
+			for _, f := range files {
 				if b, err := os.ReadFile(f); err == nil {
 					var peak int64
 					_, _ = fmt.Sscan(string(b), &peak)

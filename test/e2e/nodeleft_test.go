@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,11 +31,13 @@ func daemonPodCount(ctx context.Context, ns string) (int, error) {
 }
 
 // TestNodeLeftByDaemonSet: when the DaemonSet's nodeSelector stops matching
-// the node, the DaemonSet controller deletes the daemon pod there, and the
+// node 2, the DaemonSet controller deletes the daemon pod there, and that
 // daemon deletes its node's prefetch pods on its way out (nobody else would
-// own them). Once the node is a target again, the images are cached again.
+// own them); node 1's prefetch pods are untouched. Once node 2 is a target
+// again, the image is cached there again.
 func TestNodeLeftByDaemonSet(t *testing.T) {
 	ctx := context.Background()
+	node2 := secondNode(t)
 	ns := "icd-left-" + strings.ToLower(rand.String(4))
 	o := install.DefaultOptions("e2e")
 	o.Namespace = ns
@@ -44,40 +47,50 @@ func TestNodeLeftByDaemonSet(t *testing.T) {
 	users := newNamespace(t)
 	img := randomImage(t, "e2e/left:"+rand.String(6), uint64(rand.Int()))
 	imageList(t, users, "left", `["`+img+`"]`)
-	before := waitCached(t, ns, img)
-	if n := len(prefetchPods(t, ns)); n == 0 {
-		t.Fatal("no prefetch pod to leave behind")
+	for _, n := range nodeNames(t) {
+		waitCachedOn(t, ns, img, n)
 	}
+	podsOf := func(onNode2 bool) []string {
+		var uids []string
+		for _, p := range prefetchPods(t, ns) {
+			if (p.Spec.NodeName == node2) == onNode2 {
+				uids = append(uids, string(p.UID))
+			}
+		}
+		slices.Sort(uids)
+		return uids
+	}
+	elsewhere := podsOf(false)
 
-	o.NodeSelector = map[string]string{"image-cache-daemon.e2e/absent": "true"}
+	o.NodeSelector = map[string]string{corev1.LabelHostname: "icd-node"}
 	if _, err := applier(t).Apply(ctx, install.Objects(o)); err != nil {
-		t.Fatalf("moving the DaemonSet off every node: %v", err)
+		t.Fatalf("moving the DaemonSet off node 2: %v", err)
 	}
 	// The daemon pod's termination grace period (10s) bounds its cleanup;
 	// the rest is the DaemonSet controller's and the kubelet's.
 	err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
-		daemons, err := daemonPodCount(ctx, ns)
-		return err == nil && daemons == 0, nil
+		pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+		return err == nil && !slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return p.Spec.NodeName == node2 }), nil
 	})
 	if err != nil {
-		t.Fatalf("the daemon pod is still there 90s after the DaemonSet left the node\n%s", daemonLogs(t, ns))
+		t.Fatalf("the daemon pod on %s is still there 90s after the DaemonSet left the node\n%s", node2, daemonLogs(t, ns))
 	}
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		return len(prefetchPods(t, ns)) == 0, nil
+		return len(podsOf(true)) == 0, nil
 	})
 	if err != nil {
 		for _, p := range prefetchPods(t, ns) {
 			t.Logf("left behind: %s on %s\n%s", p.Name, p.Spec.NodeName, describe(p))
 		}
-		t.Fatalf("prefetch pods of node %s are still there after its daemon exited", before.Node)
+		t.Fatalf("prefetch pods of node %s are still there after its daemon exited", node2)
+	}
+	if kept := podsOf(false); !slices.Equal(kept, elsewhere) {
+		t.Errorf("the other nodes' prefetch pods were %v, now %v", elsewhere, kept)
 	}
 
 	o.NodeSelector = nil
 	reconfigure(t, o)
-	after := waitCached(t, ns, img)
-	if after.Node != before.Node {
-		t.Errorf("cached on %s, before on %s", after.Node, before.Node)
-	}
+	waitCachedOn(t, ns, img, node2)
 }
 
 // TestSweepRemovesPodsOfNodesLeft: prefetch pods of a node the DaemonSet does
@@ -102,10 +115,9 @@ func TestSweepRemovesPodsOfNodesLeft(t *testing.T) {
 	users := newNamespace(t)
 	img := randomImage(t, "e2e/sweep:"+rand.String(6), uint64(rand.Int()))
 	imageList(t, users, "sweep", `["`+img+`"]`)
-	home := waitCached(t, ns, img)
-	homePod, err := env.client.CoreV1().Pods(ns).Get(ctx, home.Pod, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	nodes := nodeNames(t)
+	for _, n := range nodes {
+		waitCachedOn(t, ns, img, n)
 	}
 
 	ds, err := env.client.AppsV1().DaemonSets(ns).Get(ctx, install.Name, metav1.GetOptions{})
@@ -146,6 +158,7 @@ func TestSweepRemovesPodsOfNodesLeft(t *testing.T) {
 	}
 	foreign := create(nil, "sweep-foreign") // the prefetch labels, but no owner
 	orphan := create(&owner, "sweep-orphan")
+	sweeping := time.Now()
 
 	bound := 3*sweep + time.Minute
 	err = wait.PollUntilContextTimeout(ctx, 5*time.Second, bound, true, func(ctx context.Context) (bool, error) {
@@ -160,7 +173,13 @@ func TestSweepRemovesPodsOfNodesLeft(t *testing.T) {
 	if p, err := env.client.CoreV1().Pods(ns).Get(ctx, foreign.Name, metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
 		t.Errorf("the prefetch pod %s that the DaemonSet does not own was deleted (err %v)", foreign.Name, err)
 	}
-	if p, err := env.client.CoreV1().Pods(ns).Get(ctx, homePod.Name, metav1.GetOptions{}); err != nil || p.UID != homePod.UID || p.DeletionTimestamp != nil {
-		t.Errorf("the prefetch pod %s of node %s, where the daemon runs, was deleted (err %v)", homePod.Name, home.Node, err)
+	// The real nodes, where daemons run, still hold the image in the pods
+	// they had before the sweeps.
+	for _, n := range nodes {
+		st := waitCachedOn(t, ns, img, n)
+		p, err := env.client.CoreV1().Pods(ns).Get(ctx, st.Pod, metav1.GetOptions{})
+		if err != nil || p.DeletionTimestamp != nil || !p.CreationTimestamp.Time.Before(sweeping) {
+			t.Errorf("node %s, where a daemon runs, lost its prefetch pod for %s to the sweep (now %s, err %v)", n, img, st.Pod, err)
+		}
 	}
 }

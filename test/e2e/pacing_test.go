@@ -80,9 +80,22 @@ func TestPacedPulls(t *testing.T) {
 	if n := refusedPulls(t, ns); n != 0 {
 		t.Errorf("the kubelet refused %d prefetch pulls under its limit; the daemon's pacing must avoid that", n)
 	}
+	// Each node's daemon paces its own kubelet: every node pulled all 50
+	// (on two nodes, 100 pulls at once under two limits of 5 a second).
+	perNode := map[string]int{}
+	for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
+		if st.State == cachestate.Cached {
+			perNode[st.Node]++
+		}
+	}
+	for _, n := range nodeNames(t) {
+		if perNode[n] != len(images) {
+			t.Errorf("node %s has %d of the %d images cached", n, perNode[n], len(images))
+		}
+	}
 	// (50 - burst) / QPS = 8 s is the kubelet's floor; the bench measures
 	// how close the daemon comes. This only catches pacing gone wrong.
-	t.Logf("50 images cached in %s, %d prefetch pods", took.Round(time.Millisecond), len(prefetchPods(t, ns)))
+	t.Logf("50 images cached on %d nodes in %s, %d prefetch pods", len(perNode), took.Round(time.Millisecond), len(prefetchPods(t, ns)))
 
 	t.Run("recovers when the kubelet refuses", func(t *testing.T) {
 		o := install.DefaultOptions("e2e")

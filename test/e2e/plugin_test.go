@@ -100,11 +100,13 @@ func TestPlugin(t *testing.T) {
 			t.Fatalf("status does not show %s cached with a digest:\n%s", cached, out)
 		}
 		table := mustPlugin(t, bin, args("status")...)
-		if !strings.Contains(table, "1/1") || !strings.Contains(table, "cached") {
+		n := len(nodeNames(t))
+		if !strings.Contains(table, fmt.Sprintf("%d/%d", n, n)) || !strings.Contains(table, "cached") {
 			t.Errorf("status table:\n%s", table)
 		}
 		// What status read: the report the daemon publishes on its pod.
-		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon",
+			FieldSelector: "spec.nodeName=icd-node"})
 		if err != nil || len(daemons.Items) != 1 {
 			t.Fatalf("daemon pods: %v %v", daemons, err)
 		}

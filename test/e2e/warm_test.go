@@ -5,7 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,122 +60,6 @@ func warmCondition(n *corev1.Node) *corev1.NodeCondition {
 	return nil
 }
 
-// A node registered with the startup taint takes no workload until its
-// images are there: the workload pod stays Pending, the daemon writes the
-// Warm condition, removes the taint, and the pod starts without a pull.
-// Then, with an image that cannot be pulled, the taint goes anyway and the
-// condition and status say why.
-func TestStartupTaintKeepsWorkUntilWarm(t *testing.T) {
-	ctx := context.Background()
-	nodes, err := env.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil || len(nodes.Items) == 0 {
-		t.Fatalf("no node: %v", err)
-	}
-	node := nodes.Items[0].Name
-	key := "e2e.imagecache.dcherman.github.io/warming-" + strings.ToLower(rand.String(4))
-	t.Cleanup(func() { setTaint(t, node, key, false) })
-
-	users := newNamespace(t)
-	images := []string{}
-	for i := range 3 {
-		images = append(images, randomImage(t, fmt.Sprintf("e2e/warm-%d:%s", i, rand.String(5)), uint64(rand.Int())))
-	}
-	quoted, _ := json.Marshal(images)
-	imageList(t, users, "warm", string(quoted))
-	setTaint(t, node, key, true)
-
-	workload := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "workload", Namespace: users},
-		Spec: corev1.PodSpec{
-			RestartPolicy: corev1.RestartPolicyNever,
-			Containers:    []corev1.Container{{Name: "w", Image: images[0], ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"/x"}}},
-		},
-	}
-	if _, err := env.client.CoreV1().Pods(users).Create(ctx, workload, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitForPod(t, users, "workload", 30*time.Second, "unschedulable on the tainted node", func(p *corev1.Pod) bool {
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-				return true
-			}
-		}
-		return false
-	})
-
-	ns := "icd-warm-" + strings.ToLower(rand.String(4))
-	o := install.DefaultOptions("e2e")
-	o.Namespace, o.Image, o.ResyncPeriod = ns, daemonImage(t), 0
-	o.StartupTaint, o.WarmTimeout = key, 0
-	installDaemon(t, o)
-
-	n := waitNode(t, node, "warm and untainted", 3*time.Minute, func(n *corev1.Node) bool {
-		c := warmCondition(n)
-		return c != nil && c.Status == corev1.ConditionTrue && !testcluster.HasTaint(n, key)
-	})
-	if c := warmCondition(n); c.Reason != warm.ReasonWarm {
-		t.Errorf("condition %+v, want reason %s", c, warm.ReasonWarm)
-	}
-	for _, img := range images {
-		waitCached(t, ns, img)
-	}
-	waitForPod(t, users, "workload", time.Minute, "scheduled", func(p *corev1.Pod) bool { return p.Spec.NodeName != "" })
-	evs, err := env.client.CoreV1().Events(users).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=workload"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range evs.Items {
-		if e.Reason == "Pulling" {
-			t.Errorf("the workload pulled its image on a warm node: %s", e.Message)
-		}
-	}
-
-	t.Run("an image that cannot be pulled does not keep the node out", func(t *testing.T) {
-		missing := env.registry + "/e2e/warm-missing:" + rand.String(6)
-		images = append(images, missing)
-		quoted, _ := json.Marshal(images)
-		imageList(t, users, "warm", string(quoted))
-		setTaint(t, node, key, true)
-		o.WarmTimeout = time.Minute
-		reconfigure(t, o) // a fresh daemon looks for the taint again
-		n := waitNode(t, node, "untainted with the reason", 3*time.Minute, func(n *corev1.Node) bool {
-			c := warmCondition(n)
-			return c != nil && c.Status == corev1.ConditionFalse && !testcluster.HasTaint(n, key) &&
-				(c.Reason == warm.ReasonImagesFailed || c.Reason == warm.ReasonTimedOut)
-		})
-		// The condition says why in words without counts or names, so that
-		// a tenant's edit is no Node write; the Event names the image.
-		if c := warmCondition(n); strings.ContainsAny(c.Message, "0123456789") {
-			t.Errorf("condition message %q carries counts", c.Message)
-		}
-		err := wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
-			events, err := env.client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{
-				FieldSelector: "involvedObject.name=" + node + ",reason=" + warm.ReasonTaintRemoved})
-			if err != nil {
-				return false, err
-			}
-			for _, e := range events.Items {
-				if strings.Contains(e.Message, "warm-missing") {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			t.Errorf("no %s Event on node %s names the image that cannot be pulled: %v", warm.ReasonTaintRemoved, node, err)
-		}
-		bin := buildGo(t, "github.com/dcherman/image-cache-daemon/cmd/kubectl-imagecache")
-		err = wait.PollUntilContextTimeout(ctx, 2*time.Second, time.Minute, true, func(context.Context) (bool, error) {
-			out, _ := plugin(t, bin, "status", "-n", ns)
-			return strings.Contains(out, "not warm: "+node), nil
-		})
-		if err != nil {
-			out, _ := plugin(t, bin, "status", "-n", ns)
-			t.Errorf("status does not show the node not warm:\n%s", out)
-		}
-	})
-}
-
 // The daemon's own credentials (a token bound to its pod, as the kubelet
 // gives it) may set the Warm condition on its own node and remove its
 // startup taint, and nothing else: the ValidatingAdmissionPolicy installed
@@ -188,11 +72,19 @@ func TestDaemonMayWriteOnlyItsOwnNode(t *testing.T) {
 	o.Namespace, o.Image, o.ResyncPeriod, o.StartupTaint = ns, daemonImage(t), 0, key
 	installDaemon(t, o)
 
+	// Node 1's daemon, with the token the kubelet would give its pod, and
+	// node 2, a real node with a daemon of its own.
+	other := secondNode(t)
+	waitRollout(t, ns)
 	pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
-	if err != nil || len(pods.Items) == 0 {
-		t.Fatalf("no daemon pod: %v", err)
+	if err != nil {
+		t.Fatal(err)
 	}
-	daemon := pods.Items[0]
+	i := slices.IndexFunc(pods.Items, func(p corev1.Pod) bool { return p.Spec.NodeName != other })
+	if i < 0 {
+		t.Fatalf("no daemon pod on a node other than %s", other)
+	}
+	daemon := pods.Items[i]
 	tr, err := env.client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, install.Name, &authv1.TokenRequest{Spec: authv1.TokenRequestSpec{
 		ExpirationSeconds: ptrTo[int64](600),
 		BoundObjectRef:    &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: daemon.Name, UID: daemon.UID},
@@ -207,11 +99,6 @@ func TestDaemonMayWriteOnlyItsOwnNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	own := daemon.Spec.NodeName
-	other := "icd-vap-other-" + strings.ToLower(rand.String(4))
-	if _, err := env.client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: other}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.client.CoreV1().Nodes().Delete(context.Background(), other, metav1.DeleteOptions{}) })
 	setTaint(t, own, key, true)
 	setTaint(t, own, key+"-other", true)
 	t.Cleanup(func() { setTaint(t, own, key, false); setTaint(t, own, key+"-other", false) })
@@ -241,14 +128,18 @@ func TestDaemonMayWriteOnlyItsOwnNode(t *testing.T) {
 		subresource []string
 		patch       []byte
 		allowed     bool
+		says        string // the refusal names both nodes
 	}{
-		{"its own node's Warm condition", own, []string{"status"}, condition(string(warm.ConditionType)), true},
-		{"another node's Warm condition", other, []string{"status"}, condition(string(warm.ConditionType)), false},
-		{"another condition", own, []string{"status"}, condition("Ready"), false},
-		{"a label", own, nil, []byte(`{"metadata":{"labels":{"e2e":"x"}}}`), false},
-		{"another taint", own, nil, withoutTaint(key + "-other"), false},
-		{"cordon", own, nil, []byte(`{"spec":{"unschedulable":true}}`), false},
-		{"its startup taint", own, nil, withoutTaint(key), true},
+		{"its own node's Warm condition", own, []string{"status"}, condition(string(warm.ConditionType)), true, ""},
+		{"another node's Warm condition", other, []string{"status"}, condition(string(warm.ConditionType)), false,
+			"may write only the node its pod runs on (" + own + "), not " + other},
+		{"another node's startup taint", other, nil, []byte(`{"spec":{"taints":[]}}`), false,
+			"may write only the node its pod runs on (" + own + "), not " + other},
+		{"another condition", own, []string{"status"}, condition("Ready"), false, ""},
+		{"a label", own, nil, []byte(`{"metadata":{"labels":{"e2e":"x"}}}`), false, ""},
+		{"another taint", own, nil, withoutTaint(key + "-other"), false, ""},
+		{"cordon", own, nil, []byte(`{"spec":{"unschedulable":true}}`), false, ""},
+		{"its startup taint", own, nil, withoutTaint(key), true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := as.CoreV1().Nodes().Patch(ctx, tc.node, types.StrategicMergePatchType, tc.patch, metav1.PatchOptions{}, tc.subresource...)
@@ -259,6 +150,8 @@ func TestDaemonMayWriteOnlyItsOwnNode(t *testing.T) {
 				t.Error("allowed")
 			case !tc.allowed && !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err):
 				t.Errorf("refused, but not by admission or RBAC: %v", err)
+			case !tc.allowed && !strings.Contains(err.Error(), tc.says):
+				t.Errorf("refused with %v; want a refusal that says %q", err, tc.says)
 			}
 		})
 	}
