@@ -320,8 +320,11 @@ EOF
 containerd_config() {
   local dir=$1 run=$2 sock=$3 mirror=$4 cni=$5 runc_root=${6:-}
   mkdir -p "$dir/certs.d/$REGISTRY" "$run"
+  # MIRROR is REGISTRY's server, not only a mirror tried first: a pull that
+  # fails there (not found) must fail with the registry's own message, not
+  # with that of a fallback to an address the node cannot reach.
   cat >"$dir/certs.d/$REGISTRY/hosts.toml" <<EOF
-server = "http://$REGISTRY"
+server = "http://$mirror"
 
 [host."http://$mirror"]
   capabilities = ["pull", "resolve", "push"]

@@ -163,8 +163,8 @@ func TestTwoNodes(t *testing.T) {
 // A node that joins the cluster registered with the startup taint takes no
 // workload while its images pull; its own daemon then removes the taint,
 // with an Event, and status shows when it was warm. A node that joins while
-// a wanted image cannot be pulled is released at --warm-timeout, with a
-// Warning Event that names the image.
+// a wanted image cannot be pulled is released once the pull has failed (at
+// --warm-timeout at the latest), with a Warning Event that names the image.
 func TestNodeJoinsWithStartupTaint(t *testing.T) {
 	ctx := context.Background()
 	secondNode(t)
@@ -224,7 +224,7 @@ func TestNodeJoinsWithStartupTaint(t *testing.T) {
 		t.Errorf("status does not show %s warm:\n%s", node, out)
 	}
 
-	t.Run("an image that cannot be pulled holds a joining node until the warm timeout", func(t *testing.T) {
+	t.Run("an image that cannot be pulled does not keep a joining node out", func(t *testing.T) {
 		missing := env.registry + "/e2e/join-missing:" + rand.String(6)
 		quoted, _ := json.Marshal(append(slices.Clone(images), missing))
 		imageList(t, users, "join", string(quoted))
@@ -237,18 +237,20 @@ func TestNodeJoinsWithStartupTaint(t *testing.T) {
 		if c := warmCondition(n); c.Reason != warm.ReasonImagesFailed && c.Reason != warm.ReasonTimedOut {
 			t.Errorf("condition %+v, want reason %s or %s", c, warm.ReasonImagesFailed, warm.ReasonTimedOut)
 		}
-		if d := time.Since(start); d < o.WarmTimeout {
-			t.Errorf("the taint went after %s, before the warm timeout of %s", d, o.WarmTimeout)
+		// A pull the registry refuses settles the image (failed): the node
+		// is released then, or at the warm timeout if the pull hangs.
+		if d := time.Since(start); d > o.WarmTimeout+time.Minute {
+			t.Errorf("the taint went after %s, long past the warm timeout of %s", d, o.WarmTimeout)
 		}
 		if e := waitEventWith(t, metav1.NamespaceDefault, node, warm.ReasonTaintRemoved, "join-missing"); e.Type != corev1.EventTypeWarning {
 			t.Errorf("the %s Event naming the image is of type %s, want %s", e.Reason, e.Type, corev1.EventTypeWarning)
 		}
 		err := wait.PollUntilContextTimeout(ctx, 2*time.Second, time.Minute, true, func(context.Context) (bool, error) {
-			out, _ := plugin(t, bin, "status", "-n", ns)
+			out, _ := plugin(t, bin, "status", "-n", ns, "--node", node)
 			return strings.Contains(out, "not warm: "+node), nil
 		})
 		if err != nil {
-			out, _ := plugin(t, bin, "status", "-n", ns)
+			out, _ := plugin(t, bin, "status", "-n", ns, "--node", node)
 			t.Errorf("status does not show %s not warm:\n%s", node, out)
 		}
 	})
