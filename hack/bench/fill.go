@@ -115,7 +115,7 @@ func (b *bench) fill(ctx context.Context, base install.Options, works []work, tr
 	}
 	defer func() {
 		if a, err := testcluster.Applier(b.cfg, b.kube); err == nil {
-			_, _ = a.Delete(context.Background(), install.Objects(in.original))
+			_, _ = a.Uninstall(context.Background(), in.original.Namespace)
 		}
 		_ = b.apply(context.Background(), base)
 	}()

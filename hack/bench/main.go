@@ -188,7 +188,11 @@ func (b *bench) apply(ctx context.Context, o install.Options) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.Apply(ctx, install.Objects(o)); err != nil {
+	objs, err := install.Objects(o)
+	if err != nil {
+		return err
+	}
+	if _, err := a.Apply(ctx, objs); err != nil {
 		return err
 	}
 	return testcluster.WaitRollout(ctx, b.kube, o.Namespace, 3*time.Minute)
@@ -197,7 +201,7 @@ func (b *bench) apply(ctx context.Context, o install.Options) error {
 func (b *bench) uninstall(o install.Options) {
 	ctx := context.Background()
 	if a, err := testcluster.Applier(b.cfg, b.kube); err == nil {
-		_, _ = a.Delete(ctx, install.Objects(o))
+		_, _ = a.Uninstall(ctx, o.Namespace)
 	}
 	_ = b.kube.CoreV1().Namespaces().Delete(ctx, "icd-bench-sources", metav1.DeleteOptions{})
 	_ = testcluster.DeleteArgoCRDs(ctx, b.cfg)

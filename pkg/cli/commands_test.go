@@ -252,7 +252,8 @@ func TestInstallRun(t *testing.T) {
 		for _, want := range []string{
 			"\nclusterrole/image-cache-daemon:icd created\n",
 			"\nrole/image-cache-daemon:icd created\n", // in the install namespace
-			"\nrole/image-cache-daemon:icd -n team-a created\nrolebinding/image-cache-daemon:icd -n team-a created\n",
+			"\nrole/image-cache-daemon:icd -n team-a created\n",
+			"\nrolebinding/image-cache-daemon:icd -n team-a created\n",
 		} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("output:\n%s\nwant it to contain %q", out, want)
@@ -373,7 +374,7 @@ func TestListReadsTheDaemonsSources(t *testing.T) {
 	opts.StaticImages = []string{"busybox:1.36"}
 	opts.WatchArgoWorkflowTemplates, opts.WatchArgoClusterWorkflowTemplates, opts.WatchArgoCronWorkflows = false, false, false
 	var ds *appsv1.DaemonSet
-	for _, obj := range install.Objects(opts) {
+	for _, obj := range installtest.Objects(t, opts) {
 		if d, ok := obj.(*appsv1.DaemonSet); ok {
 			ds = d
 		}

@@ -198,7 +198,11 @@ func (o *InstallOptions) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return printObjects(o.Out, install.Objects(o.Options), p, o.printFlags().format())
+		objs, err := install.Objects(o.Options)
+		if err != nil {
+			return err
+		}
+		return printObjects(o.Out, objs, p, o.printFlags().format())
 	}
 	results, err := o.applier.Install(ctx, o.Options, o.Out)
 	printResults(o.Out, results, o.Namespace)

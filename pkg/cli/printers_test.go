@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
 )
 
 // installDryRun runs install --dry-run=client with args through the command
@@ -31,7 +32,7 @@ func installDryRun(t *testing.T, args ...string) (string, error) {
 // -o is kubectl's: json is one List, yaml a stream, name one line an
 // object, and jsonpath and go-template read the List.
 func TestInstallPrinters(t *testing.T) {
-	objs := install.Objects(install.DefaultOptions("v1.0.0"))
+	objs := installtest.Objects(t, install.DefaultOptions("v1.0.0"))
 	for _, tc := range []struct {
 		args  []string
 		check func(t *testing.T, out string)

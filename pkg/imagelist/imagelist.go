@@ -81,9 +81,13 @@ func Edit(ctx context.Context, client kubernetes.Interface, ns, name string, cha
 			return fmt.Errorf("reading ConfigMap %s/%s: %w", ns, name, err)
 		}
 		key := source.ConfigMapKey(cm)
-		current, problems, err := listformat.ParseImageList(cm.Data[key])
-		if err != nil || len(problems) > 0 {
-			return &UnreadableError{Namespace: ns, Name: name, Key: key, Err: err, Problems: problems}
+		var current []string
+		if !source.Empty(cm) {
+			var problems []error
+			current, problems, err = listformat.ParseImageList(cm.Data[key])
+			if err != nil || len(problems) > 0 {
+				return &UnreadableError{Namespace: ns, Name: name, Key: key, Err: err, Problems: problems}
+			}
 		}
 		res.Before = current
 		res.After = sortedUnique(change(current))

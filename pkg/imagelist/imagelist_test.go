@@ -42,6 +42,22 @@ func TestEditCreatesThenUpdates(t *testing.T) {
 	}
 }
 
+// The installation's image list is made with no data (the chart's
+// configmaps.yaml): the first edit writes it, keeping its labels.
+func TestEditFillsAnEmptyList(t *testing.T) {
+	ctx := context.Background()
+	empty := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "list", Labels: map[string]string{"mine": "yes"}}}
+	client := fake.NewClientset(empty)
+	res, err := Edit(ctx, client, "ns", "list", add("docker.io/library/a:latest"))
+	if err != nil || res.Created || len(res.Before) != 0 {
+		t.Fatalf("edit of an empty list: %+v %v", res, err)
+	}
+	cm, _ := client.CoreV1().ConfigMaps("ns").Get(ctx, "list", metav1.GetOptions{})
+	if cm.Data["images"] != "- \"docker.io/library/a:latest\"\n" || cm.Labels["mine"] != "yes" {
+		t.Errorf("after the edit: data %q, labels %v", cm.Data, cm.Labels)
+	}
+}
+
 // A list someone broke by hand is left as it is, and the message says what
 // is wrong (capped, quoted short) and how to fix it.
 func TestEditRefusesABrokenList(t *testing.T) {

@@ -23,14 +23,14 @@ func results(rs []install.Result) string {
 // An existing image list holds the user's images: install keeps it as it is.
 func TestApplyKeepsAnExistingImageList(t *testing.T) {
 	var list runtime.Object
-	for _, obj := range install.Objects(install.DefaultOptions("v1.0.0")) {
+	for _, obj := range installtest.Objects(t, install.DefaultOptions("v1.0.0")) {
 		if u, _ := install.Unstructured(obj); u.GetKind() == "ConfigMap" && u.GetName() == install.DefaultConfigMap {
 			list = obj.DeepCopyObject()
 		}
 	}
 	a, fake := installtest.NewApplier(t, list)
 	acts := &fake.Acts
-	rs, err := a.Apply(context.Background(), install.Objects(install.DefaultOptions("v1.0.0")))
+	rs, err := a.Apply(context.Background(), installtest.Objects(t, install.DefaultOptions("v1.0.0")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,14 +58,14 @@ func TestForeignNamespaceIsNeitherLabelledNorDeleted(t *testing.T) {
 	foreign.SetName("platform")
 	a, fake := installtest.NewApplier(t, foreign)
 	acts := &fake.Acts
-	rs, err := a.Apply(context.Background(), install.Objects(o))
+	rs, err := a.Apply(context.Background(), installtest.Objects(t, o))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(results(rs), "Namespace/platform kept") {
 		t.Errorf("apply results:\n%s\nwant the namespace kept", results(rs))
 	}
-	rs, err = a.Delete(context.Background(), install.Objects(o))
+	rs, err = a.Delete(context.Background(), installtest.Objects(t, o))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestForeignNamespaceIsNeitherLabelledNorDeleted(t *testing.T) {
 // Uninstalling what is not there is not an error.
 func TestDeleteOfNothingSaysNotFound(t *testing.T) {
 	a, _ := installtest.NewApplier(t)
-	rs, err := a.Delete(context.Background(), install.Objects(install.DefaultOptions("v1.0.0")))
+	rs, err := a.Delete(context.Background(), installtest.Objects(t, install.DefaultOptions("v1.0.0")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,6 +21,7 @@ import (
 )
 
 var (
+	daemonSetGVK   = appsv1.SchemeGroupVersion.WithKind("DaemonSet")
 	namespaceGVK   = corev1.SchemeGroupVersion.WithKind("Namespace")
 	roleGVK        = rbacv1.SchemeGroupVersion.WithKind("Role")
 	roleBindingGVK = rbacv1.SchemeGroupVersion.WithKind("RoleBinding")
@@ -36,6 +38,9 @@ var (
 //   - the ClusterRole and ClusterRoleBinding that installations shared
 //     before they had their own are removed if only this one used them.
 func (a *Applier) Install(ctx context.Context, o Options, notes io.Writer) ([]Result, error) {
+	if err := a.refuseHelmRelease(ctx, o.Namespace, "install"); err != nil {
+		return nil, err
+	}
 	if err := a.checkSourceNamespaces(ctx, o); err != nil {
 		return nil, err
 	}
@@ -48,7 +53,11 @@ func (a *Applier) Install(ctx context.Context, o Options, notes io.Writer) ([]Re
 			return nil, fmt.Errorf("writing a note: %w", err)
 		}
 	}
-	results, err := a.Apply(ctx, Objects(o))
+	objs, err := Objects(o)
+	if err != nil {
+		return nil, err
+	}
+	results, err := a.Apply(ctx, objs)
 	if err != nil {
 		return results, err
 	}
@@ -59,7 +68,7 @@ func (a *Applier) Install(ctx context.Context, o Options, notes io.Writer) ([]Re
 	var stale []runtime.Object
 	for _, sns := range installed {
 		if !slices.Contains(o.sourceNamespaces(), sns) {
-			stale = append(stale, sourceRBAC(o, sns)...)
+			stale = append(stale, sourceRBAC(o.Namespace, sns)...)
 		}
 	}
 	if len(stale) > 0 {
@@ -79,6 +88,9 @@ func (a *Applier) Install(ctx context.Context, o Options, notes io.Writer) ([]Re
 // they had their own if only this one used them. A namespace that existed
 // before the installation is kept.
 func (a *Applier) Uninstall(ctx context.Context, namespace string) ([]Result, error) {
+	if err := a.refuseHelmRelease(ctx, namespace, "uninstall"); err != nil {
+		return nil, err
+	}
 	// Only the kinds and names of the objects matter to Delete.
 	o := DefaultOptions("")
 	o.Namespace = namespace
@@ -89,12 +101,46 @@ func (a *Applier) Uninstall(ctx context.Context, namespace string) ([]Result, er
 	// And the wanted set, which the planner writes.
 	published := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: wanted.ConfigMap, Namespace: namespace}}
-	results, err := a.Delete(ctx, append(Objects(o), published))
+	objs, err := Objects(o)
+	if err != nil {
+		return nil, err
+	}
+	results, err := a.Delete(ctx, append(objs, published))
 	if err != nil {
 		return results, err
 	}
 	rs, err := a.removeLegacyRBAC(ctx, namespace)
 	return append(results, rs...), err
+}
+
+// Helm's marks on the objects of a release.
+const (
+	helmReleaseName      = "meta.helm.sh/release-name"
+	helmReleaseNamespace = "meta.helm.sh/release-namespace"
+)
+
+// refuseHelmRelease refuses to change an installation that a Helm release
+// manages (its DaemonSet carries Helm's marks): the plugin and Helm would
+// fight over its objects, and Helm's record of the release would no longer
+// say what runs. Helm refuses the other way by itself: it adopts no object
+// without its marks. The message says how to move over.
+func (a *Applier) refuseHelmRelease(ctx context.Context, namespace, verb string) error {
+	ds, err := a.get(ctx, daemonSetGVK, namespace, Name)
+	if err != nil || ds == nil {
+		return err
+	}
+	release := ds.GetAnnotations()[helmReleaseName]
+	if release == "" {
+		return nil
+	}
+	if ns := ds.GetAnnotations()[helmReleaseNamespace]; ns != "" {
+		namespace = ns
+	}
+	if verb == "uninstall" {
+		return fmt.Errorf("image-cache-daemon in namespace %[1]s is Helm release %[2]s: remove it with `helm uninstall %[2]s -n %[1]s`", namespace, release)
+	}
+	return fmt.Errorf("image-cache-daemon in namespace %[1]s is Helm release %[2]s: change it with `helm upgrade %[2]s -n %[1]s` (kubectl imagecache install would fight Helm over its objects); "+
+		"to manage it with the plugin instead, run `helm uninstall %[2]s -n %[1]s`, then kubectl imagecache install (the image list goes with the release: save it first with kubectl imagecache list)", namespace, release)
 }
 
 // sharedNamespaceNote says what installing into a namespace that existed

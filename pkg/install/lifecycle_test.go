@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -308,4 +309,34 @@ func (w *actsAtWrite) Write(p []byte) (int, error) {
 		w.written, w.actsBefore = true, len(*w.acts)
 	}
 	return w.Builder.Write(p)
+}
+
+// An installation that a Helm release manages is not changed by the
+// plugin: install and uninstall refuse, act on nothing, and say how to move
+// over.
+func TestHelmReleaseIsRefused(t *testing.T) {
+	ds := &appsv1.DaemonSet{
+		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: install.Name, Namespace: "icd", Annotations: map[string]string{
+			"meta.helm.sh/release-name": "cache", "meta.helm.sh/release-namespace": "icd"}},
+	}
+	a, c := installtest.NewApplier(t, ds)
+	_, err := a.Install(context.Background(), options("icd"), &strings.Builder{})
+	if err == nil || !strings.Contains(err.Error(), "is Helm release cache: change it with `helm upgrade cache -n icd`") ||
+		!strings.Contains(err.Error(), "run `helm uninstall cache -n icd`, then kubectl imagecache install") {
+		t.Errorf("install: %v", err)
+	}
+	_, err = a.Uninstall(context.Background(), "icd")
+	if err == nil || !strings.Contains(err.Error(), "remove it with `helm uninstall cache -n icd`") {
+		t.Errorf("uninstall: %v", err)
+	}
+	if len(c.Acts) != 0 {
+		t.Errorf("a refused change acted: %v", c.Acts)
+	}
+	// Without Helm's marks the same DaemonSet is the plugin's own.
+	ds.Annotations = nil
+	a, _ = installtest.NewApplier(t, ds)
+	if _, err := a.Install(context.Background(), options("icd"), &strings.Builder{}); err != nil {
+		t.Errorf("install over the plugin's own: %v", err)
+	}
 }

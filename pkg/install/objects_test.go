@@ -50,7 +50,7 @@ func TestDaemonArgsAgreeWithEnvAndFlags(t *testing.T) {
 
 func daemonArgsAgree(t *testing.T, o Options) {
 	t.Helper()
-	ds := findDaemonSet(t, Objects(o))
+	ds := findDaemonSet(t, mustObjects(t, o))
 	c := ds.Spec.Template.Spec.Containers[0]
 	env := map[string]bool{}
 	for _, e := range c.Env {
@@ -81,7 +81,7 @@ func daemonArgsAgree(t *testing.T, o Options) {
 }
 
 func TestDaemonSetMeetsRestrictedProfile(t *testing.T) {
-	ds := findDaemonSet(t, Objects(DefaultOptions("v1.0.0")))
+	ds := findDaemonSet(t, mustObjects(t, DefaultOptions("v1.0.0")))
 	spec := ds.Spec.Template.Spec
 	psc := spec.SecurityContext
 	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil ||
@@ -104,7 +104,7 @@ func TestOptionsReachTheDaemonSet(t *testing.T) {
 	o.ImagePullSecrets = []string{"regcred"}
 	o.WatchArgoCronWorkflows = false
 	o.Tolerations = []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists}}
-	objs := Objects(o)
+	objs := mustObjects(t, o)
 	for _, obj := range objs {
 		u, err := Unstructured(obj)
 		if err != nil {
@@ -126,7 +126,7 @@ func TestOptionsReachTheDaemonSet(t *testing.T) {
 
 // What the plugin prints and applies has no field the server fills in.
 func TestUnstructuredHasNoEmptyServerFields(t *testing.T) {
-	for _, obj := range Objects(DefaultOptions("v1.0.0")) {
+	for _, obj := range mustObjects(t, DefaultOptions("v1.0.0")) {
 		u, err := Unstructured(obj)
 		if err != nil {
 			t.Fatal(err)
@@ -157,7 +157,7 @@ func contains(list []string, s string) bool {
 func rbacRules(t *testing.T, o Options) map[string][]rbacv1.PolicyRule {
 	t.Helper()
 	out := map[string][]rbacv1.PolicyRule{}
-	for _, obj := range Objects(o) {
+	for _, obj := range mustObjects(t, o) {
 		switch r := obj.(type) {
 		case *rbacv1.ClusterRole:
 			out["ClusterRole "+r.Name] = r.Rules
@@ -283,7 +283,7 @@ func TestObjectsAreNamedPerInstallation(t *testing.T) {
 			o.SourceNamespaces = []string{"team-a", long}
 			seen := map[string]bool{}
 			rbacName := func(name string, _ bool) []string { return path.IsValidPathSegmentName(name) }
-			for _, obj := range Objects(o) {
+			for _, obj := range mustObjects(t, o) {
 				u, err := Unstructured(obj)
 				if err != nil {
 					t.Fatal(err)
@@ -355,7 +355,7 @@ func TestSourceNamespaceArgs(t *testing.T) {
 			o := DefaultOptions("v1.0.0")
 			o.Namespace, o.SourceNamespaces = "icd", tc.namespaces
 			var got []string
-			for _, arg := range findDaemonSet(t, Objects(o)).Spec.Template.Spec.Containers[0].Args {
+			for _, arg := range findDaemonSet(t, mustObjects(t, o)).Spec.Template.Spec.Containers[0].Args {
 				if strings.HasPrefix(arg, "--source-namespace") {
 					got = append(got, arg)
 				}
@@ -374,7 +374,7 @@ func TestOnlyTheImageListMatchesTheSelector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, obj := range Objects(DefaultOptions("v1.0.0")) {
+	for _, obj := range mustObjects(t, DefaultOptions("v1.0.0")) {
 		cm, ok := obj.(*corev1.ConfigMap)
 		if !ok {
 			continue

@@ -20,7 +20,7 @@ func policies(t *testing.T, o Options) map[string]*admissionv1.ValidatingAdmissi
 	t.Helper()
 	out := map[string]*admissionv1.ValidatingAdmissionPolicy{}
 	bindings := map[string]*admissionv1.ValidatingAdmissionPolicyBinding{}
-	for _, obj := range Objects(o) {
+	for _, obj := range mustObjects(t, o) {
 		switch p := obj.(type) {
 		case *admissionv1.ValidatingAdmissionPolicy:
 			out[p.Name] = p

@@ -41,13 +41,22 @@ func ConfigMapKey(cm *corev1.ConfigMap) string {
 // A bad entry (not a valid reference, not a string) is reported and skipped
 // while the other entries are kept: one typo must not stop the rest being
 // cached. A missing key, an empty value or a value that is not a list gives
-// one problem and no images. Only data is read, never binaryData: an image
+// one problem and no images, except in a ConfigMap with no data at all
+// (Empty), which is an empty list. Only data is read, never binaryData: an image
 // list is text, and a key found in binaryData is reported as such.
 func ImagesFromConfigMap(cm *corev1.ConfigMap) (images []string, problems []error) {
 	found := readConfigMap(cm, listformat.Limits{})
 	images = slices.Clone(found.Images)
 	slices.Sort(images)
 	return images, found.Problems
+}
+
+// Empty says whether cm holds no data at all and names no other key: an
+// empty image list. An installation makes its image list so (the chart's configmaps.yaml): then
+// whoever writes the list owns its data, and neither helm upgrade nor
+// kubectl imagecache install, which apply the ConfigMap again, touches it.
+func Empty(cm *corev1.ConfigMap) bool {
+	return len(cm.Data) == 0 && len(cm.BinaryData) == 0 && ConfigMapKey(cm) == DefaultKey
 }
 
 // readConfigMap reads cm's image list within lim: the images in list order.
@@ -61,6 +70,9 @@ func readConfigMap(cm *corev1.ConfigMap, lim listformat.Limits) Found {
 		name = cm.Namespace + "/" + name
 	}
 	value, ok := cm.Data[key]
+	if !ok && Empty(cm) {
+		return Found{}
+	}
 	if !ok {
 		return Found{Problems: []error{missingKey(name, key, cm)}}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
 
@@ -52,7 +53,7 @@ func installDaemon(t *testing.T, o install.Options) {
 	t.Helper()
 	ctx := context.Background()
 	a := applier(t)
-	objs := install.Objects(o)
+	objs := installtest.Objects(t, o)
 	if _, err := a.Apply(ctx, objs); err != nil {
 		t.Fatalf("install: %v", err)
 	}
@@ -76,7 +77,7 @@ func installDaemon(t *testing.T, o install.Options) {
 // daemon pods to be replaced.
 func reconfigure(t *testing.T, o install.Options) {
 	t.Helper()
-	if _, err := applier(t).Apply(context.Background(), install.Objects(o)); err != nil {
+	if _, err := applier(t).Apply(context.Background(), installtest.Objects(t, o)); err != nil {
 		t.Fatalf("reconfigure: %v", err)
 	}
 	waitRollout(t, o.Namespace)

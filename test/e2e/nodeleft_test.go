@@ -18,6 +18,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 )
 
@@ -63,7 +64,7 @@ func TestNodeLeftByDaemonSet(t *testing.T) {
 	elsewhere := podsOf(false)
 
 	o.NodeSelector = map[string]string{corev1.LabelHostname: "icd-node"}
-	if _, err := applier(t).Apply(ctx, install.Objects(o)); err != nil {
+	if _, err := applier(t).Apply(ctx, installtest.Objects(t, o)); err != nil {
 		t.Fatalf("moving the DaemonSet off node 2: %v", err)
 	}
 	// The daemon pod's termination grace period (10s) bounds its cleanup;

@@ -41,7 +41,7 @@ func NewApplier(t testing.TB, existing ...runtime.Object) (*install.Applier, *Cl
 	mapper := meta.NewDefaultRESTMapper(nil)
 	listKinds := map[schema.GroupVersionResource]string{}
 	kinds := map[string]schema.GroupVersionKind{}
-	for _, obj := range install.Objects(install.DefaultOptions("v1.0.0")) {
+	for _, obj := range Objects(t, install.DefaultOptions("v1.0.0")) {
 		u, err := install.Unstructured(obj)
 		if err != nil {
 			t.Fatal(err)
@@ -128,4 +128,14 @@ func key(namespace, name string) string {
 		return name
 	}
 	return namespace + "/" + name
+}
+
+// Objects are the objects of installation o; rendering them must not fail.
+func Objects(t testing.TB, o install.Options) []runtime.Object {
+	t.Helper()
+	objs, err := install.Objects(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
 }

@@ -1,0 +1,46 @@
+package install
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// The chart's generated files are as pkg/install makes them: values.yaml
+// and the README's reference from DefaultValues and Values, the schema from
+// Values, the wardens from pkg/warden. Regenerate with go run ./hack/chartgen.
+func TestChartFilesAreGenerated(t *testing.T) {
+	files, err := ChartFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join("..", "..", "charts", "image-cache-daemon", name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("charts/image-cache-daemon/%s is not as generated (%v): run go run ./hack/chartgen", name, err)
+		}
+	}
+}
+
+// values.yaml is what a Helm user starts from: rendered as it is, it makes
+// a default installation of the chart's appVersion, without the namespace.
+func TestDefaultValuesRender(t *testing.T) {
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Render("icd", DefaultValues())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range objs {
+		if obj.GetObjectKind().GroupVersionKind().Kind == "Namespace" {
+			t.Error("a Helm release makes its namespace; values.yaml must not")
+		}
+	}
+	ds := findDaemonSet(t, objs)
+	if got, want := ds.Spec.Template.Spec.Containers[0].Image, "ghcr.io/dcherman/image-cache-daemon:"+c.Metadata.AppVersion; got != want {
+		t.Errorf("image %s, want %s", got, want)
+	}
+}
