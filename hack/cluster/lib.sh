@@ -218,26 +218,33 @@ slowreg_net_down() {
   if [[ -e /run/netns/$SLOW_REGISTRY_NETNS ]]; then ip netns del "$SLOW_REGISTRY_NETNS"; fi
 }
 
-# slowreg_start ROOTDIR: writes the slow registry's configuration, starts it
-# in its namespace serving ROOTDIR (REGISTRY's storage) read-only, and waits
-# until it answers across the link. `ip netns exec` enters the namespace and
-# then execs the registry, so the PID proc_start records is the registry's.
-slowreg_start() {
-  mkdir -p "$STATE"
-  cat >"$STATE/slow-registry.yaml" <<EOF
+# readonly_registry_config FILE ROOTDIR ADDR: the configuration of a
+# docker-registry process that serves ROOTDIR (REGISTRY's storage) on ADDR
+# without writing to it: the slow registry and node K's view of the registry.
+readonly_registry_config() {
+  cat >"$1" <<EOF
 version: 0.1
 log: {level: warn}
 storage:
-  filesystem: {rootdirectory: $1}
+  filesystem: {rootdirectory: $2}
   maintenance:
     # REGISTRY owns the storage: this one only reads it, and never purges
     # the uploads REGISTRY has in flight.
     readonly: {enabled: true}
     uploadpurging: {enabled: false}
 http:
-  addr: $SLOW_REGISTRY
+  addr: $3
   secret: $(openssl rand -hex 16)
 EOF
+}
+
+# slowreg_start ROOTDIR: writes the slow registry's configuration, starts it
+# in its namespace serving ROOTDIR (REGISTRY's storage) read-only, and waits
+# until it answers across the link. `ip netns exec` enters the namespace and
+# then execs the registry, so the PID proc_start records is the registry's.
+slowreg_start() {
+  mkdir -p "$STATE"
+  readonly_registry_config "$STATE/slow-registry.yaml" "$1" "$SLOW_REGISTRY"
   log "starting the slow registry on $SLOW_REGISTRY (namespace $SLOW_REGISTRY_NETNS, link $SLOW_REGISTRY_RATE)"
   proc_start slow-registry ip netns exec "$SLOW_REGISTRY_NETNS" docker-registry serve "$STATE/slow-registry.yaml"
   wait_for slow-registry 30 curl -fsS "http://$SLOW_REGISTRY/v2/" ||
@@ -565,19 +572,7 @@ node_up() {
   kubeconfig "node$k-kubelet"
   # kube-proxy's identity is the same on every node.
 
-  cat >"$state/registry.yaml" <<EOF
-version: 0.1
-log: {level: warn}
-storage:
-  filesystem: {rootdirectory: $STATE/registry}
-  maintenance:
-    # REGISTRY owns the storage: this one only reads it.
-    readonly: {enabled: true}
-    uploadpurging: {enabled: false}
-http:
-  addr: $(node_registry "$k")
-  secret: $(openssl rand -hex 16)
-EOF
+  readonly_registry_config "$state/registry.yaml" "$STATE/registry" "$(node_registry "$k")"
   proc_start "node$k-registry" docker-registry serve "$state/registry.yaml"
   wait_for "node$k-registry" 30 part_ready "node$k-registry" ||
     die "node $name's view of the registry did not answer on $(node_registry "$k")"
