@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/klog/v2"
 
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
@@ -191,12 +192,20 @@ func (w *setWriter) write(ctx context.Context, data []byte) (bool, error) {
 	case apierrors.IsNotFound(err):
 		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: wanted.ConfigMap, Namespace: w.namespace, Labels: map[string]string{
 			"app.kubernetes.io/name": "image-cache-daemon", "app.kubernetes.io/component": "wanted",
-		}}, BinaryData: map[string][]byte{wanted.Key: data}}
+		}, OwnerReferences: w.owner(ctx)}, BinaryData: map[string][]byte{wanted.Key: data}}
 		_, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: wanted.Planner})
 	case err != nil:
-	case bytes.Equal(cm.BinaryData[wanted.Key], data):
-		return false, nil
 	default:
+		owners := cm.OwnerReferences
+		if len(owners) == 0 {
+			// A set the previous version wrote, or written while the
+			// DaemonSet could not be read.
+			owners = w.owner(ctx)
+		}
+		if bytes.Equal(cm.BinaryData[wanted.Key], data) && len(owners) == len(cm.OwnerReferences) {
+			return false, nil
+		}
+		cm.OwnerReferences = owners
 		cm.BinaryData = map[string][]byte{wanted.Key: data}
 		cm.Data = nil
 		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: wanted.Planner})
@@ -205,4 +214,18 @@ func (w *setWriter) write(ctx context.Context, data []byte) (bool, error) {
 		return false, fmt.Errorf("writing configmap/%s: %w", wanted.ConfigMap, err)
 	}
 	return true, nil
+}
+
+// owner is the wanted set's owner, the node daemons' DaemonSet, which the
+// set is for: whoever removes the DaemonSet (helm uninstall, kubectl
+// imagecache uninstall) removes the set with it, through the garbage
+// collector. None while the DaemonSet cannot be read; the next write tries
+// again.
+func (w *setWriter) owner(ctx context.Context) []metav1.OwnerReference {
+	ds, err := w.client.AppsV1().DaemonSets(w.namespace).Get(ctx, cachestate.DaemonSet, metav1.GetOptions{})
+	if err != nil {
+		klog.FromContext(ctx).V(2).Info("The wanted set has no owner yet", "err", err)
+		return nil
+	}
+	return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.Name, UID: ds.UID}}
 }

@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
@@ -137,5 +139,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("never: %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The wanted set is owned by the DaemonSet, so that removing the
+// installation (helm uninstall included) removes it; a set written before
+// the DaemonSet could be read gets its owner at the next write, and an
+// unchanged set with its owner is not written again.
+func TestWantedSetIsOwnedByTheDaemonSet(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	w := &setWriter{client: client, namespace: "icd"}
+	data := mustEncode(t, wanted.Build([]source.Want{{Image: "docker.io/library/alpine:latest", Origin: "flag --image", Static: true}}, 10, nil))
+	if wrote, err := w.write(ctx, data); !wrote || err != nil {
+		t.Fatalf("first write: %v %v", wrote, err)
+	}
+	if wrote, err := w.write(ctx, data); wrote || err != nil {
+		t.Fatalf("the same set without a DaemonSet to own it was written again: %v %v", wrote, err)
+	}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: cachestate.DaemonSet, Namespace: "icd", UID: "ds-uid"}}
+	if _, err := client.AppsV1().DaemonSets("icd").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := w.write(ctx, data); !wrote || err != nil {
+		t.Fatalf("the owner was not added: %v %v", wrote, err)
+	}
+	cm, err := client.CoreV1().ConfigMaps("icd").Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+	if err != nil || len(cm.OwnerReferences) != 1 || cm.OwnerReferences[0].UID != "ds-uid" || cm.OwnerReferences[0].Kind != "DaemonSet" {
+		t.Fatalf("owners %v, %v", cm.OwnerReferences, err)
+	}
+	if wrote, err := w.write(ctx, data); wrote || err != nil {
+		t.Fatalf("an unchanged, owned set was written again: %v %v", wrote, err)
 	}
 }

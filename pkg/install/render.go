@@ -58,7 +58,7 @@ func Chart() (*chart.Chart, error) { return loadChart() }
 // kindOrder is the order objects are applied in: what others refer to
 // first, the workloads last.
 var kindOrder = []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap", "Deployment", "DaemonSet"}
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Lease", "ConfigMap", "Deployment", "DaemonSet"}
 
 // Render renders the chart as the release of namespace with values v,
 // validated against the chart's schema, and decodes its objects, strictly,

@@ -2,6 +2,9 @@ package install
 
 import (
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
@@ -17,6 +20,14 @@ func TestUnchanged(t *testing.T) {
 		u.SetLabels(map[string]string{"l": label})
 		return u
 	}
+	applied := func(u *unstructured.Unstructured, at string) *unstructured.Unstructured {
+		when, _ := time.Parse("15:04", at)
+		u.SetManagedFields([]metav1.ManagedFieldsEntry{
+			{Manager: "other", Operation: metav1.ManagedFieldsOperationUpdate, Time: &metav1.Time{Time: time.Now()}},
+			{Manager: FieldManager, Operation: metav1.ManagedFieldsOperationApply, Time: &metav1.Time{Time: when}},
+		})
+		return u
+	}
 	for _, tc := range []struct {
 		name          string
 		before, after *unstructured.Unstructured
@@ -27,6 +38,8 @@ func TestUnchanged(t *testing.T) {
 		{"spec changed", obj("1", 3, "a"), obj("2", 4, "a"), false},
 		{"label changed", obj("1", 3, "a"), obj("2", 3, "b"), false},
 		{"no generation, new resourceVersion", obj("1", 0, "a"), obj("2", 0, "a"), false},
+		{"a Lease renewed meanwhile", applied(obj("1", 0, "a"), "10:00"), applied(obj("2", 0, "a"), "10:00"), true},
+		{"what the installer applies changed", applied(obj("1", 0, "a"), "10:00"), applied(obj("2", 0, "a"), "10:05"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := unchanged(tc.before, tc.after); got != tc.want {
