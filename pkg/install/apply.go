@@ -126,8 +126,8 @@ func unchanged(before, after *unstructured.Unstructured) bool {
 	// the managed fields is as it was (an apply that changes nothing leaves
 	// it alone), whatever others wrote meanwhile (a Lease's holder, a
 	// status).
-	if b, a := appliedFields(before), appliedFields(after); b != nil && a != nil {
-		return reflect.DeepEqual(b, a)
+	if b, a := appliedFields(before), appliedFields(after); b != nil && a != nil && reflect.DeepEqual(b, a) {
+		return true
 	}
 	return before.GetGeneration() > 0 && before.GetGeneration() == after.GetGeneration() &&
 		maps.Equal(before.GetLabels(), after.GetLabels()) && maps.Equal(before.GetAnnotations(), after.GetAnnotations())

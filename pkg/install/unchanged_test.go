@@ -40,6 +40,7 @@ func TestUnchanged(t *testing.T) {
 		{"no generation, new resourceVersion", obj("1", 0, "a"), obj("2", 0, "a"), false},
 		{"a Lease renewed meanwhile", applied(obj("1", 0, "a"), "10:00"), applied(obj("2", 0, "a"), "10:00"), true},
 		{"what the installer applies changed", applied(obj("1", 0, "a"), "10:00"), applied(obj("2", 0, "a"), "10:05"), false},
+		{"its entry rewritten, the spec as it was", applied(obj("1", 3, "a"), "10:00"), applied(obj("2", 3, "a"), "10:05"), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := unchanged(tc.before, tc.after); got != tc.want {
