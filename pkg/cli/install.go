@@ -53,11 +53,14 @@ func newCmdInstall(o *InstallOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install image-cache-daemon in the cluster",
-		Long: `Install image-cache-daemon: a namespace, a service account with least-privilege
-RBAC, the DaemonSet and an empty image list, applied with server-side apply.
+		Long: `Install image-cache-daemon: a namespace, service accounts with least-privilege
+RBAC, the planner, the DaemonSet and an empty image list, applied with
+server-side apply. The objects are the project's Helm chart rendered with the
+values these flags mean, so helm install of the chart makes the same ones.
 Running it again updates the installation and keeps the image list. Its
 cluster-wide objects are named for its namespace (image-cache-daemon:NAMESPACE),
-so installations in different namespaces never share them.`,
+so installations in different namespaces never share them. An installation
+that a Helm release manages is left to helm upgrade.`,
 		Example: `  kubectl imagecache install --wait
 
   # Print the manifests instead, for GitOps

@@ -8,13 +8,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"helm.sh/helm/v4/pkg/action"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/cli"
 	"helm.sh/helm/v4/pkg/kube"
+	"helm.sh/helm/v4/pkg/registry"
 	release "helm.sh/helm/v4/pkg/release/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +29,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 
+	"github.com/dcherman/image-cache-daemon/charts"
+	"github.com/dcherman/image-cache-daemon/internal/chartrelease"
 	"github.com/dcherman/image-cache-daemon/internal/testcluster"
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
@@ -129,7 +136,46 @@ func prefetchPodUIDs(t *testing.T, ns string) []string {
 	return uids
 }
 
-// TestHelmLifecycle: the chart installed with Helm's own code, the plugin
+// chartFromOCI releases the chart as the release does (hack/chartgen
+// package, then push) to the local registry, then fetches it from there as
+// helm install oci://... does, and returns it with its version.
+func chartFromOCI(t *testing.T, cfg *action.Configuration) (*chart.Chart, string) {
+	t.Helper()
+	version := "0.0.0-e2e." + strings.ToLower(rand.String(6))
+	archive, err := chartrelease.Package(version, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := "oci://" + env.registry + "/charts"
+	if _, err := chartrelease.Push(archive, repo, true); err != nil {
+		t.Fatal(err)
+	}
+	client, err := registry.NewClient(registry.ClientOptPlainHTTP())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RegistryClient = client
+	settings := cli.New()
+	settings.RepositoryCache, settings.ContentCache = t.TempDir(), t.TempDir()
+	settings.RegistryConfig = filepath.Join(t.TempDir(), "config.json")
+	in := action.NewInstall(cfg)
+	in.Version, in.PlainHTTP = version, true
+	path, err := in.LocateChart(repo+"/"+charts.Name, settings)
+	if err != nil {
+		t.Fatalf("helm pull %s/%s --version %s: %v", repo, charts.Name, version, err)
+	}
+	c, err := loader.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Metadata.Version != version || c.Metadata.AppVersion != "v"+version {
+		t.Fatalf("the chart from %s is %s, appVersion %s", repo, c.Metadata.Version, c.Metadata.AppVersion)
+	}
+	return c, version
+}
+
+// TestHelmLifecycle: the chart, pushed to an OCI registry as a release pushes
+// it, installed from there with Helm's own code; the plugin
 // working against it, an upgrade that changes a value re-pulling nothing, an
 // upgrade with the same values changing no object, the plugin refusing to
 // take the release over, and helm uninstall leaving nothing behind.
@@ -138,11 +184,8 @@ func TestHelmLifecycle(t *testing.T) {
 	ns := "icd-helm-" + strings.ToLower(rand.String(4))
 	const name = "cache"
 	bin := buildGo(t, "github.com/dcherman/image-cache-daemon/cmd/kubectl-imagecache")
-	chart, err := install.Chart()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := helmConfig(t, ns)
+	chart, version := chartFromOCI(t, cfg)
 	image := daemonImage(t)
 	t.Cleanup(func() {
 		saveArtifacts(t, ns)
@@ -154,6 +197,7 @@ func TestHelmLifecycle(t *testing.T) {
 
 	in := action.NewInstall(cfg)
 	in.ReleaseName, in.Namespace, in.CreateNamespace = name, ns, true
+	in.Version = version
 	in.WaitStrategy = kube.HookOnlyStrategy
 	r, err := in.RunWithContext(ctx, chart, helmValues(t, image, 10))
 	if err != nil {

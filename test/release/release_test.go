@@ -31,6 +31,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"sigs.k8s.io/yaml"
 
 	"github.com/dcherman/image-cache-daemon/internal/ociimage"
@@ -207,8 +208,21 @@ func TestArchives(t *testing.T) {
 			}
 		}
 	}
-	if len(sums) != len(want) {
-		t.Errorf("checksums.txt lists %d files, want the %d archives", len(sums), len(want))
+	// The Helm chart of the release, of the snapshot's version, listed with
+	// its real digest; its appVersion is the image tag the binaries carry.
+	charts, _ := filepath.Glob(filepath.Join(dist, "..", "build", "chart", "image-cache-daemon-*-next.tgz"))
+	if len(charts) != 1 {
+		t.Errorf("chart archives %v, want one of the snapshot's version", charts)
+	} else if name := filepath.Base(charts[0]); sums[name] != fileSHA256(t, charts[0]) {
+		t.Errorf("checksums.txt: %s = %q, want %s", name, sums[name], fileSHA256(t, charts[0]))
+	} else {
+		c, err := loader.Load(charts[0])
+		if err != nil || c.Metadata.AppVersion != "v"+c.Metadata.Version || !strings.HasSuffix(name, "-"+c.Metadata.Version+".tgz") {
+			t.Errorf("chart %s: %v, %v", name, c, err)
+		}
+	}
+	if len(sums) != len(want)+1 {
+		t.Errorf("checksums.txt lists %d files, want the %d archives and the chart", len(sums), len(want))
 	}
 
 	// The plugin built for this machine runs and prints the stamped version.
