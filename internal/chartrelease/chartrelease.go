@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
-	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	"helm.sh/helm/v4/pkg/registry"
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
