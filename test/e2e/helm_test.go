@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -63,15 +62,7 @@ func helmValues(t *testing.T, image string, burst int) map[string]any {
 	o.Image, o.ResyncPeriod, o.RegistryBurst = image, 0, burst
 	v := o.Values()
 	v.CreateNamespace = false
-	raw, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return asMap(t, v)
 }
 
 // releaseObjects reads every object of a release's manifest from the

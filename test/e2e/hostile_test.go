@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	wfv1 "github.com/argoproj/argo-workflows/v3/pkg/apis/workflow/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -152,10 +151,10 @@ func logDaemonPeakMemory(t *testing.T, ns string) map[string]float64 {
 	return peaks
 }
 
-// specMap is spec as the unstructured map argoObject writes.
-func specMap(t *testing.T, spec *wfv1.WorkflowSpec) map[string]any {
+// asMap is v as an unstructured map, as the API server and Helm read JSON.
+func asMap(t *testing.T, v any) map[string]any {
 	t.Helper()
-	raw, err := json.Marshal(spec)
+	raw, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,9 +234,9 @@ func TestHostileObjects(t *testing.T) {
 	// The Argo objects of the audit at full size: refused as too complex
 	// within the budget (nested calls; expressions over many parameters),
 	// or read in linear time (2,000 templates x 2,000 templateDefaults).
-	argoHostile("WorkflowTemplate", bulk, "nested-calls", specMap(t, argotest.NestedCalls(4000, 100, 8)))
-	argoHostile("WorkflowTemplate", bulk, "expressions", specMap(t, argotest.Expressions(1000, 30)))
-	argoObject(t, "WorkflowTemplate", bulk, "defaults", specMap(t, argotest.ManyDefaults(2000, 2000, "registry.invalid/defaults/img%d")))
+	argoHostile("WorkflowTemplate", bulk, "nested-calls", asMap(t, argotest.NestedCalls(4000, 100, 8)))
+	argoHostile("WorkflowTemplate", bulk, "expressions", asMap(t, argotest.Expressions(1000, 30)))
+	argoObject(t, "WorkflowTemplate", bulk, "defaults", asMap(t, argotest.ManyDefaults(2000, 2000, "registry.invalid/defaults/img%d")))
 	// A YAML alias bomb and a megabyte of numbers.
 	bomb := "- &a " + strings.Repeat("x", 20_000) + "\n" + strings.Repeat("- *a\n", 2000)
 	imageList(t, users, "alias-bomb", bomb)
