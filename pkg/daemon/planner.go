@@ -183,9 +183,14 @@ func (p *planner) run(ctx context.Context) {
 type setWriter struct {
 	client    kubernetes.Interface
 	namespace string
+	// leaseOwned: the planner's Lease has an owner (ownLease).
+	leaseOwned bool
 }
 
 func (w *setWriter) write(ctx context.Context, data []byte) (bool, error) {
+	if !w.leaseOwned {
+		w.leaseOwned = w.ownLease(ctx)
+	}
 	cms := w.client.CoreV1().ConfigMaps(w.namespace)
 	cm, err := cms.Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
 	switch {
@@ -214,6 +219,30 @@ func (w *setWriter) write(ctx context.Context, data []byte) (bool, error) {
 		return false, fmt.Errorf("writing configmap/%s: %w", wanted.ConfigMap, err)
 	}
 	return true, nil
+}
+
+// ownLease gives the planner's Lease, which the leader (the only caller of
+// write) holds, the DaemonSet as its owner, as the wanted set has: the chart
+// makes the Lease, but Argo CD neither creates nor prunes Leases (it
+// excludes the kind), and the leader election makes it then. It says
+// whether the Lease has an owner; the elector's next renewal may meet a
+// conflict and retry, well within its deadline.
+func (w *setWriter) ownLease(ctx context.Context) bool {
+	leases := w.client.CoordinationV1().Leases(w.namespace)
+	lease, err := leases.Get(ctx, wanted.Planner, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	if len(lease.OwnerReferences) > 0 {
+		return true
+	}
+	owners := w.owner(ctx)
+	if owners == nil {
+		return false
+	}
+	lease.OwnerReferences = owners
+	_, err = leases.Update(ctx, lease, metav1.UpdateOptions{FieldManager: wanted.Planner})
+	return err == nil
 }
 
 // owner is the wanted set's owner, the node daemons' DaemonSet, which the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -170,5 +171,17 @@ func TestWantedSetIsOwnedByTheDaemonSet(t *testing.T) {
 	}
 	if wrote, err := w.write(ctx, data); wrote || err != nil {
 		t.Fatalf("an unchanged, owned set was written again: %v %v", wrote, err)
+	}
+	// The planner's Lease, made by the leader election, gets the same owner.
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: wanted.Planner, Namespace: "icd"}}
+	if _, err := client.CoordinationV1().Leases("icd").Create(ctx, lease, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.write(ctx, data); err != nil {
+		t.Fatal(err)
+	}
+	got, err := client.CoordinationV1().Leases("icd").Get(ctx, wanted.Planner, metav1.GetOptions{})
+	if err != nil || len(got.OwnerReferences) != 1 || got.OwnerReferences[0].UID != "ds-uid" {
+		t.Fatalf("the Lease's owners: %v, %v", got.OwnerReferences, err)
 	}
 }

@@ -56,6 +56,12 @@ func ValuesSchema() *jsonschema.Schema {
 		DoNotReference:             true,
 		Anonymous:                  true,
 		Mapper: func(t reflect.Type) *jsonschema.Schema {
+			if t == reflect.TypeFor[Duration]() {
+				return &jsonschema.Schema{AnyOf: []*jsonschema.Schema{
+					{Type: "string", Pattern: `^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`},
+					{Type: "integer", Enum: []any{0}},
+				}}
+			}
 			if t == reflect.TypeFor[resource.Quantity]() {
 				return &jsonschema.Schema{
 					OneOf:       []*jsonschema.Schema{{Type: "string"}, {Type: "number"}},

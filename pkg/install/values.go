@@ -21,12 +21,12 @@ type Values struct {
 	NodeSelector      map[string]string           `json:"nodeSelector" jsonschema_description:"Run the daemon (and so cache images) only on nodes with these labels."`
 	PriorityClassName string                      `json:"priorityClassName" jsonschema_description:"PriorityClass of the daemon, the planner and the prefetch pods."`
 	Resources         corev1.ResourceRequirements `json:"resources" jsonschema_description:"Resources of the daemon's and the planner's container. GOMEMLIMIT is 40MiB: keep the memory limit well above it."`
-	ResyncPeriod      string                      `json:"resyncPeriod" jsonschema:"pattern=^(0|([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$" jsonschema_description:"How often every image is pulled again, so that a moved tag is fetched anew, as a Go duration (15m, 1h30m); 0 disables."`
+	ResyncPeriod      Duration                    `json:"resyncPeriod" jsonschema_description:"How often every image is pulled again, so that a moved tag is fetched anew, as a Go duration (15m, 1h30m); 0 disables."`
 	Sources           SourceValues                `json:"sources" jsonschema_description:"Where the planner finds the images to cache."`
 	Images            []string                    `json:"images" jsonschema_description:"Images cached whatever the sources say (the daemon's --image). Most users prefer kubectl imagecache add, which edits an image list."`
 	StartupTaint      StartupTaintValues          `json:"startupTaint" jsonschema_description:"A taint new nodes are registered with, which the daemon removes once the node has every wanted image."`
-	RegistryPullQPS   float64                     `json:"registryPullQPS" jsonschema:"minimum=0" jsonschema_description:"The kubelet's registryPullQPS on your nodes (the kubelet's default is 5): the daemon paces its pulls under it. 0 if your kubelets do not limit pulls."`
-	RegistryBurst     int                         `json:"registryBurst" jsonschema:"minimum=1" jsonschema_description:"The kubelet's registryBurst on your nodes (the kubelet's default is 10)."`
+	RegistryPullQPS   float64                     `json:"registryPullQPS" jsonschema:"minimum=0,maximum=1000" jsonschema_description:"The kubelet's registryPullQPS on your nodes (the kubelet's default is 5): the daemon paces its pulls under it. 0 if your kubelets do not limit pulls."`
+	RegistryBurst     int                         `json:"registryBurst" jsonschema:"minimum=1,maximum=10000" jsonschema_description:"The kubelet's registryBurst on your nodes (the kubelet's default is 10)."`
 	ExtraArgs         []string                    `json:"extraArgs" jsonschema_description:"More flags of the daemon and the planner, passed as they are (for example --max-images=500)."`
 	CreateNamespace   bool                        `json:"createNamespace" jsonschema_description:"Make the release namespace part of the release, labelled to enforce the restricted Pod Security profile. kubectl imagecache install sets it; with Helm, leave it false and use --create-namespace (or a namespace you made)."`
 	// Global is where Helm puts a parent chart's global values.
@@ -53,8 +53,12 @@ type SourceValues struct {
 // StartupTaintValues is the daemon's --startup-taint and --warm-timeout.
 type StartupTaintValues struct {
 	Key         string `json:"key" jsonschema_description:"The taint's key (for example imagecache.dcherman.github.io/warming); empty: no startup taint."`
-	WarmTimeout string `json:"warmTimeout" jsonschema:"pattern=^(0|([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$" jsonschema_description:"The longest a node keeps the taint after its creation while images pull, as a Go duration; 0: until cached or failed."`
+	WarmTimeout Duration `json:"warmTimeout" jsonschema_description:"The longest a node keeps the taint after its creation while images pull, as a Go duration; 0: until cached or failed."`
 }
+
+// Duration is a Go duration as the daemon's flags take it (15m, 1h30m), or
+// 0; the schema also takes the number 0, which --set writes for "0".
+type Duration string
 
 // defaultResources are the daemon's and the planner's: the daemon's live
 // heap is about 20 MiB even with thousands of watched objects.
@@ -87,6 +91,12 @@ func (o Options) Values() Values {
 	if tolerations == nil {
 		tolerations = everyTaint
 	}
+	burst := o.RegistryBurst
+	if o.RegistryPullQPS == 0 {
+		// Not read without pacing (the plugin takes any), and the schema
+		// wants one the daemon would take.
+		burst = DefaultOptions("").RegistryBurst
+	}
 	return Values{
 		Image:             ImageValues{Repository: repo, Tag: tag, Digest: digest, PullPolicy: o.ImagePullPolicy},
 		ImagePullSecrets:  nonNil(o.ImagePullSecrets),
@@ -94,7 +104,7 @@ func (o Options) Values() Values {
 		NodeSelector:      nonNilMap(o.NodeSelector),
 		PriorityClassName: o.PriorityClassName,
 		Resources:         defaultResources(),
-		ResyncPeriod:      shortDuration(o.ResyncPeriod),
+		ResyncPeriod:      Duration(shortDuration(o.ResyncPeriod)),
 		Sources: SourceValues{
 			ConfigMaps:                   o.WatchConfigMaps,
 			ArgoWorkflowTemplates:        o.WatchArgoWorkflowTemplates,
@@ -103,9 +113,9 @@ func (o Options) Values() Values {
 			Namespaces:                   nonNil(o.SourceNamespaces),
 		},
 		Images:          nonNil(o.StaticImages),
-		StartupTaint:    StartupTaintValues{Key: o.StartupTaint, WarmTimeout: shortDuration(o.WarmTimeout)},
+		StartupTaint:    StartupTaintValues{Key: o.StartupTaint, WarmTimeout: Duration(shortDuration(o.WarmTimeout))},
 		RegistryPullQPS: o.RegistryPullQPS,
-		RegistryBurst:   o.RegistryBurst,
+		RegistryBurst:   burst,
 		ExtraArgs:       nonNil(o.ExtraArgs),
 		CreateNamespace: true,
 	}

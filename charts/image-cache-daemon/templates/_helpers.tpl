@@ -29,7 +29,7 @@ uninstall finds the Roles it keeps in source namespaces.
 */}}
 {{- define "icd.labels" -}}
 {{ include "icd.podLabels" .component }}
-app.kubernetes.io/instance: {{ .root.Release.Namespace }}
+app.kubernetes.io/instance: {{ .root.Release.Namespace | quote }}
 {{- end -}}
 
 {{/* icd.rbacName: the installation's ClusterRole(Binding) and source Roles. */}}
@@ -91,7 +91,7 @@ fills the first three (icd.podSpec's env).
 - --node-name=$(NODE_NAME)
 - --pod-name=$(POD_NAME)
 - --pod-namespace=$(POD_NAMESPACE)
-- {{ printf "--resync-period=%s" .Values.resyncPeriod | toJson }}
+- {{ printf "--resync-period=%v" .Values.resyncPeriod | toJson }}
 - --watch-configmaps={{ .Values.sources.configMaps }}
 - --watch-argo-workflow-templates={{ .Values.sources.argoWorkflowTemplates }}
 - --watch-argo-cluster-workflow-templates={{ .Values.sources.argoClusterWorkflowTemplates }}
@@ -108,7 +108,7 @@ fills the first three (icd.podSpec's env).
 {{- end }}
 {{- with .Values.startupTaint.key }}
 - {{ printf "--startup-taint=%s" . | toJson }}
-- {{ printf "--warm-timeout=%s" $.Values.startupTaint.warmTimeout | toJson }}
+- {{ printf "--warm-timeout=%v" $.Values.startupTaint.warmTimeout | toJson }}
 {{- end }}
 {{- range .Values.images }}
 - {{ printf "--image=%s" . | toJson }}
