@@ -52,7 +52,7 @@ type SourceValues struct {
 
 // StartupTaintValues is the daemon's --startup-taint and --warm-timeout.
 type StartupTaintValues struct {
-	Key         string `json:"key" jsonschema_description:"The taint's key (for example imagecache.dcherman.github.io/warming); empty: no startup taint."`
+	Key         string   `json:"key" jsonschema_description:"The taint's key (for example imagecache.dcherman.github.io/warming); empty: no startup taint."`
 	WarmTimeout Duration `json:"warmTimeout" jsonschema_description:"The longest a node keeps the taint after its creation while images pull, as a Go duration; 0: until cached or failed."`
 }
 
