@@ -5,6 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 )
 
 // The chart's generated files are as pkg/install makes them: values.yaml
@@ -42,5 +46,27 @@ func TestDefaultValuesRender(t *testing.T) {
 	ds := findDaemonSet(t, objs)
 	if got, want := ds.Spec.Template.Spec.Containers[0].Image, "ghcr.io/dcherman/image-cache-daemon:"+c.Metadata.AppVersion; got != want {
 		t.Errorf("image %s, want %s", got, want)
+	}
+}
+
+// The chart passes helm lint (Helm's own linter: Chart.yaml, values and
+// schema, templates rendered and parsed as Kubernetes objects), with its
+// defaults and with the values the plugin gives: no warning, no error
+// (information, such as that the chart has no icon, is logged).
+func TestChartLint(t *testing.T) {
+	dir := filepath.Join("..", "..", "charts", "image-cache-daemon")
+	plugin, err := toMap(DefaultOptions("v1.2.3").Values())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, values := range map[string]map[string]any{"values.yaml": nil, "the plugin's": plugin} {
+		l := lint.RunAll(dir, values, "icd", lint.WithKubeVersion(&common.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}))
+		for _, m := range l.Messages {
+			if m.Severity > support.InfoSev {
+				t.Errorf("%s: helm lint: %v", name, m)
+			} else {
+				t.Logf("%s: helm lint: %v", name, m)
+			}
+		}
 	}
 }

@@ -29,8 +29,9 @@ type Values struct {
 	RegistryBurst     int                         `json:"registryBurst" jsonschema:"minimum=1,maximum=10000" jsonschema_description:"The kubelet's registryBurst on your nodes (the kubelet's default is 10)."`
 	ExtraArgs         []string                    `json:"extraArgs" jsonschema_description:"More flags of the daemon and the planner, passed as they are (for example --max-images=500)."`
 	CreateNamespace   bool                        `json:"createNamespace" jsonschema_description:"Make the release namespace part of the release, labelled to enforce the restricted Pod Security profile. kubectl imagecache install sets it; with Helm, leave it false and use --create-namespace (or a namespace you made)."`
-	// Global is where Helm puts a parent chart's global values.
-	Global map[string]any `json:"global,omitempty" jsonschema_description:"A parent chart's global values; not read."`
+	// Enabled and Global are for a parent chart that depends on this one.
+	Enabled bool           `json:"enabled" jsonschema_description:"For a parent chart's dependency condition (condition: image-cache-daemon.enabled); this chart does not read it."`
+	Global  map[string]any `json:"global,omitempty" jsonschema_description:"A parent chart's global values; not read."`
 }
 
 // ImageValues name the daemon image.
@@ -118,6 +119,7 @@ func (o Options) Values() Values {
 		RegistryBurst:   burst,
 		ExtraArgs:       nonNil(o.ExtraArgs),
 		CreateNamespace: true,
+		Enabled:         true,
 	}
 }
 
