@@ -503,5 +503,11 @@ func flowEntry(s string) (text, rest string, ok bool) {
 	if i == 0 || !(s[0] >= 'a' && s[0] <= 'z' || s[0] >= 'A' && s[0] <= 'Z' || s[0] >= '0' && s[0] <= '9') {
 		return "", "", false
 	}
+	// A word ending in ':' is a map key when a space follows it ("[a: ]",
+	// "[0::: ]"), and a string when ']' or ',' does: which one depends on
+	// what comes after the word, so the parser reads the whole list.
+	if s[i-1] == ':' {
+		return "", "", false
+	}
 	return s[:i], s[i:], true
 }
