@@ -219,9 +219,16 @@ func TestNodeJoinsWithStartupTaint(t *testing.T) {
 			t.Errorf("the workload pulled its image on a warm node: %s", e.Message)
 		}
 	}
-	out := mustPlugin(t, bin, "status", "-n", ns)
-	if !strings.Contains(out, "warm:") || strings.Contains(out, "not warm: "+node) {
-		t.Errorf("status does not show %s warm:\n%s", node, out)
+	// status reads the warm line the daemon publishes on its pod, at most
+	// every second (longer after a large report): it follows the Node's
+	// condition within a few seconds.
+	var out string
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 30*time.Second, true, func(context.Context) (bool, error) {
+		out = mustPlugin(t, bin, "status", "-n", ns)
+		return strings.Contains(out, "warm:") && !strings.Contains(out, "not warm: "+node), nil
+	})
+	if err != nil {
+		t.Errorf("status does not show %s warm within 30 s of its condition:\n%s", node, out)
 	}
 
 	t.Run("an image that cannot be pulled does not keep a joining node out", func(t *testing.T) {
