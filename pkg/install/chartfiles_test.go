@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"helm.sh/helm/v4/pkg/chart/common"
@@ -67,6 +68,24 @@ func TestChartLint(t *testing.T) {
 			} else {
 				t.Logf("%s: helm lint: %v", name, m)
 			}
+		}
+	}
+}
+
+// DecodeManifests skips documents of comments only, refuses one with no
+// kind and a field its type does not have, and orders objects by kind.
+func TestDecodeManifests(t *testing.T) {
+	objs, err := DecodeManifests(map[string]string{"a.yaml": "# only a comment\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: d}\n---\n" +
+		"apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n", "NOTES.txt": "not YAML: ["})
+	if err != nil || len(objs) != 2 || objs[0].GetObjectKind().GroupVersionKind().Kind != "Namespace" {
+		t.Fatalf("objects %v, %v", objs, err)
+	}
+	for doc, want := range map[string]string{
+		"metadata: {name: x}\n": "Kind",
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndatta: {}\n": "datta",
+	} {
+		if _, err := DecodeManifests(map[string]string{"b.yaml": doc}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error naming %s", doc, err, want)
 		}
 	}
 }

@@ -1,8 +1,9 @@
 package install
 
 import (
-	"bytes"
+	"bufio"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"helm.sh/helm/v4/pkg/engine"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
@@ -29,11 +31,11 @@ import (
 const ReleaseName = Name
 
 var loadChart = sync.OnceValues(func() (*chart.Chart, error) {
-	return LoadChart(charts.FS, charts.Name)
+	return readChart(charts.FS, charts.Name)
 })
 
-// LoadChart loads the chart in directory dir of fsys.
-func LoadChart(fsys fs.FS, dir string) (*chart.Chart, error) {
+// readChart loads the chart in directory dir of fsys.
+func readChart(fsys fs.FS, dir string) (*chart.Chart, error) {
 	var files []*archive.BufferedFile
 	err := fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -97,7 +99,15 @@ func DecodeManifests(files map[string]string) ([]runtime.Object, error) {
 	sort.Strings(names)
 	var objs []runtime.Object
 	for _, name := range names {
-		for _, doc := range splitDocuments(files[name]) {
+		docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(files[name])))
+		for {
+			doc, err := docs.Read()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
 			obj, err := decode(doc)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
@@ -112,51 +122,30 @@ func DecodeManifests(files map[string]string) ([]runtime.Object, error) {
 	return objs, nil
 }
 
-// splitDocuments splits a YAML stream at its document separators.
-func splitDocuments(s string) []string {
-	var docs []string
-	var cur strings.Builder
-	for line := range strings.Lines(s) {
-		if strings.TrimRight(line, " \t\r\n") == "---" {
-			docs = append(docs, cur.String())
-			cur.Reset()
-			continue
-		}
-		cur.WriteString(line)
-	}
-	return append(docs, cur.String())
-}
-
 // decode decodes one document into its typed object; nil for a document
-// that holds only comments.
-func decode(doc string) (runtime.Object, error) {
-	var tm metav1.TypeMeta
-	if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
+// that holds nothing (only comments).
+func decode(doc []byte) (runtime.Object, error) {
+	var fields map[string]any
+	if err := yaml.Unmarshal(doc, &fields); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, doc)
 	}
-	if tm.Kind == "" && tm.APIVersion == "" {
-		if strings.TrimSpace(stripComments(doc)) != "" {
-			return nil, fmt.Errorf("a document with no kind:\n%s", doc)
-		}
+	if len(fields) == 0 {
 		return nil, nil
+	}
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, doc)
+	}
+	if tm.Kind == "" || tm.APIVersion == "" {
+		return nil, fmt.Errorf("a document with no Kind or apiVersion:\n%s", doc)
 	}
 	obj, err := scheme.Scheme.New(tm.GroupVersionKind())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w\n%s", err, doc)
 	}
-	if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
 		return nil, fmt.Errorf("%s: %w", tm.Kind, err)
 	}
 	obj.GetObjectKind().SetGroupVersionKind(tm.GroupVersionKind())
 	return obj, nil
-}
-
-func stripComments(doc string) string {
-	var b bytes.Buffer
-	for line := range strings.Lines(doc) {
-		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
-			b.WriteString(line)
-		}
-	}
-	return b.String()
 }
