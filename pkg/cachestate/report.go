@@ -81,7 +81,7 @@ func EncodeReport(states []ImageStatus) (raw string, ok bool) {
 			continue
 		}
 		digest := st.Digest
-		if !hasDigest(st.State) || !validDigest(digest) {
+		if !hasDigest(st.State) || !imageref.IsDigest(digest) {
 			digest = ""
 		}
 		pod := st.Pod
@@ -250,7 +250,7 @@ func (rr *ReportReader) status(node string, t []string, lastPod *string) (ImageS
 		return st, fmt.Errorf("the unknown state %s", imageref.Quote(string(st.State)))
 	case st.Digest != "" && !hasDigest(st.State):
 		return st, fmt.Errorf("a digest on a %s image", st.State)
-	case st.Digest != "" && !validDigest(st.Digest):
+	case st.Digest != "" && !imageref.IsDigest(st.Digest):
 		return st, fmt.Errorf("the digest %s is not sha256:<64 lowercase hex digits>", imageref.Quote(st.Digest))
 	case st.Pod != *lastPod && !validPod(st.Pod):
 		return st, fmt.Errorf("%s is no pod name", imageref.Quote(st.Pod))
@@ -304,20 +304,6 @@ func knownState(s State) bool {
 // hasDigest reports whether a status in state s may carry a digest: the
 // image is on the node (FromPod reads it from a run container).
 func hasDigest(s State) bool { return s == Cached || s == Pulling }
-
-// validDigest reports whether d is sha256: and 64 lowercase hex digits.
-func validDigest(d string) bool {
-	hex, ok := strings.CutPrefix(d, "sha256:")
-	if !ok || len(hex) != 64 {
-		return false
-	}
-	for i := 0; i < len(hex); i++ {
-		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
 
 // validPod reports whether name is empty (no pod) or may name a pod.
 func validPod(name string) bool {

@@ -361,3 +361,29 @@ func (s Set) Sorted() []string {
 	sort.Strings(out)
 	return out
 }
+
+// IsDigest reports whether d is a manifest digest as this project writes
+// them: "sha256:" and 64 lowercase hex digits.
+func IsDigest(d string) bool {
+	hex, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for i := 0; i < len(hex); i++ {
+		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Pinned is the digest a normalised reference is pinned to
+// ("repo@sha256:..." or "repo:tag@sha256:..."), "" for one that names a
+// tag only: a pinned image never moves, so nothing checks it again.
+func Pinned(ref string) string {
+	i := strings.LastIndexByte(ref, '@')
+	if i < 0 {
+		return ""
+	}
+	return ref[i+1:]
+}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
@@ -57,6 +58,8 @@ type Set struct {
 	OverSample []source.Image `json:"overSample,omitempty"`
 	// Sources is the health of the planner's sources.
 	Sources []source.Health `json:"sources"`
+
+	byImage map[string]int // Current's index
 }
 
 // Image is one wanted image and what wants it.
@@ -66,7 +69,21 @@ type Image struct {
 	// counts the others.
 	Origins     []string `json:"origins"`
 	MoreOrigins int      `json:"moreOrigins,omitempty"`
+	// Digest is the manifest digest the image's tag points to, as the
+	// planner read it from the registry (for a reference pinned by digest,
+	// that digest, never checked); Since is when the planner first read it
+	// (Unix seconds). A node pulls a tag again only when what it holds
+	// differs from Digest.
+	Digest string `json:"digest,omitempty"`
+	Since  int64  `json:"since,omitempty"`
+	// Unchecked says why the image has no Digest (the registry refused or
+	// could not be reached, or the check has not run yet): nodes then pull
+	// it again every --resync-period, as without a planner.
+	Unchecked string `json:"unchecked,omitempty"`
 }
+
+// maxUnchecked bounds an Unchecked reason.
+const maxUnchecked = 256
 
 // Build ranks wants as source.Select does within limit and returns the set
 // to publish.
@@ -191,8 +208,47 @@ func Decode(b []byte) (*Set, error) {
 			return nil, fmt.Errorf("the wanted set names %s twice", imageref.Quote(im.Image))
 		}
 		seen[im.Image] = true
+		if err := im.validDigest(); err != nil {
+			return nil, fmt.Errorf("the wanted set's %s: %w", imageref.Quote(im.Image), err)
+		}
 	}
 	return &s, nil
+}
+
+// validDigest checks the image's digest fields: a digest is sha256 of the
+// right length, pinned references carry their own, a reason is printable
+// and short, and an image has a digest or a reason, not both.
+func (im Image) validDigest() error {
+	switch {
+	case im.Digest != "" && !imageref.IsDigest(im.Digest):
+		return fmt.Errorf("digest %s is not sha256:<64 hex digits>", imageref.Quote(im.Digest))
+	case im.Digest != "" && im.Unchecked != "":
+		return errors.New("has both a digest and a reason for having none")
+	case im.Since < 0:
+		return fmt.Errorf("since %d is before 1970", im.Since)
+	case len(im.Unchecked) > maxUnchecked || imageref.Printable(im.Unchecked) != im.Unchecked:
+		return errors.New("the reason it has no digest is too long or not printable")
+	}
+	if pin := imageref.Pinned(im.Image); pin != "" && im.Digest != pin {
+		return fmt.Errorf("is pinned to %s but the set gives digest %s", pin, imageref.Quote(im.Digest))
+	}
+	return nil
+}
+
+// Current is the digest the set gives for img, and since when ("" when the
+// set has none: the image is unchecked, or not in the set).
+func (s *Set) Current(img string) (digest string, since time.Time) {
+	if s.byImage == nil {
+		s.byImage = make(map[string]int, len(s.Images))
+		for i, im := range s.Images {
+			s.byImage[im.Image] = i
+		}
+	}
+	i, ok := s.byImage[img]
+	if !ok || s.Images[i].Digest == "" {
+		return "", time.Time{}
+	}
+	return s.Images[i].Digest, time.Unix(s.Images[i].Since, 0)
 }
 
 // Wants are the set's images as a node's source.Select takes them: in rank
