@@ -18,6 +18,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/options"
+	"github.com/dcherman/image-cache-daemon/pkg/resolve"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
@@ -62,8 +63,10 @@ func RunPlanner(ctx context.Context, o *options.Options) error {
 	if err != nil {
 		return err
 	}
+	writer := &setWriter{client: kube, namespace: o.PodNamespace}
+	tags := &resolve.Resolver{Every: o.ResyncPeriod, Keychain: resolve.PullSecrets(kube, o.PodNamespace, o.ImagePullSecrets), Active: election.leading}
 	p := &planner{sources: sources, maxImages: o.MaxImages, leading: election.leading, grace: sourceGrace,
-		publish: (&setWriter{client: kube, namespace: o.PodNamespace}).write, changed: make(chan struct{}, 1), metrics: m}
+		publish: writer.write, published: writer.read, tags: tags, changed: make(chan struct{}, 1), metrics: m}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { election.run(ctx); return nil })
@@ -74,6 +77,7 @@ func RunPlanner(ctx context.Context, o *options.Options) error {
 		return nil
 	})
 	g.Go(func() error { p.run(ctx); return nil })
+	g.Go(func() error { tags.Run(ctx, p.enqueue); return nil })
 	// The sweep of the prefetch pods of nodes the DaemonSet left, by the
 	// leader.
 	meta, err := metadata.NewForConfig(c.config)
@@ -105,8 +109,14 @@ type planner struct {
 	// grace is how long after its start the planner waits for every source
 	// before it publishes a partial set (which nodes do not delete on).
 	grace time.Duration
-	// publish writes the set, and says whether it wrote (it differed).
-	publish func(ctx context.Context, data []byte) (bool, error)
+	// publish writes the set, and says whether it wrote (it differed);
+	// published reads the set there is (nil when none).
+	publish   func(ctx context.Context, data []byte) (bool, error)
+	published func(ctx context.Context) *wanted.Set
+	// tags resolves the wanted tags to digests. seeded: it has been given
+	// what the set there was says, once this replica leads.
+	tags    *resolve.Resolver
+	seeded  bool
 	changed chan struct{}
 	metrics *metrics.Metrics
 }
@@ -155,9 +165,13 @@ func (p *planner) run(ctx context.Context) {
 			retry.Reset(publishEvery)
 			continue
 		}
+		if !p.seeded {
+			p.seed(ctx)
+		}
 		health := p.sources.Health()
 		set := wanted.Build(p.sources.Wants(), p.maxImages, health)
 		set.Partial = !synced
+		p.addDigests(set)
 		data, err := wanted.Encode(set)
 		if err == nil {
 			var wrote bool
@@ -174,6 +188,44 @@ func (p *planner) run(ctx context.Context) {
 		}
 		if !synced || err != nil {
 			retry.Reset(0)
+		}
+	}
+}
+
+// seed gives the resolver the digests of the set the last leader
+// published, so that taking over keeps them (and their Since): no node
+// pulls again because the leader changed.
+func (p *planner) seed(ctx context.Context) {
+	p.seeded = true
+	if p.tags == nil || p.published == nil {
+		return
+	}
+	if old := p.published(ctx); old != nil {
+		for _, im := range old.Images {
+			if im.Digest != "" {
+				p.tags.Seed(im.Image, im.Digest, time.Unix(im.Since, 0))
+			}
+		}
+	}
+}
+
+// addDigests tells the resolver which tags the set wants, and gives each
+// image of the set the digest it has read, or why it has none.
+func (p *planner) addDigests(set *wanted.Set) {
+	if p.tags == nil {
+		return
+	}
+	images := make([]string, len(set.Images))
+	for i, im := range set.Images {
+		images[i] = im.Image
+	}
+	p.tags.Want(images)
+	for i := range set.Images {
+		im := &set.Images[i]
+		r := p.tags.Lookup(im.Image)
+		im.Digest, im.Unchecked = r.Digest, r.Reason
+		if r.Digest != "" && !r.Since.IsZero() {
+			im.Since = r.Since.Unix()
 		}
 	}
 }
@@ -219,6 +271,20 @@ func (w *setWriter) write(ctx context.Context, data []byte) (bool, error) {
 		return false, fmt.Errorf("writing configmap/%s: %w", wanted.ConfigMap, err)
 	}
 	return true, nil
+}
+
+// read returns the set there is, nil when there is none or it does not
+// decode.
+func (w *setWriter) read(ctx context.Context) *wanted.Set {
+	cm, err := w.client.CoreV1().ConfigMaps(w.namespace).Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return nil
+	}
+	s, err := wanted.Decode(cm.BinaryData[wanted.Key])
+	if err != nil {
+		return nil
+	}
+	return s
 }
 
 // ownLease gives the planner's Lease, which the leader (the only caller of

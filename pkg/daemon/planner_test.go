@@ -2,10 +2,13 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
+	"github.com/dcherman/image-cache-daemon/pkg/resolve"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
@@ -121,6 +125,89 @@ func TestPlannerPublishesPartialAfterGrace(t *testing.T) {
 		s, err := wanted.Decode(cm.BinaryData[wanted.Key])
 		return err == nil && s.Partial && len(s.Images) == 1
 	})
+}
+
+// The planner publishes each tag's digest as its resolver read it, or why
+// there is none; a replica that takes over starts from the digests the set
+// there holds (their Since kept, so no node pulls again), and checks each
+// tag once.
+func TestPlannerPublishesDigests(t *testing.T) {
+	const (
+		old   = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+		moved = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+		pin   = "sha256:3333333333333333333333333333333333333333333333333333333333333333"
+	)
+	kept, gone, unreachable := "r.example/kept:1", "r.example/moved:1", "r.example/down:1"
+	pinned := "r.example/pinned@" + pin
+	before := &wanted.Set{V: 1, Images: []wanted.Image{
+		{Image: kept, Origins: []string{"x"}, Digest: old, Since: 1000},
+		{Image: gone, Origins: []string{"x"}, Digest: old, Since: 1000},
+	}}
+	client := fake.NewClientset()
+	writer := &setWriter{client: client, namespace: "icd"}
+	if _, err := writer.write(context.Background(), mustEncode(t, before)); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	checks := map[string]int{}
+	head := func(_ context.Context, ref string, _ authn.Keychain) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		checks[ref]++
+		switch ref {
+		case kept:
+			return old, nil
+		case gone:
+			return moved, nil
+		}
+		return "", errors.New("dial tcp: connection refused")
+	}
+	src := &fakeSources{synced: true}
+	for _, img := range []string{kept, gone, unreachable, pinned} {
+		src.wants = append(src.wants, source.Want{Image: img, Origin: "flag --image", Static: true})
+	}
+	p := &planner{sources: src, maxImages: 10, publish: writer.write, published: writer.read,
+		tags: &resolve.Resolver{Every: time.Hour, Head: head}, changed: make(chan struct{}, 1), leading: func() bool { return true }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { p.run(ctx); done <- struct{}{} }()
+	go func() { p.tags.Run(ctx, p.enqueue); done <- struct{}{} }()
+	defer func() { cancel(); <-done; <-done }()
+
+	var got *wanted.Set
+	waitFor(t, "every tag is resolved or said unreachable", func() bool {
+		got = writer.read(ctx)
+		if got == nil || len(got.Images) != 4 {
+			return false
+		}
+		for _, im := range got.Images {
+			if im.Unchecked == resolve.NotYet {
+				return false
+			}
+		}
+		return true
+	})
+	by := map[string]wanted.Image{}
+	for _, im := range got.Images {
+		by[im.Image] = im
+	}
+	if im := by[kept]; im.Digest != old || im.Since != 1000 {
+		t.Errorf("unchanged tag: %+v, want %s since 1000 (the earlier leader's)", im, old)
+	}
+	if im := by[gone]; im.Digest != moved || im.Since <= 1000 {
+		t.Errorf("moved tag: %+v, want %s since now", im, moved)
+	}
+	if im := by[unreachable]; im.Digest != "" || !strings.Contains(im.Unchecked, "connection refused") {
+		t.Errorf("unreachable tag: %+v, want no digest and the reason", im)
+	}
+	if im := by[pinned]; im.Digest != pin || im.Unchecked != "" {
+		t.Errorf("pinned reference: %+v, want its own digest", im)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if checks[kept] != 1 || checks[gone] != 1 || checks[pinned] != 0 {
+		t.Errorf("checks %v: want one per tag, none for the pinned reference", checks)
+	}
 }
 
 func mustEncode(t *testing.T, s *wanted.Set) []byte {

@@ -233,6 +233,13 @@ func TestRBACRules(t *testing.T) {
 			"Role icd/image-cache-daemon":         pods,
 			"Role icd/image-cache-daemon-planner": planner,
 		}},
+		{"pull secrets: the planner gets them by name, nodes not at all", func(o *Options) { o.ImagePullSecrets = []string{"reg-a", "reg-b"} }, map[string][]rbacv1.PolicyRule{
+			node:                          {events, nodes, nodeStatus},
+			plannerRole:                   {configMaps, argo("workflowtemplates", "clusterworkflowtemplates", "cronworkflows"), events, nodes},
+			"Role icd/image-cache-daemon": pods,
+			"Role icd/image-cache-daemon-planner": append(slices.Clip(planner),
+				rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"reg-a", "reg-b"}, Verbs: []string{"get"}}),
+		}},
 		{"source namespaces, ConfigMaps only", func(o *Options) {
 			o.SourceNamespaces = []string{"team-a"}
 			o.WatchArgoWorkflowTemplates, o.WatchArgoClusterWorkflowTemplates, o.WatchArgoCronWorkflows = false, false, false
