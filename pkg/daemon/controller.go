@@ -142,6 +142,12 @@ type Wants interface {
 	Health() []source.Health
 }
 
+// currentDigests is a Wants read from the planner's set: it gives the
+// digest each checked tag points to.
+type currentDigests interface {
+	Current(img string) (string, time.Time)
+}
+
 // plannedOver is a Wants read from the planner's set: the planner names
 // the first few images it left out.
 type plannedOver interface {
@@ -290,7 +296,8 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	if pacer != nil {
 		budget = &prefetch.Budget{Pulls: pacer.Available(now), MinPulls: pacer.MinPulls()}
 	}
-	plan := prefetch.Plan(prefetch.Input{Now: now, Wanted: images, Pods: pods, Resync: resync, Owed: c.owed, Budget: budget}, pcfg)
+	current := c.current(images)
+	plan := prefetch.Plan(prefetch.Input{Now: now, Wanted: images, Pods: pods, Resync: resync, Current: current, Owed: c.owed, Budget: budget}, pcfg)
 	c.owed = plan.Owed
 	c.metrics.PullsPaced.Set(float64(plan.Paced))
 
@@ -343,6 +350,7 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 		logger.V(2).Info("Images wait for room under the prefetch pod limit", "images", plan.Waiting, "maxPrefetchPods", podCap)
 	}
 	c.record(len(wanted), images, pods, plan.States)
+	c.metrics.StaleImages.Set(float64(staleCount(plan.States, current)))
 	if c.cfg.Report != nil {
 		c.cfg.Report(plan.States)
 	}
@@ -561,6 +569,34 @@ func (c *Controller) OverLimitSummary() string {
 	c.overMu.Lock()
 	defer c.overMu.Unlock()
 	return c.over.summary
+}
+
+// current is, for images, the digests the planner's set gives (nil when the
+// sources are not the planner's).
+func (c *Controller) current(images []string) map[string]prefetch.Current {
+	cd, ok := c.sources.(currentDigests)
+	if !ok {
+		return nil
+	}
+	out := make(map[string]prefetch.Current)
+	for _, img := range images {
+		if d, since := cd.Current(img); d != "" {
+			out[img] = prefetch.Current{Digest: d, Since: since}
+		}
+	}
+	return out
+}
+
+// staleCount counts the images whose status (cachestate.Summarize's: one
+// per image) shows them on the node under another digest than current's.
+func staleCount(states []cachestate.ImageStatus, current map[string]prefetch.Current) int {
+	n := 0
+	for _, st := range states {
+		if cur, ok := current[st.Image]; ok && st.Digest != "" && st.Digest != cur.Digest {
+			n++
+		}
+	}
+	return n
 }
 
 // record updates the metrics from the pods as listed: wanted is the number

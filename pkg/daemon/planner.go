@@ -130,6 +130,13 @@ func (p *planner) record(health []source.Health, set *wanted.Set, size int, wrot
 	p.metrics.WantedImages.Set(float64(len(set.Images)))
 	p.metrics.ImagesOverLimit.Set(float64(set.Over))
 	p.metrics.WantedSetBytes.Set(float64(size))
+	unchecked := 0
+	for _, im := range set.Images {
+		if im.Unchecked != "" {
+			unchecked++
+		}
+	}
+	p.metrics.UncheckedImages.Set(float64(unchecked))
 	if wrote {
 		p.metrics.WantedSetWrites.Inc()
 	}

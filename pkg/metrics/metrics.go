@@ -59,6 +59,13 @@ type Metrics struct {
 	// WarmUpDuration observes, once per daemon life, the time from the
 	// node's creation until every wanted image was cached on it.
 	WarmUpDuration prometheus.Histogram
+	// StaleImages is the number of wanted images this node holds under
+	// another digest than the one the planner read for their tag: summed
+	// over the daemons, the stale (node, image) pairs.
+	StaleImages prometheus.Gauge
+	// UncheckedImages is the number of the planner's wanted tags whose
+	// digest it could not read (they are pulled again every resync).
+	UncheckedImages prometheus.Gauge
 	// The planner's: the size of the wanted set it published last, and how
 	// many times it wrote one.
 	WantedSetBytes  prometheus.Gauge
@@ -149,6 +156,14 @@ func New() *Metrics {
 			Namespace: namespace, Name: "images_over_limit",
 			Help: "Wanted images this node does not cache because of --max-images, --max-prefetch-pods or the node's pod capacity (the planner: left out of the wanted set).",
 		}),
+		StaleImages: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "stale_images",
+			Help: "Wanted images this node holds under another digest than the one their tag points to now (the planner's check): summed over nodes, the stale (node, image) pairs.",
+		}),
+		UncheckedImages: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "unchecked_images",
+			Help: "The planner: wanted tags whose digest it could not read from the registry; nodes pull them again every --resync-period.",
+		}),
 		WantedSetBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "wanted_set_bytes",
 			Help: "The planner: size of the wanted set it last built, compressed, as configmap/image-cache-daemon-wanted holds it.",
@@ -164,7 +179,7 @@ func New() *Metrics {
 		m.WantedImages, m.Images, m.PrefetchPods, m.PullDuration,
 		m.SourceErrors, m.ReconcileErrors, m.PodsCreated, m.PodsDeleted,
 		m.PodsRejected, m.ImagesOverLimit, m.SourceHealthy, m.SourceObjectsSkipped, m.NodeWarming, m.WarmUpDuration,
-		m.PullsRefused, m.PullsPaced, m.WantedSetBytes, m.WantedSetWrites,
+		m.PullsRefused, m.PullsPaced, m.WantedSetBytes, m.WantedSetWrites, m.StaleImages, m.UncheckedImages,
 	)
 	return m
 }

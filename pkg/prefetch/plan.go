@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 )
 
 // Input is what a plan is made from.
@@ -19,13 +20,25 @@ type Input struct {
 	// Pods are the node's prefetch pods as listed; those Config.Owns
 	// refuses are ignored.
 	Pods []*corev1.Pod
-	// Resync is the age at which a finished pod is pulled again (0: never).
+	// Resync is the age at which a finished pod is pulled again (0: never),
+	// for the images Current gives no digest for.
 	Resync time.Duration
+	// Current is, by image, the digest its tag points to now (the
+	// planner's check): such an image is pulled again when, and only when,
+	// a pod holds another digest of it (see Plan, rule 3), whatever the
+	// pod's age. References pinned by digest are never pulled again.
+	Current map[string]Current
 	// Owed is the previous plan's Decision.Owed.
 	Owed []string
 	// Budget, when set, bounds the pulls that new pods may cause now; nil
 	// when the kubelet does not limit pulls.
 	Budget *Budget
+}
+
+// Current is the digest a tag points to, and since when it has.
+type Current struct {
+	Digest string
+	Since  time.Time
 }
 
 // Budget is what the kubelet's pull limit leaves for new prefetch pods.
@@ -104,12 +117,18 @@ func RetryDelay(generation int) time.Duration {
 //     other pods hold, when they are on the node and not due for a fresh
 //     pull (they cost nothing), so that a refused rule-9 pod is retried at
 //     a growing generation, and back-off, not remade at the same one;
-//  3. a finished pod at least Resync old (due) is refreshed, make before
-//     break, so that a moved tag is fetched anew: each of its wanted images
+//  3. a finished pod that holds a stale image (due) is refreshed, make
+//     before break, so that a moved tag is fetched anew. An image is stale
+//     in a pod when Input.Current gives its digest and the pod holds it
+//     cached under another, unless the pod pulled it PullAlways after the
+//     planner saw that digest (it then holds what came later); when
+//     Current gives none, when the pod is at least Resync old; a pinned
+//     reference never is. Each of the due pod's wanted images
 //     that no "fresh" pod holds (one that rule 2 or 7 keeps, so not due:
-//     younger than Resync, or still pulling) goes into new pods by rule 8,
-//     PullAlways, paced by the Budget like any pull (all at once without
-//     one: the same path, simpler than two). The due pod is kept
+//     holding no stale image, or still pulling) goes into new pods by rule
+//     8, PullAlways if it is stale, PullIfNotPresent if not (it is on the
+//     node: no request to the registry), paced by the Budget like any pull
+//     (all at once without one: the same path, simpler than two). The due pod is kept
 //     meanwhile, its images reading cached, and deleted once a fresh pod
 //     holds every one of its wanted images cached. So an image is pulled
 //     again once per Resync, not once per plan, and once however many due
@@ -234,12 +253,12 @@ func Plan(in Input, cfg Config) Decision {
 	var settled []settledPod // kept by rule 7 and finished
 	var due []duePod         // rule 3's, decided once every other pod is
 	fresh := freshHolders{}  // where the kept pods that are not due hold each image
-	replace := func(p *corev1.Pod, keep []string, due bool) {
+	replace := func(p *corev1.Pod, keep []string, stale map[string]bool) {
 		d.Delete = append(d.Delete, p)
 		nextGen = max(nextGen, Generation(p)+1)
 		owing := owedPulls(p)
 		for _, img := range keep {
-			pullAgain[img] = pullAgain[img] || due || owing[img]
+			pullAgain[img] = pullAgain[img] || stale[img] || owing[img]
 		}
 	}
 	keepPod := func(p *corev1.Pod, keep []string) {
@@ -262,7 +281,11 @@ func Plan(in Input, cfg Config) Decision {
 		failed := p.Status.Phase == corev1.PodFailed
 		finished := len(keep) > 0 && cachestate.Finished(p)
 		busy = busy || failed || !finished
-		isDue := finished && in.Resync > 0 && !in.Now.Before(p.CreationTimestamp.Add(in.Resync))
+		var stale map[string]bool
+		if finished {
+			stale = in.stale(p, keep)
+		}
+		isDue := len(stale) > 0
 		retry := p.CreationTimestamp.Add(RetryDelay(Generation(p)))
 		switch {
 		case len(keep) == 0: // rule 1
@@ -273,16 +296,16 @@ func Plan(in Input, cfg Config) Decision {
 			wakeAt(retry)
 		case failed: // rule 2
 			d.Rejected = append(d.Rejected, p)
-			replace(p, keep, isDue)
+			replace(p, keep, stale)
 			for _, img := range keep {
 				reissue[img] = reissue[img] || (present[img] && !pullAgain[img])
 			}
 		case isDue: // rule 3, below
-			due = append(due, newDuePod(p, keep))
+			due = append(due, newDuePod(p, keep, stale))
 		case finished && len(keep) < len(images): // rule 4
-			replace(p, keep, false)
+			replace(p, keep, nil)
 		case cachestate.Throttled(p): // rule 5
-			replace(p, keep, false)
+			replace(p, keep, nil)
 		default: // rules 6 and 7
 			keepPod(p, keep)
 			fresh.add(p, isWanted)
@@ -317,13 +340,14 @@ func Plan(in Input, cfg Config) Decision {
 			d.Paced += len(stale)
 		case atCap: // break before make: deleted, its fresh pulls owed
 			dueBudget -= len(stale)
-			replace(u.pod, u.keep, true)
-		default: // kept; its stale images get fresh pods below
+			replace(u.pod, u.keep, u.stale)
+		default: // kept; its images get fresh pods below
 			keepPod(u.pod, u.keep)
 			busy = true
 			nextGen = max(nextGen, Generation(u.pod)+1)
 			for _, img := range stale {
-				refresh[img], pullAgain[img] = true, true
+				refresh[img] = true
+				pullAgain[img] = pullAgain[img] || u.stale[img]
 			}
 		}
 	}
@@ -349,7 +373,7 @@ func Plan(in Input, cfg Config) Decision {
 				small = append(small, s)
 			}
 		}
-		if in.Resync > 0 {
+		if in.Resync > 0 && slices.ContainsFunc(s.images, in.byAge) {
 			wakeAt(s.pod.CreationTimestamp.Add(in.Resync))
 		}
 	}
@@ -362,7 +386,7 @@ func Plan(in Input, cfg Config) Decision {
 	}
 	if cfg.MaxPods > 0 {
 		for _, p := range cfg.merge(kept, len(uncovered), mergeable) {
-			replace(p, Images(p), false)
+			replace(p, Images(p), nil)
 			uncovered = append(uncovered, Images(p)...)
 		}
 		uncovered = sortedUnique(uncovered)
@@ -444,21 +468,73 @@ func newSettledPod(p *corev1.Pod) settledPod {
 	return s
 }
 
-// duePod is a pod rule 3 refreshes: finished, at least Input.Resync old.
+// duePod is a pod rule 3 refreshes: finished, holding a stale image.
 type duePod struct {
 	pod    *corev1.Pod
 	keep   []string        // its wanted images
 	cached map[string]bool // the images cached in it
+	stale  map[string]bool // the images stale in it
 }
 
-func newDuePod(p *corev1.Pod, keep []string) duePod {
-	u := duePod{pod: p, keep: keep, cached: map[string]bool{}}
+func newDuePod(p *corev1.Pod, keep []string, stale map[string]bool) duePod {
+	u := duePod{pod: p, keep: keep, cached: map[string]bool{}, stale: stale}
 	for _, st := range cachestate.FromPod(p) {
 		if st.State == cachestate.Cached {
 			u.cached[st.Image] = true
 		}
 	}
 	return u
+}
+
+// stale returns the images of keep (p's wanted images; p is finished) that
+// are stale in p (rule 3), nil when none is.
+func (in Input) stale(p *corev1.Pod, keep []string) map[string]bool {
+	var out map[string]bool
+	mark := func(img string) {
+		if out == nil {
+			out = map[string]bool{}
+		}
+		out[img] = true
+	}
+	old := in.Resync > 0 && !in.Now.Before(p.CreationTimestamp.Add(in.Resync))
+	if len(in.Current) == 0 { // no digests: by age alone
+		for _, img := range keep {
+			if old && imageref.Pinned(img) == "" {
+				mark(img)
+			}
+		}
+		return out
+	}
+	wanted := make(map[string]bool, len(keep))
+	for _, img := range keep {
+		wanted[img] = true
+	}
+	for i, st := range cachestate.FromPod(p) {
+		if !wanted[st.Image] || imageref.Pinned(st.Image) != "" {
+			continue
+		}
+		cur, checked := in.Current[st.Image]
+		switch {
+		case !checked:
+			if old {
+				mark(st.Image)
+			}
+		case st.State != cachestate.Cached || st.Digest == cur.Digest:
+		case p.Spec.Containers[i].ImagePullPolicy == corev1.PullAlways && !p.CreationTimestamp.Time.Before(cur.Since):
+			// Pulled afresh after the planner's check: what it holds is
+			// as new (the tag moved again since); the next check tells.
+		default:
+			mark(st.Image)
+		}
+	}
+	return out
+}
+
+// byAge reports whether img is refreshed by age (Resync): it is a tag whose
+// digest Current does not give.
+func (in Input) byAge(img string) bool {
+	_, checked := in.Current[img]
+	return !checked && imageref.Pinned(img) == ""
 }
 
 // newestCached returns, for each image cached in a due pod, the newest such

@@ -681,3 +681,97 @@ func BenchmarkPlan(b *testing.B) {
 		Plan(Input{Now: t0, Wanted: wanted, Pods: pods, Resync: time.Hour}, big)
 	}
 }
+
+// With the planner's digests, a tag is pulled again when, and only when, a
+// pod holds another digest of it than the current one; the other images of
+// that pod move to the new pod without a pull; images with no digest are
+// refreshed by age as before; pinned references never are.
+func TestPlanPullsAgainOnlyAMovedTag(t *testing.T) {
+	a, b := img("a"), img("b")
+	held := "sha256:" + strings.Repeat("a", 64) // what asListed's cached containers hold
+	moved := "sha256:" + strings.Repeat("b", 64)
+	pinned := "docker.io/library/p@sha256:" + strings.Repeat("c", 64)
+	old := t0.Add(-2 * time.Hour)
+	always := func(images []string, created time.Time) *corev1.Pod {
+		return asListed(cfg.Pod(images, 1, corev1.PullAlways), created, "cached")
+	}
+	current := func(digests map[string]string, since time.Time) map[string]Current {
+		out := map[string]Current{}
+		for img, d := range digests {
+			out[img] = Current{Digest: d, Since: since}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		wanted  []string
+		pods    []*corev1.Pod
+		current map[string]Current
+		want    planned
+		pulls   []int
+		requeue time.Duration
+	}{
+		{name: "unchanged digests: an old pod is left alone, and nothing is due by age", wanted: []string{a, b},
+			pods:    []*corev1.Pod{existing([]string{a, b}, 0, old, "cached")},
+			current: current(map[string]string{a: held, b: held}, old.Add(-time.Hour))},
+		{name: "a moved tag is pulled again, its pod's other image moves without a pull", wanted: []string{a, b},
+			pods:    []*corev1.Pod{existing([]string{a, b}, 0, old, "cached")},
+			current: current(map[string]string{a: moved, b: held}, t0.Add(-time.Minute)),
+			want:    planned{create: []string{"1: a! b"}}, pulls: []int{1}},
+		{name: "a young pod holding an old digest pulls again too (no waiting for Resync)", wanted: []string{a},
+			pods:    []*corev1.Pod{existing([]string{a}, 0, t0.Add(-time.Minute), "cached")},
+			current: current(map[string]string{a: moved}, t0.Add(-time.Minute)),
+			want:    planned{create: []string{"1: a!"}}, pulls: []int{1}},
+		{name: "a pod that pulled afresh after the check holds what came later: left alone", wanted: []string{a},
+			pods:    []*corev1.Pod{always([]string{a}, t0.Add(-time.Minute))},
+			current: current(map[string]string{a: moved}, t0.Add(-2*time.Minute))},
+		{name: "a pod that pulled afresh before the check holds an old digest", wanted: []string{a},
+			pods:    []*corev1.Pod{always([]string{a}, t0.Add(-3*time.Minute))},
+			current: current(map[string]string{a: moved}, t0.Add(-2*time.Minute)),
+			want:    planned{create: []string{"2: a!"}}, pulls: []int{1}},
+		{name: "a failed image is not stale (rule 2 has it)", wanted: []string{a, b},
+			pods:    []*corev1.Pod{withStates(existing([]string{a, b}, 0, old, "cached"), "failed")},
+			current: current(map[string]string{a: moved, b: held}, t0.Add(-time.Minute))},
+		{name: "an image with no digest is refreshed by age, beside one with a digest", wanted: []string{a, b},
+			pods:    []*corev1.Pod{existing([]string{a, b}, 0, old, "cached")},
+			current: current(map[string]string{a: held}, old),
+			want:    planned{create: []string{"1: a b!"}}, pulls: []int{1}},
+		{name: "an image with no digest waits for its age", wanted: []string{b},
+			pods:    []*corev1.Pod{existing([]string{b}, 0, t0.Add(-30*time.Minute), "cached")},
+			current: current(map[string]string{a: held}, old), requeue: 30 * time.Minute},
+		{name: "without digests at all, by age", wanted: []string{a},
+			pods: []*corev1.Pod{existing([]string{a}, 0, old, "cached")},
+			want: planned{create: []string{"1: a!"}}, pulls: []int{1}},
+		{name: "a pinned reference is never pulled again", wanted: []string{pinned},
+			pods: []*corev1.Pod{existing([]string{pinned}, 0, old, "cached")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Plan(Input{Now: t0, Wanted: tc.wanted, Pods: tc.pods, Resync: time.Hour, Current: tc.current}, cfg)
+			if got := summarize(d); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("plan:\n got  %+v\n want %+v", got, tc.want)
+			}
+			var pulls []int
+			for _, p := range d.Create {
+				pulls = append(pulls, len(d.Pulls[p.Name]))
+			}
+			if !reflect.DeepEqual(pulls, tc.pulls) {
+				t.Errorf("pulls by created pod: %v, want %v", pulls, tc.pulls)
+			}
+			if d.RequeueAfter != tc.requeue {
+				t.Errorf("RequeueAfter = %s, want %s", d.RequeueAfter, tc.requeue)
+			}
+		})
+	}
+
+	// Once the fresh pod holds the current digest, the old pod goes and
+	// nothing more is pulled.
+	oldPod := existing([]string{a, b}, 0, old, "cached")
+	freshPod := asListed(cfg.Pod([]string{a, b}, 1, corev1.PullAlways), t0, "cached")
+	freshPod.Spec.Containers[1].ImagePullPolicy = corev1.PullIfNotPresent
+	freshPod.Status.ContainerStatuses[0].ImageID = a + "@" + moved
+	d := Plan(Input{Now: t0.Add(time.Minute), Wanted: []string{a, b}, Pods: []*corev1.Pod{oldPod, freshPod}, Resync: time.Hour,
+		Current: current(map[string]string{a: moved, b: held}, t0.Add(-time.Minute))}, cfg)
+	if got, want := summarize(d), (planned{delete: names(oldPod)}); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the fresh pull:\n got  %+v\n want %+v", got, want)
+	}
+}

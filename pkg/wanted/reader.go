@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,6 +34,7 @@ type Reader struct {
 
 	mu      sync.RWMutex
 	set     *Set
+	index   map[string]int // set.Index()
 	problem string
 	synced  []func() bool
 }
@@ -74,7 +76,7 @@ func (r *Reader) read(obj any, onChange func()) {
 	if err != nil {
 		r.problem = fmt.Sprintf("configmap/%s -n %s: %v; the last good set is kept", ConfigMap, r.namespace, err)
 	} else {
-		r.set, r.problem = s, ""
+		r.set, r.index, r.problem = s, s.Index(), ""
 	}
 	r.mu.Unlock()
 	if err == nil {
@@ -118,6 +120,21 @@ func (r *Reader) Health() source.Health {
 		}
 	}
 	return h
+}
+
+// Current is the digest the set gives for img, and since when; "" when it
+// gives none (see Set.Current).
+func (r *Reader) Current(img string) (string, time.Time) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.set == nil {
+		return "", time.Time{}
+	}
+	i, ok := r.index[img]
+	if !ok {
+		i = -1
+	}
+	return r.set.current(i)
 }
 
 // Relayed is the health of the planner's sources, as it published them.

@@ -58,8 +58,6 @@ type Set struct {
 	OverSample []source.Image `json:"overSample,omitempty"`
 	// Sources is the health of the planner's sources.
 	Sources []source.Health `json:"sources"`
-
-	byImage map[string]int // Current's index
 }
 
 // Image is one wanted image and what wants it.
@@ -236,16 +234,24 @@ func (im Image) validDigest() error {
 }
 
 // Current is the digest the set gives for img, and since when ("" when the
-// set has none: the image is unchecked, or not in the set).
+// set has none: the image is unchecked, or not in the set). It searches the
+// set: Index is for many lookups.
 func (s *Set) Current(img string) (digest string, since time.Time) {
-	if s.byImage == nil {
-		s.byImage = make(map[string]int, len(s.Images))
-		for i, im := range s.Images {
-			s.byImage[im.Image] = i
-		}
+	return s.current(slices.IndexFunc(s.Images, func(im Image) bool { return im.Image == img }))
+}
+
+// Index is the position of each image in s.Images.
+func (s *Set) Index() map[string]int {
+	idx := make(map[string]int, len(s.Images))
+	for i, im := range s.Images {
+		idx[im.Image] = i
 	}
-	i, ok := s.byImage[img]
-	if !ok || s.Images[i].Digest == "" {
+	return idx
+}
+
+// current is the digest of the image at i (-1: none) and since when.
+func (s *Set) current(i int) (string, time.Time) {
+	if i < 0 || s.Images[i].Digest == "" {
 		return "", time.Time{}
 	}
 	return s.Images[i].Digest, time.Unix(s.Images[i].Since, 0)

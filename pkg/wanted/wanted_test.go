@@ -132,21 +132,59 @@ func gzipped(s string) []byte {
 }
 
 // A set that is not exactly what a planner writes is refused whole.
+// Digests round trip, and Current reads them.
+func TestDigests(t *testing.T) {
+	d := "sha256:" + strings.Repeat("a", 64)
+	pin := "sha256:" + strings.Repeat("b", 64)
+	in := &Set{V: 1, Images: []Image{
+		{Image: "docker.io/library/a:1", Origins: []string{"x"}, Digest: d, Since: 1700000000},
+		{Image: "docker.io/library/b:1", Origins: []string{"x"}, Unchecked: "the registry did not answer the planner in time"},
+		{Image: "docker.io/library/c@" + pin, Origins: []string{"x"}, Digest: pin},
+	}}
+	b, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, since := out.Current("docker.io/library/a:1"); got != d || since.Unix() != 1700000000 {
+		t.Errorf("a:1 reads %s since %s", got, since)
+	}
+	if got, _ := out.Current("docker.io/library/b:1"); got != "" {
+		t.Errorf("unchecked b:1 reads digest %q", got)
+	}
+	if got, _ := out.Current("docker.io/library/none:1"); got != "" {
+		t.Errorf("an image not in the set reads digest %q", got)
+	}
+	if out.Images[1].Unchecked != in.Images[1].Unchecked || out.Images[2].Digest != pin {
+		t.Errorf("decoded %+v", out.Images)
+	}
+}
+
 func TestDecodeRefuses(t *testing.T) {
 	for name, tc := range map[string]struct {
 		data []byte
 		want string
 	}{
-		"not gzip":         {[]byte(`{"v":1}`), "not gzip"},
-		"not JSON":         {gzipped(`{"v":`), "does not decode"},
-		"unknown field":    {gzipped(`{"v":1,"images":[],"sources":[],"extra":1}`), "unknown field"},
-		"another version":  {gzipped(`{"v":2,"images":[],"sources":[]}`), "version 2"},
-		"not normalised":   {gzipped(`{"v":1,"images":[{"image":"alpine","origins":[]}],"sources":[]}`), "not a normalised image reference"},
-		"not a reference":  {gzipped(`{"v":1,"images":[{"image":"Not Valid","origins":[]}],"sources":[]}`), "not a normalised image reference"},
-		"twice":            {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:latest","origins":[]},{"image":"docker.io/library/a:latest","origins":[]}],"sources":[]}`), "twice"},
-		"two values":       {gzipped(`{"v":1,"images":[],"sources":[]} {}`), "more than one value"},
-		"expands too much": {gzipped(`{"v":1,"images":[],"sources":[],"x":"` + strings.Repeat("a", maxJSONBytes) + `"}`), "expands past"},
-		"too large":        {make([]byte, MaxBytes+1), "more than"},
+		"not gzip":          {[]byte(`{"v":1}`), "not gzip"},
+		"not JSON":          {gzipped(`{"v":`), "does not decode"},
+		"unknown field":     {gzipped(`{"v":1,"images":[],"sources":[],"extra":1}`), "unknown field"},
+		"another version":   {gzipped(`{"v":2,"images":[],"sources":[]}`), "version 2"},
+		"not normalised":    {gzipped(`{"v":1,"images":[{"image":"alpine","origins":[]}],"sources":[]}`), "not a normalised image reference"},
+		"not a reference":   {gzipped(`{"v":1,"images":[{"image":"Not Valid","origins":[]}],"sources":[]}`), "not a normalised image reference"},
+		"twice":             {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:latest","origins":[]},{"image":"docker.io/library/a:latest","origins":[]}],"sources":[]}`), "twice"},
+		"two values":        {gzipped(`{"v":1,"images":[],"sources":[]} {}`), "more than one value"},
+		"expands too much":  {gzipped(`{"v":1,"images":[],"sources":[],"x":"` + strings.Repeat("a", maxJSONBytes) + `"}`), "expands past"},
+		"too large":         {make([]byte, MaxBytes+1), "more than"},
+		"short digest":      {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"digest":"sha256:abc"}],"sources":[]}`), "not sha256:<64 hex digits>"},
+		"md5 digest":        {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"digest":"md5:` + strings.Repeat("a", 64) + `"}],"sources":[]}`), "not sha256"},
+		"digest and reason": {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"digest":"sha256:` + strings.Repeat("a", 64) + `","unchecked":"x"}],"sources":[]}`), "both"},
+		"pin contradicted":  {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a@sha256:` + strings.Repeat("b", 64) + `","origins":[],"digest":"sha256:` + strings.Repeat("a", 64) + `"}],"sources":[]}`), "pinned to"},
+		"escape in reason":  {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"unchecked":"\u001b[2J"}],"sources":[]}`), "not printable"},
+		"long reason":       {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"unchecked":"` + strings.Repeat("r", maxUnchecked+1) + `"}],"sources":[]}`), "too long"},
+		"negative since":    {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"digest":"sha256:` + strings.Repeat("a", 64) + `","since":-1}],"sources":[]}`), "before 1970"},
 	} {
 		if _, err := Decode(tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v; want an error saying %q", name, err, tc.want)
