@@ -187,7 +187,7 @@ func (r *Resolver) Round(ctx context.Context, changed func()) time.Duration {
 	now := r.now()
 	var due []string
 	for img, e := range r.entries {
-		if r.dueAt(e).Compare(now) <= 0 {
+		if at, ok := r.dueAt(e); ok && !at.After(now) {
 			due = append(due, img)
 		}
 	}
@@ -201,8 +201,8 @@ func (r *Resolver) Round(ctx context.Context, changed func()) time.Duration {
 	next := time.Duration(0)
 	now = r.now()
 	for _, e := range r.entries {
-		at := r.dueAt(e)
-		if at.IsZero() {
+		at, ok := r.dueAt(e)
+		if !ok {
 			continue
 		}
 		if d := at.Sub(now); next == 0 || d < next {
@@ -216,22 +216,22 @@ func (r *Resolver) Round(ctx context.Context, changed func()) time.Duration {
 }
 
 // dueAt is when e is checked next: at once when never checked; Every after
-// a check that read a digest (never again when Every is 0); sooner after
-// one that failed.
-func (r *Resolver) dueAt(e *entry) time.Time {
+// a check that read a digest (never again when Every is 0: ok is false);
+// sooner after one that failed.
+func (r *Resolver) dueAt(e *entry) (at time.Time, ok bool) {
 	switch {
 	case e.checked.IsZero():
-		return time.Time{}.Add(1) // due now
-	case e.Digest != "" && r.Every == 0:
-		return time.Time{}
+		return time.Time{}, true // now
 	case e.Reason != "":
 		wait := retryFailed
 		if r.Every > 0 {
 			wait = min(r.Every, retryFailed)
 		}
-		return e.checked.Add(wait)
+		return e.checked.Add(wait), true
+	case r.Every == 0:
+		return time.Time{}, false
 	}
-	return e.checked.Add(r.Every)
+	return e.checked.Add(r.Every), true
 }
 
 // check runs the checks of images, Workers at a time.

@@ -126,6 +126,24 @@ func TestEachTagIsCheckedOncePerPeriod(t *testing.T) {
 	}
 }
 
+// With no resync period, each tag is checked once, and a failed one again
+// until it succeeds.
+func TestNoPeriodChecksOnce(t *testing.T) {
+	f := newFake()
+	f.tags["r.example/a:1"] = d1
+	f.errs["r.example/b:1"] = errors.New("dial tcp: connection refused")
+	c := &clock{t: time.Unix(1_000_000, 0)}
+	r := &Resolver{Head: f.head, now: c.now}
+	r.Want([]string{"r.example/a:1", "r.example/b:1"})
+	for range 3 {
+		r.Round(context.Background(), nil)
+		c.t = c.t.Add(24 * time.Hour)
+	}
+	if f.checks["r.example/a:1"] != 1 || f.checks["r.example/b:1"] != 3 {
+		t.Errorf("checks %v: want a:1 once, the failing b:1 at each round", f.checks)
+	}
+}
+
 func TestAFailedCheckFallsBackAndIsRetriedSooner(t *testing.T) {
 	f := newFake()
 	f.tags["r.example/a:1"] = d1
