@@ -14,7 +14,7 @@ PKG := github.com/dcherman/image-cache-daemon
 LDFLAGS := -s -w -X $(PKG)/pkg/version.Version=$(VERSION)
 GOBUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: help build image cluster-up cluster-down demo test test-unit test-fuzz test-e2e test-release krew-manifest e2e vet bench
+.PHONY: help build image cluster-up cluster-down demo test test-unit test-fuzz test-e2e test-release krew-manifest e2e vet bench bench-fleet
 
 help: ## list targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,9 @@ e2e: image ## e2e tests against a running local cluster (make cluster-up first)
 
 bench: image ## print the benchmark figures, on a running local cluster (make cluster-up first)
 	CRICTL=$$(hack/kube/build.sh)/crictl go run ./hack/bench
+
+bench-fleet: image ## the fleet figure (about 15 minutes; kwok-simulated nodes, 2,000 WorkflowTemplates), on a running local cluster
+	KWOK=$$(hack/kwok/build.sh)/kwok go run ./hack/bench -run fleet
 
 test-e2e: ## bring the cluster up with two nodes, run the e2e tests, bring it down
 	NODES=2 hack/cluster/up.sh

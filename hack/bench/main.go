@@ -15,9 +15,13 @@
 //   - overhead, pods, memory: one image's wanted -> cached against a bare
 //     pod, prefetch pods and sandboxes per node for 100 images and per
 //     resync, the daemon's RSS at rest with 1,000 ConfigMaps and 500
-//     WorkflowTemplates.
+//     WorkflowTemplates;
+//   - fleet (opt-in: about 15 minutes): node daemons reading the sources
+//     themselves against node daemons reading the planner's set, at 10, 50
+//     and 100 kwok-simulated nodes with 2,000 WorkflowTemplates (see
+//     fleet.go).
 //
-// -run picks some of them (fill,warm,slow,status,overhead,pods,memory).
+// -run picks some of them (fill,warm,slow,status,overhead,pods,memory,fleet).
 package main
 
 import (
@@ -85,15 +89,24 @@ func run() error {
 	containerd := flag.String("containerd", "/run/icd-cluster/containerd/containerd.sock", "the local cluster's containerd socket")
 	warmWork := flag.String("warm", "20x4MiB", "the images of the warm-up figure: N x SIZE")
 	slowSize := flag.Int64("slow-size", 256, "size in MiB of the image pulled through the slow registry")
-	only := flag.String("run", "fill,warm,slow,status,overhead,pods,memory", "which figures to measure, comma-separated")
+	only := flag.String("run", "fill,warm,slow,status,overhead,pods,memory", "which figures to measure, comma-separated (fleet too: it is not in the default list)")
+	fleetNodes := flag.String("fleet-nodes", "10,50,100", "simulated nodes of the fleet figure, one run each")
+	fleetTemplates := flag.Int("fleet-templates", 2000, "WorkflowTemplates of the fleet figure")
+	fleetTemplateKB := flag.Int("fleet-template-kb", 12, "size of each WorkflowTemplate in KiB (JSON)")
+	fleetImages := flag.Int("fleet-images", 100, "wanted images of the fleet figure")
+	fleetResync := flag.Duration("fleet-resync", time.Minute, "the resync period of the fleet figure's resync run (and of the planner's tag checks)")
+	fleetTrials := flag.Int("fleet-trials", 3, "new-image trials per fleet run (median and spread are printed)")
+	kwok := flag.String("kwok", os.Getenv("KWOK"), "kwok's controller binary, for the fleet figure (hack/kwok/build.sh prints its directory; make bench sets it)")
+	daemonBin := flag.String("daemon", "bin/image-cache-daemon", "the daemon binary the fleet figure runs (make build)")
+	registryLog := flag.String("registry-log", "/var/lib/icd-cluster/logs/registry.log", "the local registry's log, where the fleet figure counts the planner's manifest checks")
 	flag.Parse()
 	want := map[string]bool{}
 	for _, f := range strings.Split(*only, ",") {
 		switch f = strings.TrimSpace(f); f {
-		case "fill", "warm", "slow", "status", "overhead", "pods", "memory":
+		case "fill", "warm", "slow", "status", "overhead", "pods", "memory", "fleet":
 			want[f] = true
 		default:
-			return fmt.Errorf("-run %q: want some of fill,warm,slow,status,overhead,pods,memory", f)
+			return fmt.Errorf("-run %q: want some of fill,warm,slow,status,overhead,pods,memory,fleet", f)
 		}
 	}
 	if *rounds < 1 || *statusRuns < 1 || *trials < 1 {
@@ -125,6 +138,28 @@ func run() error {
 	if want["status"] {
 		if err := b.statusBench(ctx, *statusNodes, *statusImages, *statusRuns); err != nil {
 			return fmt.Errorf("status: %w", err)
+		}
+	}
+	if want["fleet"] {
+		var nodes []int
+		for _, n := range strings.Split(*fleetNodes, ",") {
+			v, err := strconv.Atoi(strings.TrimSpace(n))
+			if err != nil || v < 1 {
+				return fmt.Errorf("-fleet-nodes %q: want positive numbers, comma-separated", *fleetNodes)
+			}
+			nodes = append(nodes, v)
+		}
+		if *fleetTrials < 1 || *fleetImages < 1 || *fleetTemplates < 1 {
+			return errors.New("-fleet-trials, -fleet-images and -fleet-templates must be at least 1")
+		}
+		if *fleetResync < 10*time.Second {
+			return errors.New("-fleet-resync must be at least 10s (the daemon's own minimum)")
+		}
+		err := b.fleetBench(ctx, fleetConfig{nodes: nodes, templates: *fleetTemplates, templateKB: *fleetTemplateKB,
+			images: *fleetImages, resync: *fleetResync, trials: *fleetTrials, kwok: *kwok, daemon: *daemonBin,
+			kubeconfig: os.Getenv("KUBECONFIG"), registryLog: *registryLog})
+		if err != nil {
+			return fmt.Errorf("fleet: %w", err)
 		}
 	}
 	if !want["fill"] && !want["warm"] && !want["slow"] && !want["overhead"] && !want["pods"] && !want["memory"] {
