@@ -47,7 +47,7 @@ fi
 proc_stop containerd
 
 proc_stop kube-scheduler kube-controller-manager kube-apiserver
-proc_stop etcd slow-registry registry
+proc_stop etcd slow-registry cluster-registry registry
 
 # Unmount everything mounted under our directories (pod volumes, container
 # root filesystems, sandbox /dev/shm).

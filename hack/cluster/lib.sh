@@ -27,6 +27,12 @@ API_SERVICE_IP=10.96.0.1
 API_PORT=6443
 API_SERVER=https://$NODE_IP:$API_PORT
 REGISTRY=127.0.0.1:5000
+# The same registry (its storage, read-only) as pods and every node's
+# kubelet reach it: the bridge's gateway. 127.0.0.1 is a pod's own loopback,
+# so the planner, which checks tags from its pod, checks images named
+# CLUSTER_REGISTRY/REPO:TAG under the name the kubelets pull by. Push to
+# REGISTRY; a tag pushed there reads at once here (nothing is cached).
+CLUSTER_REGISTRY=$NODE_IP:5000
 PAUSE_IMAGE=$REGISTRY/pause:3.10
 CONTAINERD_SOCK=$RUN/containerd/containerd.sock
 
@@ -99,6 +105,7 @@ part_ready() {
   case $1 in
     registry) curl -fsS "http://$REGISTRY/v2/" ;;
     slow-registry) curl -fsS "http://$SLOW_REGISTRY/v2/" ;;
+    cluster-registry) curl -fsS "http://$CLUSTER_REGISTRY/v2/" ;;
     containerd) "${BIN:-$(kube_bin_dir)}/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 10s info ;;
     etcd) curl -fsS http://127.0.0.1:2381/health ;;
     kube-apiserver) "${BIN:-$(kube_bin_dir)}/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz ;;
@@ -220,7 +227,12 @@ slowreg_net_down() {
 
 # readonly_registry_config FILE ROOTDIR ADDR: the configuration of a
 # docker-registry process that serves ROOTDIR (REGISTRY's storage) on ADDR
-# without writing to it: the slow registry and node K's view of the registry.
+# without writing to it: the slow registry, CLUSTER_REGISTRY and node K's
+# view of the registry. Its access log (on its standard output, so in
+# LOGS/NAME.log) has a line per request, with the user agent. No
+# storage.cache: only blob descriptors could be cached (tags never are), and
+# with none every request reads the storage, so a tag pushed to REGISTRY
+# reads here at once.
 readonly_registry_config() {
   cat >"$1" <<EOF
 version: 0.1
@@ -347,6 +359,8 @@ EOF
   # shaped link; the name itself never resolves (.test), so a failing mirror
   # shows as a failed pull, not as a pull from somewhere else.
   containerd_mirror "$dir/certs.d" "$SLOW_REGISTRY_HOST" "https://$SLOW_REGISTRY_HOST" "$SLOW_REGISTRY"
+  # The registry's cluster-wide address, over plain HTTP, from every node.
+  containerd_mirror "$dir/certs.d" "$CLUSTER_REGISTRY" "http://$CLUSTER_REGISTRY" "$CLUSTER_REGISTRY"
   cat >"$dir/config.toml" <<EOF
 version = 2
 root = "$dir/root"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up a Kubernetes cluster on this machine: etcd, the control plane,
-# containerd, kubelet, kube-proxy and an image registry on 127.0.0.1:5000,
+# containerd, kubelet, kube-proxy and an image registry on 127.0.0.1:5000
+# (and 10.88.0.1:5000, where pods and every node reach it),
 # and a second, slow view of that registry behind a link shaped to
 # 100 Mbit/s (lib.sh: SLOW_REGISTRY). Everything listens on loopback, on the
 # CNI bridge or on private veth pairs.
@@ -17,7 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NODES=${NODES:-1}
 [[ $NODES =~ ^[1-8]$ ]] || die "NODES=$NODES: from 1 to 8 nodes"
-components=(registry slow-registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+components=(registry cluster-registry slow-registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 for k in $(extra_nodes); do read -ra parts <<<"$(node_parts "$k")"; components+=("${parts[@]}"); done
 
 # add_nodes: brings up the nodes 2..NODES that are not up yet.
@@ -130,6 +131,12 @@ log "pushing the pause image and the alpine stand-in"
 (cd "$ICD_ROOT" && go run ./hack/images pause --registry "$REGISTRY" >/dev/null)
 (cd "$ICD_ROOT" && go run ./hack/images alpine --registry "$REGISTRY" >/dev/null)
 
+# The same storage on the bridge, for pods and every node (lib.sh).
+readonly_registry_config "$STATE/cluster-registry.yaml" "$STATE/registry" "$CLUSTER_REGISTRY"
+log "starting the registry's cluster address $CLUSTER_REGISTRY"
+proc_start cluster-registry docker-registry serve "$STATE/cluster-registry.yaml"
+wait_for cluster-registry 30 part_ready cluster-registry || die "the registry did not answer on $CLUSTER_REGISTRY"
+
 # ---------------------------------------------------------------- slow registry
 # The same storage served across a shaped link (see lib.sh): images pushed to
 # REGISTRY are pulled as SLOW_REGISTRY_HOST/REPO:TAG at SLOW_REGISTRY_RATE.
@@ -218,5 +225,5 @@ wait_for serviceaccount 60 "${KUBECTL[@]}" -n default get serviceaccount default
 for c in "${components[@]}"; do proc_alive "$c" || die "$c exited; see $LOGS/$c.log"; done
 add_nodes
 trap - EXIT
-log "up: $NODES node(s) Ready, registry on $REGISTRY, $SLOW_REGISTRY_HOST on $SLOW_REGISTRY behind $SLOW_REGISTRY_RATE"
+log "up: $NODES node(s) Ready, registry on $REGISTRY (pods: $CLUSTER_REGISTRY), $SLOW_REGISTRY_HOST on $SLOW_REGISTRY behind $SLOW_REGISTRY_RATE"
 echo "export KUBECONFIG=$KUBECONFIG_ADMIN"

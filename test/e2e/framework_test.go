@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,43 @@ func setup() error {
 	env = cluster{config: cfg, client: client, registry: registry}
 	return nil
 }
+
+// clusterRegistry is the local registry as pods and every node's kubelet
+// reach it (lib.sh: CLUSTER_REGISTRY): read-only, the same storage as
+// env.registry, where tests push.
+const clusterRegistry = "10.88.0.1:5000"
+
+// registryManifestRequests counts the requests for a manifest of repo
+// (GET or HEAD /v2/REPO/manifests/...) that clusterRegistry served to a
+// client whose user agent holds agent ("containerd": the kubelets' pulls;
+// resolve.UserAgent: the planner's checks), from its access log; take it
+// before and after what is measured.
+func registryManifestRequests(t *testing.T, repo, agent string) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(clusterDir(), "logs", "cluster-registry.log"))
+	if err != nil {
+		t.Fatalf("the cluster registry's access log (lib.sh: CLUSTER_REGISTRY): %v", err)
+	}
+	n := 0
+	for _, m := range accessLogLine.FindAllStringSubmatch(string(raw), -1) {
+		if (m[1] == "GET" || m[1] == "HEAD") && strings.HasPrefix(m[2], "/v2/"+repo+"/manifests/") && strings.Contains(m[3], agent) {
+			n++
+		}
+	}
+	return n
+}
+
+// accessLogLine is a line of docker-registry's access log (Apache's
+// combined format, on its standard output):
+//
+//	HOST - - [TIME] "METHOD PATH PROTO" STATUS SIZE "REFERER" "USER-AGENT"
+//
+// giving METHOD, PATH and USER-AGENT (quotes in it escaped as \").
+var accessLogLine = regexp.MustCompile(`(?m)^\S+ \S+ \S+ \[[^\]]*\] "(\S+) (\S+) [^"]*" \d+ \S+ "(?:[^"\\]|\\.)*" "((?:[^"\\]|\\.)*)"$`)
+
+// registryStorage is the local registry's storage directory (lib.sh:
+// STATE/registry).
+func registryStorage() string { return filepath.Join(clusterDir(), "registry") }
 
 // newNamespace creates a namespace for one test and deletes it afterwards.
 func newNamespace(t *testing.T) string {

@@ -97,8 +97,16 @@ func TestUpRestartsWhatDied(t *testing.T) {
 	}
 
 	up := filepath.Join("..", "..", "hack", "cluster", "up.sh")
-	for _, n := range nodes {
-		for _, part := range []string{"registry", "kubelet", "containerd"} {
+	for i, n := range nodes {
+		parts := []string{"registry", "kubelet", "containerd"}
+		if i == 0 {
+			parts = append(parts, "cluster-registry") // the registry's address for pods and nodes: one for the cluster
+		}
+		for _, part := range parts {
+			image := "alpine"
+			if part == "cluster-registry" {
+				image = clusterRegistry + "/library/alpine:latest"
+			}
 			part := n.prefix + part
 			t.Run(part, func(t *testing.T) {
 				killPart(t, part)
@@ -122,6 +130,7 @@ func TestUpRestartsWhatDied(t *testing.T) {
 				// A new pod on the same node pulls from the registry and runs.
 				name := "after-" + part + "-" + rand.String(4)
 				pod := alpineOn(name, n.name, "true")
+				pod.Spec.Containers[0].Image = image
 				pod.Spec.RestartPolicy = corev1.RestartPolicyNever
 				pod.Spec.Containers[0].ImagePullPolicy = corev1.PullAlways
 				if _, err := env.client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {

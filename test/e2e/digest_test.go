@@ -1,0 +1,311 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/dcherman/image-cache-daemon/internal/ociimage"
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/resolve"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+)
+
+// TestTagDigests: the planner, in its pod, checks each tag at the registry
+// once per resync and the nodes pull a tag again only when it moved. Images
+// are pushed through the registry's host address and named by the address
+// pods and kubelets share (clusterRegistry), so the planner checks them
+// under the name the kubelet pulls by; an image named 127.0.0.1:5000/...
+// is out of the planner's reach and falls back to a periodic pull.
+func TestTagDigests(t *testing.T) {
+	ctx := context.Background()
+	const resync = 20 * time.Second
+	bin := buildGo(t, "github.com/dcherman/image-cache-daemon/cmd/kubectl-imagecache")
+	suffix := strings.ToLower(rand.String(5))
+	ns := "icd-digest-" + suffix
+	users := newNamespace(t)
+
+	still := inCluster(t, pushRandom(t, "e2e/still:"+suffix, 11))
+	movingTag := "e2e/moving:" + suffix
+	first := pushRandom(t, movingTag, 12)
+	moving := inCluster(t, first)
+	unreachable := pushRandom(t, "e2e/unreachable:"+suffix, 13) // 127.0.0.1:5000/...
+
+	o := install.DefaultOptions("e2e")
+	o.Namespace, o.Image, o.ResyncPeriod = ns, daemonImage(t), resync
+	o.ExtraArgs = []string{"--image=" + still, "--v=2"}
+	installDaemon(t, o)
+	imageList(t, users, "images", `["`+moving+`", "`+unreachable+`"]`)
+	stillSt, movingSt := waitCached(t, ns, still), waitCached(t, ns, moving)
+	waitCached(t, ns, unreachable)
+
+	// The published set: digests of the tags the planner reaches, the one it
+	// does not said so.
+	set := waitSet(t, ns, "every tag checked", func(s *wanted.Set) bool {
+		d1, _ := s.Current(mustNormalize(t, still))
+		d2, _ := s.Current(mustNormalize(t, moving))
+		why := unchecked(s, mustNormalize(t, unreachable))
+		return d1 == stillSt.Digest && d2 == movingSt.Digest && why != "" && why != resolve.NotYet
+	})
+	if why := unchecked(set, mustNormalize(t, unreachable)); !strings.Contains(why, "cannot reach the registry") {
+		t.Errorf("the 127.0.0.1 image is unchecked because %q; want the planner to say it cannot reach the registry", why)
+	}
+
+	t.Run("an unchanged tag costs the registry one check per resync and the node nothing", func(t *testing.T) {
+		pod := holder(t, ns, still)
+		nodeBefore := registryManifestRequests(t, "e2e/still", "containerd")
+		plannerBefore := registryManifestRequests(t, "e2e/still", "image-cache-daemon-planner")
+		fallback := holder(t, ns, unreachable)
+		time.Sleep(3 * resync)
+		if n := registryManifestRequests(t, "e2e/still", "containerd") - nodeBefore; n != 0 {
+			t.Errorf("the node asked the registry for the unchanged tag's manifest %d times in %s", n, 3*resync)
+		}
+		checks := registryManifestRequests(t, "e2e/still", "image-cache-daemon-planner") - plannerBefore
+		if checks < 2 || checks > 4 {
+			t.Errorf("the planner checked the unchanged tag %d times in %s (resync %s); want about one per resync", checks, 3*resync, resync)
+		}
+		if now := holder(t, ns, still); now != pod {
+			t.Errorf("the unchanged tag's prefetch pod was replaced (%s, then %s)", pod, now)
+		}
+		// The unchecked image is pulled again by age, as without a planner.
+		if now := holder(t, ns, unreachable); now == fallback {
+			t.Errorf("the unchecked image's pod %s was not refreshed in %s (resync %s)", fallback, 3*resync, resync)
+		}
+	})
+
+	t.Run("a moved tag shows STALE while the node cannot pull it, then current", func(t *testing.T) {
+		img, err := ociimage.Random(1<<20, 14, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The new image's layer is hidden from the registry right after the
+		// push, so the node's pull of the new digest fails until it is back:
+		// the window in which status must show the node stale.
+		restore := hideLayer(t, img, push(t, img, movingTag))
+		newDigest := digestOf(t, img)
+		waitSet(t, ns, "the planner sees the moved tag", func(s *wanted.Set) bool {
+			d, _ := s.Current(mustNormalize(t, moving))
+			return d == newDigest
+		})
+		waitStatus(t, bin, ns, moving, "one node stale", func(row statusImage) bool { return row.Stale == 1 })
+		restore()
+		st := imageStatus(t, ns, moving, 4*time.Minute, "pulled at the new digest", func(s cachestate.ImageStatus) bool {
+			return s.State == cachestate.Cached && s.Digest == newDigest
+		})
+		nodeHasImage(t, st.Node, moving, newDigest)
+		waitStatus(t, bin, ns, moving, "current everywhere", func(row statusImage) bool { return row.Stale == 0 && row.Cached >= 1 })
+	})
+
+	t.Run("the planner's leader killed: the standby takes over and nothing is pulled again", func(t *testing.T) {
+		pods := map[string]types.UID{still: holderUID(t, ns, still), moving: holderUID(t, ns, moving)}
+		nodeBefore := registryManifestRequests(t, "e2e/still", "containerd") + registryManifestRequests(t, "e2e/moving", "containerd")
+		lease, err := env.client.CoordinationV1().Leases(ns).Get(ctx, wanted.Planner, metav1.GetOptions{})
+		if err != nil || lease.Spec.HolderIdentity == nil {
+			t.Fatalf("the planner's Lease: %v", err)
+		}
+		leader := *lease.Spec.HolderIdentity
+		if err := env.client.CoreV1().Pods(ns).Delete(ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: ptrTo[int64](0)}); err != nil {
+			t.Fatal(err)
+		}
+		killed := time.Now()
+		out := waitPlugin(t, bin, 30*time.Second, "status names the gap", func(out string) bool {
+			return strings.Contains(out, "planner") && strings.Contains(out, leader)
+		}, "status", "-n", ns)
+		t.Logf("status during the gap:\n%s", out)
+		var next string
+		err = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+			l, err := env.client.CoordinationV1().Leases(ns).Get(ctx, wanted.Planner, metav1.GetOptions{})
+			if err != nil || l.Spec.HolderIdentity == nil {
+				return false, nil
+			}
+			next = *l.Spec.HolderIdentity
+			return next != leader && next != "", nil
+		})
+		if err != nil {
+			t.Fatalf("no standby took the planner's Lease from %s within a minute", leader)
+		}
+		t.Logf("%s took over from %s after %s", next, leader, time.Since(killed).Round(time.Second))
+		time.Sleep(2 * resync) // the new leader's first checks, and a resync
+		for img, uid := range pods {
+			if now := holderUID(t, ns, img); now != uid {
+				t.Errorf("%s's prefetch pod was replaced after the takeover", img)
+			}
+		}
+		if n := registryManifestRequests(t, "e2e/still", "containerd") + registryManifestRequests(t, "e2e/moving", "containerd") - nodeBefore; n != 0 {
+			t.Errorf("the node asked the registry for manifests %d times after the takeover", n)
+		}
+	})
+}
+
+// pushRandom pushes a fresh 1 MiB image as REGISTRY/repoTag.
+func pushRandom(t *testing.T, repoTag string, seed uint64) string {
+	t.Helper()
+	img, err := ociimage.Random(1<<20, seed^uint64(rand.Int()), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return push(t, img, repoTag)
+}
+
+// inCluster is ref (REGISTRY/...) named by the registry's address that
+// pods and every node's kubelet reach.
+func inCluster(t *testing.T, ref string) string {
+	t.Helper()
+	rest, ok := strings.CutPrefix(ref, env.registry+"/")
+	if !ok {
+		t.Fatalf("%s is not in %s", ref, env.registry)
+	}
+	return clusterRegistry + "/" + rest
+}
+
+func digestOf(t *testing.T, img v1.Image) string {
+	t.Helper()
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// hideLayer moves img's first layer out of the registry's storage, so that
+// pulls of img fail, and returns what puts it back.
+func hideLayer(t *testing.T, img v1.Image, ref string) (restore func()) {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil || len(layers) == 0 {
+		t.Fatalf("%s has no layer: %v", ref, err)
+	}
+	d, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(registryStorage(), "docker/registry/v2/blobs", d.Algorithm, d.Hex[:2], d.Hex)
+	if err := os.Rename(dir, dir+".hidden"); err != nil {
+		t.Fatalf("hiding layer %s of %s: %v", d, ref, err)
+	}
+	done := false
+	restore = func() {
+		if !done {
+			done = true
+			if err := os.Rename(dir+".hidden", dir); err != nil {
+				t.Errorf("restoring layer %s: %v", d, err)
+			}
+		}
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// waitSet waits until the published wanted set satisfies cond.
+func waitSet(t *testing.T, ns, what string, cond func(*wanted.Set) bool) *wanted.Set {
+	t.Helper()
+	var last *wanted.Set
+	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		cm, err := env.client.CoreV1().ConfigMaps(ns).Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		s, err := wanted.Decode(cm.BinaryData[wanted.Key])
+		if err != nil {
+			return false, nil
+		}
+		last = s
+		return cond(s), nil
+	})
+	if err != nil {
+		b, _ := json.MarshalIndent(last, "", "  ")
+		t.Fatalf("the wanted set never showed %s; last:\n%s\n%s", what, b, daemonLogs(t, ns))
+	}
+	return last
+}
+
+// unchecked is why the set gives img (normalised) no digest.
+func unchecked(s *wanted.Set, img string) string {
+	for _, im := range s.Images {
+		if im.Image == img {
+			return im.Unchecked
+		}
+	}
+	return ""
+}
+
+// holder is the prefetch pod that holds img cached.
+func holder(t *testing.T, ns, img string) string {
+	t.Helper()
+	img = mustNormalize(t, img)
+	for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
+		if st.Image == img {
+			return st.Pod
+		}
+	}
+	t.Fatalf("no prefetch pod holds %s", img)
+	return ""
+}
+
+func holderUID(t *testing.T, ns, img string) types.UID {
+	t.Helper()
+	name := holder(t, ns, img)
+	p, err := env.client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.UID
+}
+
+// statusImage is a row of `status -o json`.
+type statusImage struct {
+	Image  string `json:"image"`
+	Cached int    `json:"cached"`
+	Stale  int    `json:"stale"`
+	Digest string `json:"digest"`
+}
+
+// waitStatus waits until img's row of `status -o json` satisfies cond.
+func waitStatus(t *testing.T, bin, ns, img, what string, cond func(statusImage) bool) {
+	t.Helper()
+	img = mustNormalize(t, img)
+	waitPlugin(t, bin, 3*time.Minute, what, func(out string) bool {
+		var doc struct {
+			Images []statusImage `json:"images"`
+		}
+		if json.Unmarshal([]byte(out), &doc) != nil {
+			return false
+		}
+		for _, row := range doc.Images {
+			if row.Image == img {
+				return cond(row)
+			}
+		}
+		return false
+	}, "status", "-n", ns, "-o", "json")
+}
+
+// waitPlugin runs the plugin with args until cond holds for its output.
+func waitPlugin(t *testing.T, bin string, timeout time.Duration, what string, cond func(string) bool, args ...string) string {
+	t.Helper()
+	var out string
+	deadline := time.Now().Add(timeout)
+	for {
+		out, _ = plugin(t, bin, args...)
+		if cond(out) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kubectl imagecache %s never showed %s within %s; last output:\n%s", strings.Join(args, " "), what, timeout, out)
+		}
+		time.Sleep(time.Second)
+	}
+}
