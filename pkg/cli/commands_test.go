@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -426,16 +427,31 @@ not read: 1 entry past --max-images in their objects and namespaces (each keeps 
 
 // By default list prints the set the planner published: what the nodes
 // work from, with the skipped objects and the images left out, read with
-// one GET.
+// one GET; per image the digest its tag points to now, or why the planner
+// could not check it.
 func TestListReadsThePublishedSet(t *testing.T) {
 	wants := []source.Want{
 		{Image: "docker.io/library/busybox:1.36", Origin: "flag --image", Static: true},
+		{Image: pinnedRef, Origin: "flag --image", Static: true},
+		{Image: "docker.io/library/redis:7", Origin: "flag --image", Static: true},
 		{Image: "docker.io/library/alpine:latest", Origin: "ConfigMap team/a", Namespace: "team"},
 		{Image: "docker.io/library/nginx:1.27", Origin: "ConfigMap team/a", Namespace: "team"},
 	}
 	health := []source.Health{{Source: "configmaps", Synced: true, Objects: 3, Skipped: 1, SkippedSample: []string{"ConfigMap team/broken"}},
 		{Source: "cronworkflows", Synced: true, Missing: true}}
-	data, err := wanted.Encode(wanted.Build(wants, 2, health))
+	set := wanted.Build(wants, 4, health)
+	alpineDigest := "sha256:" + strings.Repeat("ab", 32)
+	for i, im := range set.Images {
+		switch im.Image {
+		case "docker.io/library/alpine:latest": // checked
+			set.Images[i].Digest, set.Images[i].Since = alpineDigest, now.Unix()
+		case "docker.io/library/busybox:1.36": // its registry refused the planner
+			set.Images[i].Unchecked = "the registry refused the planner (HTTP 401)"
+		case pinnedRef: // pinned: its own digest
+			set.Images[i].Digest = pinnedDigest()
+		} // redis: neither (an older planner)
+	}
+	data, err := wanted.Encode(set)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,10 +464,14 @@ func TestListReadsThePublishedSet(t *testing.T) {
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	want := `IMAGE          WANTED BY
-alpine         ConfigMap team/a
-busybox:1.36   flag --image
-2 images
+	want := `IMAGE                                                                             WANTED BY          DIGEST
+alpine                                                                            ConfigMap team/a   sha256:abababababab
+busybox:1.36                                                                      flag --image       -
+busybox@sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc   flag --image       sha256:cccccccccccc
+redis:7                                                                           flag --image       -
+4 images
+not checked (pulled again every resync): busybox:1.36: the registry refused the planner (HTTP 401)
+not checked (pulled again every resync): redis:7: the planner published no digest (a planner older than the plugin?)
 skipped: ConfigMap team/broken: skipped (its Events say why; list --from-sources too)
 source cronworkflows: its resource is not served by the API server (is its CRD installed?); the planner waits for it
 over --max-images: 1 image not cached, such as nginx:1.27 (wanted by ConfigMap team/a)
@@ -466,5 +486,32 @@ published by the planner 2026-12-05T08:00:00Z
 	if err := (&ListOptions{IOStreams: streams, kube: kube{client: fake.NewClientset(), namespace: ns}}).Run(context.Background()); err == nil ||
 		!strings.Contains(err.Error(), "has published no wanted set") {
 		t.Errorf("no set: %v", err)
+	}
+
+	// -o json: each image's digest, or why it has none.
+	out.Reset()
+	o = &ListOptions{IOStreams: streams, kube: kube{client: client, namespace: ns}, Output: "json"}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Images []struct{ Image, Digest, Unchecked string }
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][2]string{}
+	for _, im := range doc.Images {
+		got[im.Image] = [2]string{im.Digest, im.Unchecked}
+	}
+	for img, want := range map[string][2]string{
+		"docker.io/library/alpine:latest": {alpineDigest, ""},
+		"docker.io/library/busybox:1.36":  {"", "the registry refused the planner (HTTP 401)"},
+		pinnedRef:                         {pinnedDigest(), ""},
+		"docker.io/library/redis:7":       {"", noDigest},
+	} {
+		if got[img] != want {
+			t.Errorf("-o json: %s: digest, unchecked %q, want %q", img, got[img], want)
+		}
 	}
 }

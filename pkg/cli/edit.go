@@ -110,11 +110,14 @@ func NewCmdAdd(flags *genericclioptions.ConfigFlags, streams genericiooptions.IO
 		Long: `Add images to the image list that image-cache-daemon keeps cached on every node.
 References are checked and normalised first (alpine means
 docker.io/library/alpine:latest); if any is invalid, nothing is changed.
-Concurrent edits are safe: none is lost.`,
+Concurrent edits are safe: none is lost. With --wait, wait until every node
+has cached them, each at the digest its tag points to now as the planner
+checked it at its registry (a node that holds an older digest pulls the tag
+again first); for a tag the planner could not check, any digest will do.`,
 		Example: `  # Cache alpine and a pinned nginx on every node
   kubectl imagecache add alpine nginx:1.27
 
-  # Add an image and wait until every node has it (exit 1 if a node fails)
+  # Add an image and wait until every node has its current digest (exit 1 if a node fails)
   kubectl imagecache add --wait ghcr.io/org/app:v2`,
 		Args:              cobra.ArbitraryArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,

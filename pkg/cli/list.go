@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -49,7 +48,10 @@ func NewCmdList(flags *genericclioptions.ConfigFlags, streams genericiooptions.I
 		Long: `List every image the nodes are asked to cache, with what wants it (labelled
 ConfigMaps, Argo WorkflowTemplates, ClusterWorkflowTemplates, CronWorkflows, the
 --image flags), as the planner published it for the nodes: exactly what they
-work from, read with one request and no right to read the sources. With
+work from, read with one request and no right to read the sources. DIGEST is
+the digest each tag points to now, as the planner checked it at its registry
+(nodes that hold another pull the tag again); "-" where it could not, with
+why under the table (those tags are pulled again every --resync-period). With
 --from-sources, read the sources yourself the way the planner does, with its
 settings, and see each skipped object's problem.`,
 		Example: `  kubectl imagecache list
@@ -120,37 +122,57 @@ func (o *ListOptions) Run(ctx context.Context) error {
 	if err := set.WaitForSync(syncCtx); err != nil {
 		return fmt.Errorf("reading the sources as the daemon does: %w", err)
 	}
-	images := set.Wanted()
+	images := []listImage{}
+	for _, im := range set.Wanted() {
+		images = append(images, listImage{Image: im})
+	}
 	skipped := problems.sorted()
 	p, err := o.printFlags().printer()
 	if err != nil {
 		return err
 	}
 	if p != nil {
-		if images == nil {
-			images = []source.Image{}
-		}
 		return printDocument(p, o.Out, "ImageList", &listDoc{Images: images, Problems: skipped})
 	}
 	unread := 0
 	for _, h := range set.Health() {
 		unread += h.Unread
 	}
-	return o.printList(images, skipped, unread)
+	return o.printList(images, skipped, unread, false)
 }
 
-// printList prints the table of images, then what was skipped and how many
+// printList prints the table of images, then which tags the planner could
+// not check (with digests: from its set), what was skipped and how many
 // entries were not read.
-func (o *ListOptions) printList(images []source.Image, skipped []listProblem, unread int) error {
+func (o *ListOptions) printList(images []listImage, skipped []listProblem, unread int, digests bool) error {
 	rows := make([][]string, 0, len(images))
-	for _, img := range images {
-		rows = append(rows, []string{imageref.Familiar(img.Image), strings.Join(img.Origins, ", ")})
+	header := []string{"IMAGE", "WANTED BY"}
+	if digests {
+		header = append(header, "DIGEST")
 	}
-	if err := printTable(o.Out, []string{"IMAGE", "WANTED BY"}, rows); err != nil {
+	var unchecked []uncheckedImage
+	for _, img := range images {
+		row := []string{imageref.Familiar(img.Image.Image), strings.Join(img.Origins, ", ")}
+		if digests {
+			d := shortDigest(img.Digest)
+			if d == "" {
+				d = "-"
+				unchecked = append(unchecked, uncheckedImage{image: img.Image.Image, why: img.Unchecked})
+			}
+			row = append(row, d)
+		}
+		rows = append(rows, row)
+	}
+	if err := printTable(o.Out, header, rows); err != nil {
 		return err
 	}
 	if _, err := fmt.Fprintln(o.Out, plural(len(images), "image")); err != nil {
 		return err
+	}
+	for _, l := range uncheckedLines(unchecked) {
+		if _, err := fmt.Fprintln(o.Out, imageref.Printable(l)); err != nil {
+			return err
+		}
 	}
 	for _, p := range skipped {
 		// An object's problem skips (some of) its images; a source's
@@ -174,8 +196,8 @@ func (o *ListOptions) printList(images []source.Image, skipped []listProblem, un
 // listDoc is the document of list that kubectl's printers print.
 type listDoc struct {
 	metav1.TypeMeta `json:",inline"`
-	Images          []source.Image `json:"images"`
-	Problems        []listProblem  `json:"problems,omitempty"`
+	Images          []listImage   `json:"images"`
+	Problems        []listProblem `json:"problems,omitempty"`
 	// From the planner's set: when it was published, and the images its
 	// limits left out (a count, and the first few).
 	PublishedAt *metav1.Time   `json:"publishedAt,omitempty"`
@@ -183,29 +205,32 @@ type listDoc struct {
 	OverSample  []source.Image `json:"overSample,omitempty"`
 }
 
+// listImage is an image of list: what wants it and, from the planner's
+// set, the digest its tag points to now (a pinned reference's own), or why
+// the planner could not check it.
+type listImage struct {
+	source.Image `json:",inline"`
+	Digest       string `json:"digest,omitempty"`
+	Unchecked    string `json:"unchecked,omitempty"`
+}
+
 // runPublished prints the set the planner published.
 func (o *ListOptions) runPublished(ctx context.Context) error {
-	cm, err := o.client.CoreV1().ConfigMaps(o.namespace).Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("the planner has published no wanted set in namespace %s yet (kubectl -n %s get deployment %s); list --from-sources reads the sources directly",
-			o.namespace, o.namespace, wanted.Planner)
-	}
+	set, cm, err := readWantedSet(ctx, o.client, o.namespace)
 	if err != nil {
-		return fmt.Errorf("reading the planner's wanted set: %w", err)
+		return fmt.Errorf("%w; list --from-sources reads the sources directly", err)
 	}
-	set, err := wanted.Decode(cm.BinaryData[wanted.Key])
-	if err != nil {
-		return fmt.Errorf("configmap/%s -n %s: %w", wanted.ConfigMap, o.namespace, err)
-	}
-	doc := &listDoc{Images: []source.Image{}, Over: set.Over, OverSample: set.OverSample, PublishedAt: publishedAt(cm)}
+	doc := &listDoc{Images: []listImage{}, Over: set.Over, OverSample: set.OverSample, PublishedAt: publishedAt(cm)}
 	for _, im := range set.Images {
 		origins := slices.Clone(im.Origins)
 		if im.MoreOrigins > 0 {
 			origins = append(origins, fmt.Sprintf("and %d more", im.MoreOrigins))
 		}
-		doc.Images = append(doc.Images, source.Image{Image: im.Image, Origins: origins})
+		li := listImage{Image: source.Image{Image: im.Image, Origins: origins}}
+		li.Digest, li.Unchecked = checkOf(im)
+		doc.Images = append(doc.Images, li)
 	}
-	slices.SortFunc(doc.Images, func(a, b source.Image) int { return strings.Compare(a.Image, b.Image) })
+	slices.SortFunc(doc.Images, func(a, b listImage) int { return strings.Compare(a.Image.Image, b.Image.Image) })
 	unread := 0
 	for _, h := range set.Sources {
 		unread += h.Unread
@@ -230,7 +255,7 @@ func (o *ListOptions) runPublished(ctx context.Context) error {
 	if p != nil {
 		return printDocument(p, o.Out, "ImageList", doc)
 	}
-	if err := o.printList(doc.Images, doc.Problems, unread); err != nil {
+	if err := o.printList(doc.Images, doc.Problems, unread, true); err != nil {
 		return err
 	}
 	if set.Over > 0 {

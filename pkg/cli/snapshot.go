@@ -549,6 +549,13 @@ type imageRow struct {
 	Pending int      `json:"pending"`
 	Nodes   int      `json:"nodes"`
 	Digests []string `json:"digests,omitempty"`
+	// Digest is the digest the tag points to now, as the planner's set
+	// gives it (addDigests; a pinned reference's own); Stale counts the
+	// nodes that hold another (nil when Digest is not known); Unchecked
+	// says why the planner could not check the tag.
+	Digest    string `json:"digest,omitempty"`
+	Stale     *int   `json:"stale,omitempty"`
+	Unchecked string `json:"unchecked,omitempty"`
 }
 
 // byImage folds the per-node statuses into one row per image; want adds

@@ -38,7 +38,15 @@ type StatusOptions struct {
 	image    string // normalised filter
 	now      func() time.Time
 	printing *printFlags
+	// set is the planner's published set (the tags' current digests), or
+	// setErr why it could not be read.
+	set    *wanted.Set
+	setErr error
 }
+
+// setEvery is how often status --watch reads the planner's set again (and
+// redraws when it changed, the pods or not). A variable for the tests.
+var setEvery = 10 * time.Second
 
 // NewCmdStatus returns the "status" command.
 func NewCmdStatus(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
@@ -50,13 +58,18 @@ func newCmdStatus(o *StatusOptions) *cobra.Command {
 		Use:   "status",
 		Short: "Show which images are cached on which nodes",
 		Long: `Show the cache: by default one row per image with how many nodes have it
-cached, are pulling it or failed to; -o wide shows one row per node and image,
-with the kubelet's message for failures. Read with one request, whatever
-the size of the cluster, from the report each daemon publishes on its pod
-(the statuses of its node's prefetch pods); where a daemon has no report
-to trust, from the prefetch pods themselves, with one more. Nodes that run no
-daemon pod are not counted. --watch keeps that request open as a watch and
-prints the table again when it changes.`,
+cached, how many of them hold an older digest than the one its tag points to
+now (STALE: they pull it again soon; "-" where the planner could not check
+the tag, named below the table with why), are pulling it or failed to;
+-o wide shows one row per node and image, with the digest the node holds,
+the tag's current one where the node's is older (CURRENT; "-" where not
+known), and the kubelet's message for failures. Read with one request,
+whatever the size of the cluster, from the report each daemon publishes on
+its pod (the statuses of its node's prefetch pods); where a daemon has no
+report to trust, from the prefetch pods themselves, with one more; the
+tags' current digests from the wanted set the planner publishes (one GET).
+Nodes that run no daemon pod are not counted. --watch keeps that request
+open as a watch and prints the table again when it changes.`,
 		Example: `  kubectl imagecache status
   kubectl imagecache status -o wide --node worker-3
   kubectl imagecache status --image alpine -o json
@@ -105,6 +118,7 @@ func (o *StatusOptions) Validate() error {
 // Run prints the status once, or with --watch again after every change, at
 // most every Interval, until interrupted.
 func (o *StatusOptions) Run(ctx context.Context) error {
+	sets := &setReader{client: o.client, ns: o.namespace, every: setEvery}
 	if !o.Watch {
 		s, err := takeSnapshot(ctx, o.client, o.namespace)
 		if err != nil {
@@ -112,16 +126,21 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		}
 		o.filter(s)
 		o.checkPlanner(ctx, s)
+		o.set, o.setErr = sets.get(ctx)
 		return o.print(o.Out, s)
 	}
 	var shown *snapshot
+	var shownSet *wanted.Set
+	var shownErr error
 	var last []byte
-	err := follow(ctx, o.client, o.namespace, followOptions{every: o.Interval, warn: o.ErrOut}, func(s *snapshot) (bool, error) {
+	err := follow(ctx, o.client, o.namespace, followOptions{every: o.Interval, refresh: setEvery, warn: o.ErrOut}, func(s *snapshot) (bool, error) {
 		o.filter(s)
 		o.checkPlanner(ctx, s)
-		if shown != nil && s.same(shown) {
+		o.set, o.setErr = sets.get(ctx)
+		if shown != nil && s.same(shown) && o.set == shownSet && o.setErr == shownErr {
 			return false, nil // a change status does not show
 		}
+		shownSet, shownErr = o.set, o.setErr
 		// Or one it shows the same way (a daemon's health report
 		// written again, a warm-up time to the second).
 		var out bytes.Buffer
@@ -217,29 +236,50 @@ type statusDoc struct {
 	metav1.TypeMeta `json:",inline"`
 	Nodes           []string                  `json:"nodes"`
 	Images          []imageRow                `json:"images"`
-	Status          []cachestate.ImageStatus  `json:"status"`
+	Status          []nodeStatus              `json:"status"`
 	Problems        []problem                 `json:"problems,omitempty"`
 	Warm            map[string]*source.Warmth `json:"warm,omitempty"`
 	WithoutDaemon   []string                  `json:"nodesWithoutDaemon,omitempty"`
 	Ignored         []ignoredPod              `json:"ignored,omitempty"`
+	// WantedSetProblem says why the planner's set, and so the tags'
+	// current digests (each image's digest and stale), could not be read.
+	WantedSetProblem string `json:"wantedSetProblem,omitempty"`
+}
+
+// nodeStatus is one image on one node, as status -o json prints it: Stale
+// when the node holds it under an older digest than the one its tag points
+// to now (imageRow.Digest).
+type nodeStatus struct {
+	cachestate.ImageStatus
+	Stale bool `json:"stale,omitempty"`
 }
 
 func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 	rows := s.byImage(nil)
+	digests := newCurrentDigests(o.set)
+	addDigests(rows, s.Images, digests)
 	p, err := o.printFlags().printer()
 	if err != nil {
 		return err
 	}
 	if p != nil {
-		doc := &statusDoc{Nodes: s.Nodes, Images: rows, Status: s.Images, Problems: s.Problems, Warm: s.Warm, WithoutDaemon: s.WithoutDaemon, Ignored: s.Ignored}
+		doc := &statusDoc{Nodes: s.Nodes, Images: rows, Status: make([]nodeStatus, len(s.Images)), Problems: s.Problems, Warm: s.Warm,
+			WithoutDaemon: s.WithoutDaemon, Ignored: s.Ignored}
+		for i, st := range s.Images {
+			current, _ := digests.of(st.Image)
+			doc.Status[i] = nodeStatus{ImageStatus: st, Stale: isStale(st, current)}
+		}
 		if doc.Nodes == nil {
 			doc.Nodes = []string{}
+		}
+		if o.setErr != nil {
+			doc.WantedSetProblem = imageref.Printable(o.setErr.Error())
 		}
 		return printDocument(p, w, "ImageCacheStatus", doc)
 	}
 	switch o.Output {
 	case "wide":
-		if err := o.printWide(w, s); err != nil {
+		if err := o.printWide(w, s, digests); err != nil {
 			return err
 		}
 	default:
@@ -252,13 +292,17 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 				digest = fmt.Sprintf("%d digests", len(r.Digests))
 			}
 			table = append(table, []string{imageref.Familiar(r.Image), fmt.Sprintf("%d/%d", r.Cached, r.Nodes),
-				fmt.Sprint(r.Pulling), fmt.Sprint(r.Failed), digest})
+				staleCell(r), fmt.Sprint(r.Pulling), fmt.Sprint(r.Failed), digest})
 		}
-		if err := printTable(w, []string{"IMAGE", "CACHED", "PULLING", "FAILED", "DIGEST"}, table); err != nil {
+		if err := printTable(w, []string{"IMAGE", "CACHED", "STALE", "PULLING", "FAILED", "DIGEST"}, table); err != nil {
 			return err
 		}
 	}
 	lines := []string{summary(s, rows), warmLine(s)}
+	if o.setErr != nil {
+		lines = append(lines, "STALE unknown: "+o.setErr.Error())
+	}
+	lines = append(lines, uncheckedLines(uncheckedOf(rows))...)
 	if n := len(s.WithoutDaemon); n > 0 {
 		lines = append(lines, fmt.Sprintf("not counted: prefetch pods on %s without a daemon pod (being removed): %s",
 			plural(n, "node"), firstOf(s.WithoutDaemon, ", ")))
@@ -291,20 +335,37 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 // column widths, the second writes each row as it is made, so 100,000 rows
 // cost no table in memory. One reference parse per image and one age per
 // second of age, not one per row.
-func (o *StatusOptions) printWide(w io.Writer, s *snapshot) error {
-	header := []string{"NODE", "IMAGE", "STATE", "DIGEST", "SINCE", "MESSAGE"}
+//
+// DIGEST is the digest the node holds; CURRENT the one the tag points to
+// now, only where the node holds another (a stale row stands out, a row
+// that is current shows nothing more), "-" where that is not known (see
+// the lines under the table).
+func (o *StatusOptions) printWide(w io.Writer, s *snapshot, digests currentDigests) error {
+	header := []string{"NODE", "IMAGE", "STATE", "DIGEST", "CURRENT", "SINCE", "MESSAGE"}
 	widths := make([]int, len(header))
 	fit(widths, header...)
-	familiar := map[string]string{}
+	type cells struct{ familiar, current string }
+	byImage := map[string]cells{}
+	currentCell := func(st cachestate.ImageStatus) string {
+		switch cur := byImage[st.Image].current; {
+		case cur == "":
+			return "-"
+		case isStale(st, cur):
+			return shortDigest(cur)
+		}
+		return ""
+	}
 	ages := make([]string, len(s.Images))
 	ageOf := map[time.Duration]string{}
 	now := o.now()
 	for i, st := range s.Images {
-		short, ok := familiar[st.Image]
+		c, ok := byImage[st.Image]
 		if !ok {
-			short = imageref.Familiar(st.Image)
-			familiar[st.Image] = short
+			c.familiar = imageref.Familiar(st.Image)
+			c.current, _ = digests.of(st.Image)
+			byImage[st.Image] = c
 		}
+		short := c.familiar
 		if !st.Since.IsZero() {
 			d := now.Sub(st.Since).Truncate(time.Second)
 			age, ok := ageOf[d]
@@ -314,7 +375,7 @@ func (o *StatusOptions) printWide(w io.Writer, s *snapshot) error {
 			}
 			ages[i] = age
 		}
-		fit(widths, st.Node, short, string(st.State), shortDigest(st.Digest), ages[i])
+		fit(widths, st.Node, short, string(st.State), shortDigest(st.Digest), currentCell(st), ages[i])
 	}
 	t, err := newTable(w, widths, header...)
 	if err != nil {
@@ -325,7 +386,7 @@ func (o *StatusOptions) printWide(w io.Writer, s *snapshot) error {
 		if st.Reason != "" {
 			msg = st.Reason + ": " + msg
 		}
-		if err := t.row(st.Node, familiar[st.Image], string(st.State), shortDigest(st.Digest), ages[i], msg); err != nil {
+		if err := t.row(st.Node, byImage[st.Image].familiar, string(st.State), shortDigest(st.Digest), currentCell(st), ages[i], msg); err != nil {
 			return err
 		}
 	}

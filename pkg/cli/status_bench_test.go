@@ -93,13 +93,13 @@ type podServer struct {
 	list, events map[bool]map[string][]byte
 	// daemonSet and wardenConfigMap are the installation's owners of its
 	// pods, by media type; plannerLease the Lease of a planner that leads.
-	daemonSet, wardenConfigMap, plannerLease map[string][]byte
+	daemonSet, wardenConfigMap, plannerLease, wantedSet map[string][]byte
 }
 
 func newPodServer(tb testing.TB, pods []corev1.Pod) *podServer {
 	tb.Helper()
 	s := &podServer{list: map[bool]map[string][]byte{}, events: map[bool]map[string][]byte{}, daemonSet: map[string][]byte{},
-		wardenConfigMap: map[string][]byte{}, plannerLease: map[string][]byte{}}
+		wardenConfigMap: map[string][]byte{}, plannerLease: map[string][]byte{}, wantedSet: map[string][]byte{}}
 	var daemons []corev1.Pod
 	for _, p := range pods {
 		if p.Labels[cachestate.LabelComponent] == componentDaemon {
@@ -126,6 +126,11 @@ func newPodServer(tb testing.TB, pods []corev1.Pod) *podServer {
 				tb.Fatal(err)
 			}
 			s.wardenConfigMap[mediaType] = cm
+			set, err := runtime.Encode(enc, publishedSet())
+			if err != nil {
+				tb.Fatal(err)
+			}
+			s.wantedSet[mediaType] = set
 			lease, err := runtime.Encode(scheme.Codecs.EncoderForVersion(info.Serializer, coordinationv1.SchemeGroupVersion),
 				&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: wanted.Planner, Namespace: ns},
 					Spec: coordinationv1.LeaseSpec{RenewTime: &metav1.MicroTime{Time: now.Add(-5 * time.Second)}}})
@@ -182,6 +187,9 @@ func (s *podServer) serve(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/api/v1/namespaces/"+ns+"/configmaps/"+warden.ConfigMap:
 		w.Header().Set("Content-Type", mediaType)
 		_, _ = w.Write(s.wardenConfigMap[mediaType])
+	case r.URL.Path == "/api/v1/namespaces/"+ns+"/configmaps/"+wanted.ConfigMap:
+		w.Header().Set("Content-Type", mediaType)
+		_, _ = w.Write(s.wantedSet[mediaType])
 	case r.URL.Path == "/apis/coordination.k8s.io/v1/namespaces/"+ns+"/leases/"+wanted.Planner:
 		w.Header().Set("Content-Type", mediaType)
 		_, _ = w.Write(s.plannerLease[mediaType])

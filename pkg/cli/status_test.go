@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
@@ -48,7 +49,7 @@ func newClient(objs ...runtime.Object) *fake.Clientset {
 	// A planner leads.
 	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: wanted.Planner, Namespace: install.DefaultNamespace},
 		Spec: coordinationv1.LeaseSpec{RenewTime: &metav1.MicroTime{Time: now.Add(-5 * time.Second)}}}
-	objs = append([]runtime.Object{lease}, objs...)
+	objs = append([]runtime.Object{lease, publishedSet()}, objs...)
 	for _, o := range objs {
 		if _, ok := o.(*appsv1.DaemonSet); ok {
 			return fake.NewClientset(objs...)
@@ -56,6 +57,47 @@ func newClient(objs ...runtime.Object) *fake.Clientset {
 	}
 	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: install.Name, Namespace: install.DefaultNamespace, UID: dsUID}}
 	return fake.NewClientset(append([]runtime.Object{ds}, objs...)...)
+}
+
+// Images of the test installation, and the digests the planner's set
+// gives them.
+const (
+	alpineRef  = "docker.io/library/alpine:latest"
+	nginxRef   = "docker.io/library/nginx:1.27"
+	missingRef = "registry.example/missing:v1"
+)
+
+var (
+	digestA, digestB = "sha256:" + strings.Repeat("a", 64), "sha256:" + strings.Repeat("b", 64)
+	// pinnedRef is pinned by digest: the set gives its own digest.
+	pinnedRef = "docker.io/library/busybox@sha256:" + strings.Repeat("c", 64)
+)
+
+// testSet is the planner's set of the test installation: alpine and nginx
+// at the digests cluster()'s nodes hold, busybox pinned by digest, the
+// missing image unchecked (its registry has no such tag).
+func testSet() *wanted.Set {
+	return &wanted.Set{V: 1, Images: []wanted.Image{
+		{Image: alpineRef, Origins: []string{"flag --image"}, Digest: digestA, Since: now.Add(-time.Minute).Unix()},
+		{Image: nginxRef, Origins: []string{"flag --image"}, Digest: digestB, Since: now.Add(-2 * time.Hour).Unix()},
+		{Image: pinnedRef, Origins: []string{"flag --image"}, Digest: imageref.Pinned(pinnedRef)},
+		{Image: missingRef, Origins: []string{"flag --image"}, Unchecked: "the registry has no such tag (HTTP 404)"},
+	}}
+}
+
+// publishedSet is the ConfigMap the planner publishes testSet in.
+func publishedSet() *corev1.ConfigMap {
+	data, err := wanted.Encode(testSet())
+	if err != nil {
+		panic(err)
+	}
+	return setConfigMap(data)
+}
+
+// setConfigMap is the planner's ConfigMap holding data.
+func setConfigMap(data []byte) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: wanted.ConfigMap, Namespace: install.DefaultNamespace},
+		BinaryData: map[string][]byte{wanted.Key: data}}
 }
 
 // daemonPodOn is the daemon pod the DaemonSet controller makes on node.
@@ -200,7 +242,7 @@ func withReports(t testing.TB, objs []runtime.Object) []runtime.Object {
 func withoutPrefetchPods(objs []runtime.Object) []runtime.Object {
 	var out []runtime.Object
 	for _, o := range objs {
-		if o.(*corev1.Pod).Labels[cachestate.LabelComponent] != cachestate.ComponentPrefetch {
+		if p, ok := o.(*corev1.Pod); !ok || p.Labels[cachestate.LabelComponent] != cachestate.ComponentPrefetch {
 			out = append(out, o)
 		}
 	}

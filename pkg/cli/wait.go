@@ -29,7 +29,7 @@ func defaultWait() WaitOptions {
 }
 
 func (w *WaitOptions) addFlags(cmd *cobra.Command) {
-	cmd.Flags().BoolVar(&w.Enabled, "wait", w.Enabled, "Wait until every node has cached the images; exit 1 if any node fails")
+	cmd.Flags().BoolVar(&w.Enabled, "wait", w.Enabled, "Wait until every node has cached the images, each at the digest its tag points to now where the planner could check it (a node that holds an older one pulls it again); exit 1 if any node fails")
 	cmd.Flags().DurationVar(&w.Timeout, "timeout", w.Timeout, "How long --wait waits")
 }
 
@@ -40,12 +40,18 @@ func (w *WaitOptions) validate() error {
 	return nil
 }
 
+// setRefresh is how often add --wait reads the planner's set again.
+const setRefresh = 5 * time.Second
+
 // run follows the cache with a watch (see follow: the daemons' reports, or
 // the pods) and prints a progress line whenever it changes, at most every
 // Interval, until every node has cached every image, a node failed (an
-// error saying why), or the timeout passed. A pull the kubelet refused
-// under its own pull budget is pending, not failed: the kubelet tries
-// again.
+// error saying why), or the timeout passed. Where the planner's set gives
+// the digest an image's tag points to now, a node that holds another (it
+// pulls the tag again) has not cached it yet; where it gives none (the
+// planner could not check the tag, or the set cannot be read), any digest
+// will do. A pull the kubelet refused under its own pull budget is
+// pending, not failed: the kubelet tries again.
 func (w *WaitOptions) run(ctx context.Context, client kubernetes.Interface, ns string, images []string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
@@ -53,8 +59,9 @@ func (w *WaitOptions) run(ctx context.Context, client kubernetes.Interface, ns s
 	for _, img := range images {
 		want[img] = true
 	}
-	last := ""
-	err := follow(ctx, client, ns, followOptions{every: w.Interval, warn: out}, func(s *snapshot) (bool, error) {
+	last, told := "", false
+	sets := &setReader{client: client, ns: ns, every: setRefresh}
+	err := follow(ctx, client, ns, followOptions{every: w.Interval, refresh: setRefresh, warn: out}, func(s *snapshot) (bool, error) {
 		var failures []string
 		for _, st := range s.Images {
 			if want[st.Image] && st.State == cachestate.Failed {
@@ -63,12 +70,28 @@ func (w *WaitOptions) run(ctx context.Context, client kubernetes.Interface, ns s
 		}
 		done := len(s.Nodes) > 0
 		var progress []string
-		for _, r := range s.byImage(images) {
+		rows := s.byImage(images)
+		set, err := sets.get(ctx)
+		if err != nil && !told {
+			// Without the set, the images cached at any digest will do.
+			fmt.Fprintln(out, imageref.Printable("any digest will do: "+err.Error()))
+			told = true
+		}
+		addDigests(rows, s.Images, newCurrentDigests(set))
+		for _, r := range rows {
 			if !want[r.Image] {
 				continue
 			}
-			done = done && r.Cached == r.Nodes
-			progress = append(progress, fmt.Sprintf("%s %d/%d", imageref.Familiar(r.Image), r.Cached, r.Nodes))
+			stale := 0
+			if r.Stale != nil {
+				stale = *r.Stale
+			}
+			done = done && r.Cached == r.Nodes && stale == 0
+			p := fmt.Sprintf("%s %d/%d", imageref.Familiar(r.Image), r.Cached, r.Nodes)
+			if stale > 0 {
+				p += fmt.Sprintf(" (%d at an older digest)", stale)
+			}
+			progress = append(progress, p)
 		}
 		line := "cached: " + strings.Join(progress, ", ")
 		if line != last {

@@ -35,6 +35,10 @@ type followOptions struct {
 	poke <-chan struct{}
 	// every is the least time between two snapshots.
 	every time.Duration
+	// refresh, when set, is the most time between two snapshots: what
+	// render reads besides the pods (the planner's set) changes without
+	// them.
+	refresh time.Duration
 	// warn is told when the watch breaks after the first snapshot (the
 	// reflector then watches or reads the pods again, backing off while
 	// the API server fails). A watch refused for want of rights ends
@@ -203,10 +207,20 @@ func followPods(ctx context.Context, client kubernetes.Interface, ns string, opt
 
 	var last time.Time
 	synced := false
+	var refresh <-chan time.Time
+	if opts.refresh > 0 && !opts.once {
+		t := time.NewTicker(opts.refresh)
+		defer t.Stop()
+		refresh = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-refresh:
+			if !synced {
+				continue
+			}
 		case err := <-errs:
 			if !synced && !rec.filled() {
 				return fmt.Errorf("reading the pods of namespace %s: %w", ns, err)

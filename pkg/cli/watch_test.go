@@ -315,7 +315,7 @@ func TestStatusOneRequest(t *testing.T) {
 			if !reports {
 				tc.requests = 2*tc.requests + 1 // and the warden ConfigMap
 			}
-			tc.requests += 2 // the DaemonSet, the planner's Lease
+			tc.requests += 3 // the DaemonSet, the planner's Lease, its wanted set
 			t.Run(fmt.Sprintf("%s/reports=%v", tc.name, reports), func(t *testing.T) {
 				srv.stream.Store(tc.stream)
 				srv.requests.Store(0)
