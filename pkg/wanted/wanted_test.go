@@ -191,3 +191,36 @@ func TestDecodeRefuses(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecode: a published set is read from a ConfigMap anyone with write
+// access to it may have written. Decode never panics, and what it accepts
+// it writes again unchanged (a node that read it could publish it).
+func FuzzDecode(f *testing.F) {
+	d := "sha256:" + strings.Repeat("a", 64)
+	for _, s := range []string{
+		`{"v":1,"images":[],"sources":[]}`,
+		`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":["x"],"digest":"` + d + `","since":1700000000}],"sources":[]}`,
+		`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"unchecked":"the registry did not answer"}],"sources":[]}`,
+		`{"v":1,"images":[{"image":"docker.io/library/a@` + d + `","origins":[],"digest":"` + d + `"}],"sources":[]}`,
+	} {
+		f.Add(gzipped(s))
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := Decode(b)
+		if err != nil {
+			return
+		}
+		again, err := Encode(s)
+		if err != nil {
+			t.Fatalf("a decoded set does not encode: %v", err)
+		}
+		s2, err := Decode(again)
+		if err != nil {
+			t.Fatalf("a set written again does not decode: %v", err)
+		}
+		if !reflect.DeepEqual(s, s2) {
+			t.Fatalf("the set changed when written again:\n%+v\n%+v", s, s2)
+		}
+	})
+}
