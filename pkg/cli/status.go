@@ -11,12 +11,15 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
@@ -187,9 +190,43 @@ func (o *StatusOptions) checkPlanner(ctx context.Context, s *snapshot) {
 		msg = fmt.Sprintf("the planner is down (no leader for %s): the nodes keep caching the last wanted set it published, and nothing new reaches them (kubectl -n %s get deployment %s)",
 			since, o.namespace, wanted.Planner)
 	default:
-		return
+		msg = o.leaderGone(ctx, lease)
 	}
-	s.Problems = append(s.Problems, problem{Message: msg})
+	if msg != "" {
+		s.Problems = append(s.Problems, problem{Message: msg})
+	}
+}
+
+// leaderGone says when the pod that holds the planner's Lease is gone or
+// not running (killed, evicted, its node lost): the gap until a standby
+// takes the Lease over, which the Lease's own times cannot show yet.
+func (o *StatusOptions) leaderGone(ctx context.Context, lease *coordinationv1.Lease) string {
+	holder := ptr.Deref(lease.Spec.HolderIdentity, "")
+	if holder == "" {
+		return ""
+	}
+	pod, err := o.client.CoreV1().Pods(o.namespace).Get(ctx, holder, metav1.GetOptions{})
+	var why string
+	switch {
+	case apierrors.IsNotFound(err):
+		why = "is gone"
+	case err != nil:
+		return "" // a user who may not read pods is told nothing
+	case pod.DeletionTimestamp != nil:
+		why = "is being deleted"
+	case pod.Status.Phase != corev1.PodRunning:
+		why = fmt.Sprintf("is not running (%s)", pod.Status.Phase)
+	default:
+		return ""
+	}
+	left := "now"
+	if d := ptr.Deref(lease.Spec.LeaseDurationSeconds, 0); lease.Spec.RenewTime != nil && d > 0 {
+		if rest := lease.Spec.RenewTime.Add(time.Duration(d) * time.Second).Sub(o.now()); rest > 0 {
+			left = "in " + rest.Round(time.Second).String()
+		}
+	}
+	return fmt.Sprintf("the planner's leader %s %s: a standby takes over when its Lease expires (%s); until then nothing new reaches the nodes, which keep caching the last wanted set",
+		holder, why, left)
 }
 
 func (o *StatusOptions) filter(s *snapshot) {

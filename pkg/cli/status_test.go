@@ -502,3 +502,48 @@ func TestStatusSaysWhenThePlannerIsDown(t *testing.T) {
 		t.Errorf("no Lease: %v\n%s", err, out)
 	}
 }
+
+// The gap after the planner's leader died and before a standby took its
+// Lease over: the Lease is still fresh, but its holder is gone or not
+// running, and status names it.
+func TestStatusNamesAGoneLeader(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		want string
+	}{
+		{"deleted", nil, "the planner's leader planner-0 is gone: a standby takes over when its Lease expires (in 10s)"},
+		{"being deleted", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "planner-0", Namespace: install.DefaultNamespace,
+			DeletionTimestamp: &metav1.Time{Time: now}, Finalizers: []string{"x"}}, Status: corev1.PodStatus{Phase: corev1.PodRunning}},
+			"the planner's leader planner-0 is being deleted"},
+		{"failed", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "planner-0", Namespace: install.DefaultNamespace},
+			Status: corev1.PodStatus{Phase: corev1.PodFailed}}, "the planner's leader planner-0 is not running (Failed)"},
+		{"running", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "planner-0", Namespace: install.DefaultNamespace},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := cluster()
+			if tc.pod != nil {
+				objs = append(objs, tc.pod)
+			}
+			client := newClient(objs...)
+			leases := client.CoordinationV1().Leases(install.DefaultNamespace)
+			lease, err := leases.Get(ctx, wanted.Planner, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			lease.Spec.HolderIdentity, lease.Spec.LeaseDurationSeconds = ptr.To("planner-0"), ptr.To[int32](15)
+			if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			out, err := runStatusWith(t, client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(out, "the planner's leader"); got != (tc.want != "") || tc.want != "" && !strings.Contains(out, tc.want) {
+				t.Errorf("output:\n%s\nwant a line holding %q", out, tc.want)
+			}
+		})
+	}
+}
