@@ -13,7 +13,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -77,9 +76,10 @@ func TestTagDigests(t *testing.T) {
 		if checks < 2 || checks > 4 {
 			t.Errorf("the planner checked the unchanged tag %d times in %s (resync %s); want about one per resync", checks, 3*resync, resync)
 		}
-		if now := holder(t, ns, still); now != pod {
-			t.Errorf("the unchanged tag's prefetch pod was replaced (%s, then %s)", pod, now)
-		}
+		// Its pod may have been replaced meanwhile (merged, or moved beside
+		// the unchecked image's refresh), but without a pull: the count
+		// above.
+		t.Logf("the unchanged tag's pod: %s, then %s", pod, holder(t, ns, still))
 		// The unchecked image is pulled again by age, as without a planner.
 		if now := holder(t, ns, unreachable); now == fallback {
 			t.Errorf("the unchecked image's pod %s was not refreshed in %s (resync %s)", fallback, 3*resync, resync)
@@ -100,7 +100,7 @@ func TestTagDigests(t *testing.T) {
 			d, _ := s.Current(mustNormalize(t, moving))
 			return d == newDigest
 		})
-		waitStatus(t, bin, ns, moving, "one node stale", func(row statusImage) bool { return row.Stale == 1 })
+		waitStatus(t, bin, ns, moving, "every node stale", func(row statusImage) bool { return row.Stale >= 1 && row.Stale == row.Cached })
 		restore()
 		st := imageStatus(t, ns, moving, 4*time.Minute, "pulled at the new digest", func(s cachestate.ImageStatus) bool {
 			return s.State == cachestate.Cached && s.Digest == newDigest
@@ -110,7 +110,7 @@ func TestTagDigests(t *testing.T) {
 	})
 
 	t.Run("the planner's leader killed: the standby takes over and nothing is pulled again", func(t *testing.T) {
-		pods := map[string]types.UID{still: holderUID(t, ns, still), moving: holderUID(t, ns, moving)}
+		before := waitSet(t, ns, "the set", func(*wanted.Set) bool { return true })
 		nodeBefore := registryManifestRequests(t, "e2e/still", "containerd") + registryManifestRequests(t, "e2e/moving", "containerd")
 		lease, err := env.client.CoordinationV1().Leases(ns).Get(ctx, wanted.Planner, metav1.GetOptions{})
 		if err != nil || lease.Spec.HolderIdentity == nil {
@@ -139,9 +139,15 @@ func TestTagDigests(t *testing.T) {
 		}
 		t.Logf("%s took over from %s after %s", next, leader, time.Since(killed).Round(time.Second))
 		time.Sleep(2 * resync) // the new leader's first checks, and a resync
-		for img, uid := range pods {
-			if now := holderUID(t, ns, img); now != uid {
-				t.Errorf("%s's prefetch pod was replaced after the takeover", img)
+		// The new leader kept the digests and their times: nodes had no
+		// reason to pull.
+		after := waitSet(t, ns, "the set", func(*wanted.Set) bool { return true })
+		for _, img := range []string{still, moving} {
+			img = mustNormalize(t, img)
+			d1, s1 := before.Current(img)
+			d2, s2 := after.Current(img)
+			if d1 != d2 || !s1.Equal(s2) {
+				t.Errorf("%s: digest %s since %s before the takeover, %s since %s after", img, d1, s1, d2, s2)
 			}
 		}
 		if n := registryManifestRequests(t, "e2e/still", "containerd") + registryManifestRequests(t, "e2e/moving", "containerd") - nodeBefore; n != 0 {
@@ -253,16 +259,6 @@ func holder(t *testing.T, ns, img string) string {
 	}
 	t.Fatalf("no prefetch pod holds %s", img)
 	return ""
-}
-
-func holderUID(t *testing.T, ns, img string) types.UID {
-	t.Helper()
-	name := holder(t, ns, img)
-	p, err := env.client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p.UID
 }
 
 // statusImage is a row of `status -o json`.
