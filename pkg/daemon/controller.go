@@ -143,9 +143,10 @@ type Wants interface {
 }
 
 // currentDigests is a Wants read from the planner's set: it gives the
-// digest each checked tag points to.
+// digest each checked tag points to, and which tags wait for their check.
 type currentDigests interface {
 	Current(img string) (string, time.Time)
+	Pending(img string) bool
 }
 
 // plannedOver is a Wants read from the planner's set: the planner names
@@ -582,6 +583,8 @@ func (c *Controller) current(images []string) map[string]prefetch.Current {
 	for _, img := range images {
 		if d, since := cd.Current(img); d != "" {
 			out[img] = prefetch.Current{Digest: d, Since: since}
+		} else if cd.Pending(img) {
+			out[img] = prefetch.Current{} // its check is to come: nothing by age meanwhile
 		}
 	}
 	return out

@@ -219,6 +219,8 @@ func (p *plannedSet) PlannedOver() []source.Image { return p.reader.PlannedOver(
 
 func (p *plannedSet) Current(img string) (string, time.Time) { return p.reader.Current(img) }
 
+func (p *plannedSet) Pending(img string) bool { return p.reader.Pending(img) }
+
 // serve runs an HTTP server in g and shuts it down gracefully when ctx ends.
 func serve(ctx context.Context, g *errgroup.Group, name, addr string, h http.Handler) {
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}

@@ -26,7 +26,10 @@ type Input struct {
 	// Current is, by image, the digest its tag points to now (the
 	// planner's check): such an image is pulled again when, and only when,
 	// a pod holds another digest of it (see Plan, rule 3), whatever the
-	// pod's age. References pinned by digest are never pulled again.
+	// pod's age. An entry with no digest is a tag whose check is still to
+	// come: it is not pulled again, by digest or by age, until it has one
+	// or the planner says why it has none (no entry). References pinned by
+	// digest are never pulled again.
 	Current map[string]Current
 	// Owed is the previous plan's Decision.Owed.
 	Owed []string
@@ -519,6 +522,7 @@ func (in Input) stale(p *corev1.Pod, keep []string) map[string]bool {
 			if old {
 				mark(st.Image)
 			}
+		case cur.Digest == "": // its check is to come
 		case st.State != cachestate.Cached || st.Digest == cur.Digest:
 		case p.Spec.Containers[i].ImagePullPolicy == corev1.PullAlways && !p.CreationTimestamp.Time.Before(cur.Since):
 			// Pulled afresh after the planner's check: what it holds is

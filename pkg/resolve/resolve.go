@@ -25,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 // Defaults of a Resolver's settings.
@@ -38,7 +39,7 @@ const (
 	// is not left unchecked for a whole resync period.
 	retryFailed = 2 * time.Minute
 	// NotYet is the reason of an image not checked yet.
-	NotYet = "not checked yet"
+	NotYet = wanted.NotChecked
 	// maxReason bounds a reason's length.
 	maxReason = 200
 )

@@ -137,6 +137,18 @@ func (r *Reader) Current(img string) (string, time.Time) {
 	return r.set.current(i)
 }
 
+// Pending reports whether the set names img with its check still to come
+// (see Set.Pending).
+func (r *Reader) Pending(img string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.set == nil {
+		return false
+	}
+	i, ok := r.index[img]
+	return ok && r.set.pending(i)
+}
+
 // Relayed is the health of the planner's sources, as it published them.
 func (r *Reader) Relayed() []source.Health {
 	r.mu.RLock()

@@ -83,6 +83,10 @@ type Image struct {
 // maxUnchecked bounds an Unchecked reason.
 const maxUnchecked = 256
 
+// NotChecked is the Unchecked reason of a tag the planner has not checked
+// yet (it started, or the tag is new to it).
+const NotChecked = "not checked yet"
+
 // Build ranks wants as source.Select does within limit and returns the set
 // to publish.
 func Build(wants []source.Want, limit int, health []source.Health) *Set {
@@ -238,6 +242,19 @@ func (im Image) validDigest() error {
 // set: Index is for many lookups.
 func (s *Set) Current(img string) (digest string, since time.Time) {
 	return s.current(slices.IndexFunc(s.Images, func(im Image) bool { return im.Image == img }))
+}
+
+// Pending reports whether the set names img without a digest or a reason
+// why there is none yet: its check has not run (or the set was written by
+// a planner that checks no tags). A node then neither compares digests nor
+// pulls it again for its age: a planner that just started (an upgrade)
+// must not make every node pull everything again before its first checks.
+func (s *Set) Pending(img string) bool {
+	return s.pending(slices.IndexFunc(s.Images, func(im Image) bool { return im.Image == img }))
+}
+
+func (s *Set) pending(i int) bool {
+	return i >= 0 && s.Images[i].Digest == "" && (s.Images[i].Unchecked == "" || s.Images[i].Unchecked == NotChecked)
 }
 
 // Index is the position of each image in s.Images.

@@ -158,6 +158,15 @@ func TestDigests(t *testing.T) {
 	if got, _ := out.Current("docker.io/library/none:1"); got != "" {
 		t.Errorf("an image not in the set reads digest %q", got)
 	}
+	for img, want := range map[string]bool{"docker.io/library/a:1": false, "docker.io/library/b:1": false, "docker.io/library/none:1": false} {
+		if got := out.Pending(img); got != want {
+			t.Errorf("Pending(%s) = %v, want %v", img, got, want)
+		}
+	}
+	later := &Set{V: 1, Images: []Image{{Image: "docker.io/library/c:1", Unchecked: NotChecked}, {Image: "docker.io/library/d:1"}}}
+	if !later.Pending("docker.io/library/c:1") || !later.Pending("docker.io/library/d:1") {
+		t.Error("a tag not checked yet, or a set with no digests at all (an older planner's), is not pending")
+	}
 	if out.Images[1].Unchecked != in.Images[1].Unchecked || out.Images[2].Digest != pin {
 		t.Errorf("decoded %+v", out.Images)
 	}
