@@ -55,7 +55,7 @@ import (
 //     every prefetch pod is already there and cached, so nothing is created)
 //     and per WorkflowTemplate edit, from the API server's own /metrics
 //     (apiserver_response_sizes_sum for requests, by resource;
-//     apiserver_watch_events_sizes_sum for watch events, by kind), less the
+//     apiserver_watch_events_sizes_sum for watch events, by resource), less the
 //     background of the same length measured just before (kwok's
 //     heartbeats), divided by the nodes;
 //   - each node daemon's RSS and CPU, from /proc of the processes started;
@@ -217,6 +217,9 @@ func (b *bench) fleetBench(ctx context.Context, cfg fleetConfig) error {
 			if err := f.waitPlannerReady(ctx); err != nil {
 				return err
 			}
+			time.Sleep(5 * time.Second)
+			rss, anon := memory(f.planner)
+			fmt.Printf("  planner ready: RSS %.1f MiB (anon %.1f), CPU %.2f s to read the sources and publish\n", rss, anon, cpuSeconds(f.planner))
 		}
 		for _, n := range cfg.nodes {
 			r, err := f.measure(ctx, n, planner)
@@ -521,7 +524,12 @@ func (f *fleet) ownPod(ctx context.Context, name, component, node string) error 
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: fleetNamespace,
 			Labels: map[string]string{cachestate.LabelPartOf: cachestate.PartOf, cachestate.LabelComponent: component}},
 		Spec: corev1.PodSpec{NodeName: node, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
-			Containers: []corev1.Container{{Name: install.ContainerName, Image: f.b.image, Command: []string{"image-cache-daemon"}}}},
+			// The install namespace enforces the restricted profile.
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr(true), RunAsUser: ptr[int64](install.UID),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: install.ContainerName, Image: f.b.image, Command: []string{"image-cache-daemon"},
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr(false),
+					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}}},
 	}
 	_, err := f.fast.CoreV1().Pods(fleetNamespace).Create(ctx, pod, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
@@ -916,7 +924,7 @@ lines:
 
 // apiBytes reads the bytes the API server has sent so far, by bucket:
 // responses (apiserver_response_sizes_sum, every verb, by resource) and
-// watch events (apiserver_watch_events_sizes_sum, by kind). Requests for no
+// watch events (apiserver_watch_events_sizes_sum, by resource). Requests for no
 // resource (this very /metrics) are left out.
 func (f *fleet) apiBytes(ctx context.Context) (map[string]float64, error) {
 	raw, err := f.b.kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
@@ -925,13 +933,7 @@ func (f *fleet) apiBytes(ctx context.Context) (map[string]float64, error) {
 	}
 	out := map[string]float64{}
 	for _, line := range strings.Split(string(raw), "\n") {
-		var key string
-		switch {
-		case strings.HasPrefix(line, "apiserver_response_sizes_sum{"):
-			key = "resource"
-		case strings.HasPrefix(line, "apiserver_watch_events_sizes_sum{"):
-			key = "kind"
-		default:
+		if !strings.HasPrefix(line, "apiserver_response_sizes_sum{") && !strings.HasPrefix(line, "apiserver_watch_events_sizes_sum{") {
 			continue
 		}
 		open, closing := strings.Index(line, "{"), strings.LastIndex(line, "}")
@@ -942,7 +944,13 @@ func (f *fleet) apiBytes(ctx context.Context) (map[string]float64, error) {
 		if err != nil {
 			continue
 		}
-		what := label(line[open+1:closing], key)
+		// Watch events are labelled by resource (by kind on older API
+		// servers).
+		set := line[open+1 : closing]
+		what := label(set, "resource")
+		if what == "" {
+			what = label(set, "kind")
+		}
 		if what == "" {
 			continue
 		}
@@ -1082,7 +1090,7 @@ func (f *fleet) print(runs []*fleetRun, resyncs [2]resyncResult, maxNodes int) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("\nfleet: %d WorkflowTemplates of %d KiB, %d wanted images, kwok nodes, one node-daemon process per node (load %s)\n",
 		f.cfg.templates, f.cfg.templateKB, len(f.images), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Println("| nodes | mode | API bytes per daemon at start (sources; pods) | start until all ready | per template edit, per daemon | RSS per daemon (anon) | CPU per daemon: start; at rest | new image -> cached on every node |")
+	fmt.Println("| nodes | mode | API bytes per daemon at start (sources; pods) | start until all ready | per template edit: per daemon (all daemons) | RSS per daemon (anon) | CPU per daemon: start; at rest | new image -> cached on every node |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range runs {
 		rss, rlo, rhi := spreadF(r.rss)
@@ -1091,9 +1099,9 @@ func (f *fleet) print(runs []*fleetRun, resyncs [2]resyncResult, maxNodes int) {
 		rest, _, restHi := spreadF(r.restCPU)
 		lat, llo, lhi := spreadD(r.latency)
 		edit, elo, ehi := spreadF(r.edit)
-		fmt.Printf("| %d | %s | %s (%s; %s) | %s | %s (%s-%s) | %.1f MiB (%.1f-%.1f; anon %.1f) | %.2f s; %.2f%% (max %.2f%%) | %s (%s-%s) |\n",
+		fmt.Printf("| %d | %s | %s (%s; %s) | %s | %s (%s), %s-%s | %.1f MiB (%.1f-%.1f; anon %.1f) | %.2f s; %.2f%% (max %.2f%%) | %s (%s-%s) |\n",
 			r.nodes, r.mode, kib(total(r.start)), kib(r.start["argo"]+r.start["configmaps"]), kib(r.start["pods"]),
-			r.startTook.Round(100*time.Millisecond), kib(edit), kib(elo), kib(ehi),
+			r.startTook.Round(100*time.Millisecond), kib(edit), kib(edit*float64(r.nodes)), kib(elo), kib(ehi),
 			rss, rlo, rhi, anon, cs, rest, restHi,
 			lat.Round(10*time.Millisecond), llo.Round(10*time.Millisecond), lhi.Round(10*time.Millisecond))
 	}
