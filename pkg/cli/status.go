@@ -198,8 +198,8 @@ func (o *StatusOptions) checkPlanner(ctx context.Context, s *snapshot) {
 }
 
 // leaderGone says when the pod that holds the planner's Lease is gone or
-// not running (killed, evicted, its node lost): the gap until a standby
-// takes the Lease over, which the Lease's own times cannot show yet.
+// not running (killed, evicted), or has missed its renewals (frozen, cut
+// off, its node lost): the gap until a standby takes the Lease over.
 func (o *StatusOptions) leaderGone(ctx context.Context, lease *coordinationv1.Lease) string {
 	holder := ptr.Deref(lease.Spec.HolderIdentity, "")
 	if holder == "" {
@@ -217,7 +217,17 @@ func (o *StatusOptions) leaderGone(ctx context.Context, lease *coordinationv1.Le
 	case pod.Status.Phase != corev1.PodRunning:
 		why = fmt.Sprintf("is not running (%s)", pod.Status.Phase)
 	default:
-		return ""
+		// Running, but it has missed renewals (frozen, cut off from the
+		// API server, its node lost): a healthy leader renews every
+		// RenewEvery.
+		if lease.Spec.RenewTime == nil {
+			return ""
+		}
+		late := o.now().Sub(lease.Spec.RenewTime.Time)
+		if late <= 3*wanted.RenewEvery {
+			return ""
+		}
+		why = fmt.Sprintf("has not renewed its Lease for %s (it renews every %s)", late.Round(time.Second), wanted.RenewEvery)
 	}
 	left := "now"
 	if d := ptr.Deref(lease.Spec.LeaseDurationSeconds, 0); lease.Spec.RenewTime != nil && d > 0 {

@@ -521,6 +521,9 @@ func TestStatusNamesAGoneLeader(t *testing.T) {
 			Status: corev1.PodStatus{Phase: corev1.PodFailed}}, "the planner's leader planner-0 is not running (Failed)"},
 		{"running", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "planner-0", Namespace: install.DefaultNamespace},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning}}, ""},
+		{"running, late", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "planner-0", Namespace: install.DefaultNamespace},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}},
+			"the planner's leader planner-0 has not renewed its Lease for 7s (it renews every 2s): a standby takes over when its Lease expires (in 8s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := cluster()
@@ -534,6 +537,9 @@ func TestStatusNamesAGoneLeader(t *testing.T) {
 				t.Fatal(err)
 			}
 			lease.Spec.HolderIdentity, lease.Spec.LeaseDurationSeconds = ptr.To("planner-0"), ptr.To[int32](15)
+			if tc.name == "running, late" {
+				lease.Spec.RenewTime = &metav1.MicroTime{Time: now.Add(-7 * time.Second)}
+			}
 			if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
 				t.Fatal(err)
 			}

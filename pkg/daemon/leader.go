@@ -10,6 +10,8 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 // ReporterLease is the Lease, in the daemon's namespace, held by the one
@@ -41,9 +43,9 @@ func newElection(client kubernetes.Interface, namespace, lease, identity string)
 		},
 		// kube-controller-manager's timings: a standby takes over within
 		// about 15 s of a leader's death.
-		LeaseDuration:   15 * time.Second,
-		RenewDeadline:   10 * time.Second,
-		RetryPeriod:     2 * time.Second,
+		LeaseDuration:   wanted.LeaseDuration,
+		RenewDeadline:   wanted.RenewDeadline,
+		RetryPeriod:     wanted.RenewEvery,
 		ReleaseOnCancel: true,
 		Name:            lease,
 		Callbacks: leaderelection.LeaderCallbacks{

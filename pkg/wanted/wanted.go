@@ -83,6 +83,16 @@ type Image struct {
 // maxUnchecked bounds an Unchecked reason.
 const maxUnchecked = 256
 
+// LeaseDuration and RenewEvery are the timings of the planner's Lease
+// (and of the node daemons' reporter Lease): a leader renews it every
+// RenewEvery, and a standby takes it over LeaseDuration after the last
+// renewal (kube-controller-manager's timings: about 15 s).
+const (
+	LeaseDuration = 15 * time.Second
+	RenewDeadline = 10 * time.Second
+	RenewEvery    = 2 * time.Second
+)
+
 // NotChecked is the Unchecked reason of a tag the planner has not checked
 // yet (it started, or the tag is new to it).
 const NotChecked = "not checked yet"

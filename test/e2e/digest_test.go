@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,7 +112,7 @@ func TestTagDigests(t *testing.T) {
 		waitStatus(t, bin, ns, moving, "current everywhere", func(row statusImage) bool { return row.Stale == 0 && row.Cached >= 1 })
 	})
 
-	t.Run("the planner's leader killed: the standby takes over and nothing is pulled again", func(t *testing.T) {
+	t.Run("the planner's leader frozen: status names the gap, the standby takes over and nothing is pulled again", func(t *testing.T) {
 		before := waitSet(t, ns, "the set", func(*wanted.Set) bool { return true })
 		nodeBefore := registryManifestRequests(t, "e2e/still", "containerd") + registryManifestRequests(t, "e2e/moving", "containerd")
 		lease, err := env.client.CoordinationV1().Leases(ns).Get(ctx, wanted.Planner, metav1.GetOptions{})
@@ -117,12 +120,16 @@ func TestTagDigests(t *testing.T) {
 			t.Fatalf("the planner's Lease: %v", err)
 		}
 		leader := *lease.Spec.HolderIdentity
-		if err := env.client.CoreV1().Pods(ns).Delete(ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: ptrTo[int64](0)}); err != nil {
+		// Frozen, it renews nothing and releases nothing: the gap a leader
+		// that died hard (or lost its node) leaves, until its Lease expires.
+		pid := processOf(t, "--pod-name="+leader)
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
 		killed := time.Now()
 		out := waitPlugin(t, bin, 30*time.Second, "status names the gap", func(out string) bool {
-			return strings.Contains(out, "planner") && strings.Contains(out, leader)
+			return strings.Contains(out, "the planner's leader "+leader+" has not renewed its Lease")
 		}, "status", "-n", ns)
 		t.Logf("status during the gap:\n%s", out)
 		var next string
@@ -154,6 +161,31 @@ func TestTagDigests(t *testing.T) {
 			t.Errorf("the node asked the registry for manifests %d times after the takeover", n)
 		}
 	})
+}
+
+// processOf is the PID of the one process on this machine (any node: they
+// share it) whose command line holds arg.
+func processOf(t *testing.T, arg string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && slices.Contains(strings.Split(string(cmdline), "\x00"), arg) {
+			found = append(found, pid)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d processes have %q on their command line, want 1: %v", len(found), arg, found)
+	}
+	return found[0]
 }
 
 // pushRandom pushes a fresh 1 MiB image as REGISTRY/repoTag.
