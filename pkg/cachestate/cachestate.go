@@ -13,6 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 )
 
 // Labels every prefetch pod carries.
@@ -309,4 +311,14 @@ func NodeLabelValue(node string) string {
 	}
 	sum := sha256.Sum256([]byte(node))
 	return "sha256-" + hex.EncodeToString(sum[:])[:40]
+}
+
+// Stale reports whether st shows its image on the node under another
+// digest than current, the digest its tag points to now ("" when not
+// known: not stale). A node that holds it under no known digest, or a
+// reference pinned by digest (never pulled again), is not stale. The node
+// daemon's image_cache_stale_images and the plugin's STALE count by it.
+func Stale(st ImageStatus, current string) bool {
+	return current != "" && st.Digest != "" && st.Digest != current &&
+		(st.State == Cached || st.State == Pulling) && imageref.Pinned(st.Image) == ""
 }

@@ -103,15 +103,6 @@ func checkOf(im wanted.Image) (digest, unchecked string) {
 	return "", noDigest
 }
 
-// isStale reports whether st shows its image on the node under another
-// digest than current, the digest its tag points to now ("" when not
-// known: not stale). A node that holds it under no known digest, or a
-// reference pinned by digest (never pulled again), is not stale.
-func isStale(st cachestate.ImageStatus, current string) bool {
-	return current != "" && st.Digest != "" && st.Digest != current &&
-		(st.State == cachestate.Cached || st.State == cachestate.Pulling) && imageref.Pinned(st.Image) == ""
-}
-
 // addDigests gives each row the digest its tag points to now (from the
 // planner's set, or the reference's own pin) and counts the nodes that
 // hold another (Stale; nil when the current digest is not known); rows of
@@ -127,7 +118,7 @@ func addDigests(rows []imageRow, statuses []cachestate.ImageStatus, digests curr
 		}
 	}
 	for _, st := range statuses {
-		if r := byImage[st.Image]; r != nil && isStale(st, r.Digest) {
+		if r := byImage[st.Image]; r != nil && cachestate.Stale(st, r.Digest) {
 			*r.Stale++
 		}
 	}

@@ -20,7 +20,6 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
-	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
@@ -44,12 +43,8 @@ func staleCluster() []runtime.Object {
 		}
 	}
 	for _, node := range []string{"node-a", "node-b"} {
-		cfg := prefetch.Config{Namespace: ns, NodeName: node, WardenImage: "w", BatchSize: 20, Owner: dsOwner}
-		p := cfg.Pod([]string{pinnedRef}, 0, corev1.PullIfNotPresent)
-		p.CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
-		p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "warden", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{}}}}
-		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: p.Spec.Containers[0].Name, ImageID: pinnedRef,
-			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(now.Add(-30 * time.Minute))}}}}
+		p := prefetchPod(node, []string{pinnedRef}, cachedState)
+		p.Status.ContainerStatuses[0].ImageID = pinnedRef
 		objs = append(objs, p)
 	}
 	return objs
@@ -274,33 +269,6 @@ func TestStatusWithoutTheSet(t *testing.T) {
 			}
 			if want := strings.TrimPrefix(tc.line, "STALE unknown: "); doc.WantedSetProblem != want {
 				t.Errorf("-o json: wantedSetProblem %q, want %q", doc.WantedSetProblem, want)
-			}
-		})
-	}
-}
-
-// A node holds an image under an older digest when it has it (cached or
-// pulling) under another digest than the current one; not when it holds
-// the current one, holds it under no known digest, has not got it, or the
-// current digest is not known; never for a reference pinned by digest.
-func TestIsStale(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		st      cachestate.ImageStatus
-		current string
-		want    bool
-	}{
-		{"older", cachestate.ImageStatus{Image: alpineRef, State: cachestate.Cached, Digest: digestOld}, digestA, true},
-		{"older, pulling", cachestate.ImageStatus{Image: alpineRef, State: cachestate.Pulling, Digest: digestOld}, digestA, true},
-		{"current", cachestate.ImageStatus{Image: alpineRef, State: cachestate.Cached, Digest: digestA}, digestA, false},
-		{"no digest known", cachestate.ImageStatus{Image: alpineRef, State: cachestate.Cached}, digestA, false},
-		{"failed", cachestate.ImageStatus{Image: alpineRef, State: cachestate.Failed}, digestA, false},
-		{"unchecked", cachestate.ImageStatus{Image: alpineRef, State: cachestate.Cached, Digest: digestOld}, "", false},
-		{"pinned", cachestate.ImageStatus{Image: pinnedRef, State: cachestate.Cached, Digest: digestOld}, pinnedDigest(), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := isStale(tc.st, tc.current); got != tc.want {
-				t.Errorf("isStale = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -314,7 +314,7 @@ func (o *StatusOptions) print(w io.Writer, s *snapshot) error {
 			WithoutDaemon: s.WithoutDaemon, Ignored: s.Ignored}
 		for i, st := range s.Images {
 			current, _ := digests.of(st.Image)
-			doc.Status[i] = nodeStatus{ImageStatus: st, Stale: isStale(st, current)}
+			doc.Status[i] = nodeStatus{ImageStatus: st, Stale: cachestate.Stale(st, current)}
 		}
 		if doc.Nodes == nil {
 			doc.Nodes = []string{}
@@ -397,7 +397,7 @@ func (o *StatusOptions) printWide(w io.Writer, s *snapshot, digests currentDiges
 		switch cur := byImage[st.Image].current; {
 		case cur == "":
 			return "-"
-		case isStale(st, cur):
+		case cachestate.Stale(st, cur):
 			return shortDigest(cur)
 		}
 		return ""

@@ -110,21 +110,28 @@ func daemonPodOn(node string) *corev1.Pod {
 	}
 }
 
+// prefetchPod is a prefetch pod of the test installation on node, an hour
+// old, its containers in states, each holding its image under a digest of
+// its own (sha256:aaaa..., sha256:bbbb..., by position).
+func prefetchPod(node string, images []string, states ...corev1.ContainerState) *corev1.Pod {
+	cfg := prefetch.Config{Namespace: "image-cache-daemon", NodeName: node, WardenImage: "w", BatchSize: 20, Owner: dsOwner}
+	p := cfg.Pod(images, 0, corev1.PullIfNotPresent)
+	p.CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "warden", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{}}}}
+	for i, c := range p.Spec.Containers {
+		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
+			Name: c.Name, State: states[i], ImageID: c.Image + "@sha256:" + strings.Repeat(string(rune('a'+i)), 64)})
+	}
+	return p
+}
+
+// cachedState is a prefetch container that ran, 30 minutes ago.
+var cachedState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(now.Add(-30 * time.Minute))}}
+
 // cluster builds the pods of an installation on two nodes: alpine cached on
 // both, nginx cached on one and pulling on the other, a missing image failed.
 func cluster() []runtime.Object {
-	prefetchPod := func(node string, images []string, states ...corev1.ContainerState) *corev1.Pod {
-		cfg := prefetch.Config{Namespace: "image-cache-daemon", NodeName: node, WardenImage: "w", BatchSize: 20, Owner: dsOwner}
-		p := cfg.Pod(images, 0, corev1.PullIfNotPresent)
-		p.CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
-		p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "warden", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{}}}}
-		for i, c := range p.Spec.Containers {
-			p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
-				Name: c.Name, State: states[i], ImageID: c.Image + "@sha256:" + strings.Repeat(string(rune('a'+i)), 64)})
-		}
-		return p
-	}
-	cached := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(now.Add(-30 * time.Minute))}}
+	cached := cachedState
 	pulling := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
 	failed := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: `Back-off pulling image "registry.example/missing:v1": not found`}}
 	alpine, nginx, missing := "docker.io/library/alpine:latest", "docker.io/library/nginx:1.27", "registry.example/missing:v1"

@@ -595,7 +595,7 @@ func (c *Controller) current(images []string) map[string]prefetch.Current {
 func staleCount(states []cachestate.ImageStatus, current map[string]prefetch.Current) int {
 	n := 0
 	for _, st := range states {
-		if cur, ok := current[st.Image]; ok && st.Digest != "" && st.Digest != cur.Digest {
+		if cachestate.Stale(st, current[st.Image].Digest) {
 			n++
 		}
 	}

@@ -181,7 +181,7 @@ func TestPlannerPublishesDigests(t *testing.T) {
 			return false
 		}
 		for _, im := range got.Images {
-			if im.Unchecked == resolve.NotYet {
+			if im.Unchecked == wanted.NotChecked {
 				return false
 			}
 		}

@@ -38,8 +38,6 @@ const (
 	// than Every when that is longer): a registry that was down a moment
 	// is not left unchecked for a whole resync period.
 	retryFailed = 2 * time.Minute
-	// NotYet is the reason of an image not checked yet.
-	NotYet = wanted.NotChecked
 	// maxReason bounds a reason's length.
 	maxReason = 200
 )
@@ -115,7 +113,7 @@ func (r *Resolver) Want(images []string) {
 		}
 		keep[img] = true
 		if _, ok := r.entries[img]; !ok {
-			r.entries[img] = &entry{Result: Result{Reason: NotYet}}
+			r.entries[img] = &entry{Result: Result{Reason: wanted.NotChecked}}
 			added = true
 		}
 	}
@@ -133,7 +131,7 @@ func (r *Resolver) Want(images []string) {
 }
 
 // Lookup is what is known of img: for a pinned reference its own digest;
-// for a tag not wanted, NotYet.
+// for a tag not wanted, wanted.NotChecked.
 func (r *Resolver) Lookup(img string) Result {
 	if d := imageref.Pinned(img); d != "" {
 		return Result{Digest: d}
@@ -143,7 +141,7 @@ func (r *Resolver) Lookup(img string) Result {
 	if e, ok := r.entries[img]; ok {
 		return e.Result
 	}
-	return Result{Reason: NotYet}
+	return Result{Reason: wanted.NotChecked}
 }
 
 func (r *Resolver) init() {

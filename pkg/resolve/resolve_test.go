@@ -23,6 +23,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
 const (
@@ -118,7 +120,7 @@ func TestEachTagIsCheckedOncePerPeriod(t *testing.T) {
 
 	// An image no longer wanted is forgotten.
 	r.Want([]string{"docker.io/library/a:1"})
-	if got := r.Lookup("docker.io/library/b:1"); got.Reason != NotYet {
+	if got := r.Lookup("docker.io/library/b:1"); got.Reason != wanted.NotChecked {
 		t.Errorf("b:1 after it left the wanted set: %+v", got)
 	}
 	if len(r.entries) != 1 {

@@ -22,7 +22,6 @@ import (
 	"github.com/dcherman/image-cache-daemon/internal/ociimage"
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
-	"github.com/dcherman/image-cache-daemon/pkg/resolve"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
@@ -60,7 +59,7 @@ func TestTagDigests(t *testing.T) {
 		d1, _ := s.Current(mustNormalize(t, still))
 		d2, _ := s.Current(mustNormalize(t, moving))
 		why := unchecked(s, mustNormalize(t, unreachable))
-		return d1 == stillSt.Digest && d2 == movingSt.Digest && why != "" && why != resolve.NotYet
+		return d1 == stillSt.Digest && d2 == movingSt.Digest && why != "" && why != wanted.NotChecked
 	})
 	if why := unchecked(set, mustNormalize(t, unreachable)); !strings.Contains(why, "cannot reach the registry") {
 		t.Errorf("the 127.0.0.1 image is unchecked because %q; want the planner to say it cannot reach the registry", why)
