@@ -457,7 +457,7 @@ func TestListReadsThePublishedSet(t *testing.T) {
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: wanted.ConfigMap, Namespace: ns,
 		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: wanted.Planner, Time: &metav1.Time{Time: time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)}}}},
-		BinaryData: map[string][]byte{wanted.Key: data}}
+		BinaryData: map[string][]byte{wanted.Key: data.Head}}
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	client := fake.NewClientset(cm)
 	o := &ListOptions{IOStreams: streams, kube: kube{client: client, namespace: ns}}

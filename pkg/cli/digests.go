@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
@@ -15,23 +14,23 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
-// readWantedSet reads the set the planner published in ns (one GET), with
-// its ConfigMap (for when it was written): list prints it, status and
-// add --wait take the tags' current digests from it.
+// readWantedSet reads the set the planner published in ns (one GET, and
+// one per part when it has several), with its head's ConfigMap (for when
+// it was written): list prints it, status and add --wait take the tags'
+// current digests from it.
 func readWantedSet(ctx context.Context, client kubernetes.Interface, ns string) (*wanted.Set, *corev1.ConfigMap, error) {
-	cm, err := client.CoreV1().ConfigMaps(ns).Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+	set, cm, err := wanted.Get(ctx, client, ns)
 	switch {
-	case apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(err) && cm == nil:
 		return nil, nil, fmt.Errorf("the planner has published no wanted set in namespace %s yet (kubectl -n %s get deployment %s)",
 			ns, ns, wanted.Planner)
 	case apierrors.IsForbidden(err):
-		return nil, nil, fmt.Errorf("reading the planner's wanted set needs get on configmap/%s -n %s: %w", wanted.ConfigMap, ns, err)
-	case err != nil:
+		return nil, nil, fmt.Errorf("reading the planner's wanted set needs get on configmap/%s -n %s (and its parts, %s...): %w",
+			wanted.ConfigMap, ns, wanted.PartName(1), err)
+	case err != nil && cm == nil:
 		return nil, nil, fmt.Errorf("reading the planner's wanted set: %w", err)
-	}
-	set, err := wanted.Decode(cm.BinaryData[wanted.Key])
-	if err != nil {
-		return nil, nil, fmt.Errorf("configmap/%s -n %s: %w", wanted.ConfigMap, ns, err)
+	case err != nil:
+		return nil, nil, err
 	}
 	return set, cm, nil
 }

@@ -224,7 +224,7 @@ func TestStatusWithoutTheSet(t *testing.T) {
 				}
 				return true, nil, apierrors.NewForbidden(corev1.Resource("configmaps"), wanted.ConfigMap, errors.New("no"))
 			})
-		}, `STALE unknown: reading the planner's wanted set needs get on configmap/image-cache-daemon-wanted -n image-cache-daemon: configmaps "image-cache-daemon-wanted" is forbidden: no`},
+		}, `STALE unknown: reading the planner's wanted set needs get on configmap/image-cache-daemon-wanted -n image-cache-daemon (and its parts, image-cache-daemon-wanted-1...): configmaps "image-cache-daemon-wanted" is forbidden: no`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			client := newClient(staleCluster()...)
@@ -314,7 +314,7 @@ func TestAddWaitForTheCurrentDigest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b
+		return b.Head
 	}
 	for _, tc := range []struct {
 		name  string
@@ -405,7 +405,7 @@ func TestStatusWatchRedrawsWhenTheSetChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.CoreV1().ConfigMaps(ns).Update(ctx, setConfigMap(data), metav1.UpdateOptions{}); err != nil {
+	if _, err := client.CoreV1().ConfigMaps(ns).Update(ctx, setConfigMap(data.Head), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out.waitFor(t, fmt.Sprintf(row, "2"), 1)

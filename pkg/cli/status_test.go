@@ -91,7 +91,7 @@ func publishedSet() *corev1.ConfigMap {
 	if err != nil {
 		panic(err)
 	}
-	return setConfigMap(data)
+	return setConfigMap(data.Head)
 }
 
 // setConfigMap is the planner's ConfigMap holding data.

@@ -63,7 +63,7 @@ func RunPlanner(ctx context.Context, o *options.Options) error {
 	if err != nil {
 		return err
 	}
-	writer := &setWriter{client: kube, namespace: o.PodNamespace}
+	writer := newSetWriter(kube, o.PodNamespace)
 	tags := &resolve.Resolver{Every: o.ResyncPeriod, Keychain: resolve.PullSecrets(kube, o.PodNamespace, o.ImagePullSecrets), Active: election.leading}
 	p := &planner{sources: sources, maxImages: o.MaxImages, leading: election.leading, grace: sourceGrace,
 		publish: writer.write, published: writer.read, tags: tags, changed: make(chan struct{}, 1), metrics: m}
@@ -111,7 +111,7 @@ type planner struct {
 	grace time.Duration
 	// publish writes the set, and says whether it wrote (it differed);
 	// published reads the set there is (nil when none).
-	publish   func(ctx context.Context, data []byte) (bool, error)
+	publish   func(ctx context.Context, e *wanted.Encoded) (bool, error)
 	published func(ctx context.Context) *wanted.Set
 	// tags resolves the wanted tags to digests. seeded: it has been given
 	// what the set there was says, once this replica leads.
@@ -122,14 +122,14 @@ type planner struct {
 }
 
 // record sets the planner's metrics (none in tests).
-func (p *planner) record(health []source.Health, set *wanted.Set, size int, wrote bool) {
+func (p *planner) record(health []source.Health, set *wanted.Set, enc *wanted.Encoded, wrote bool) {
 	if p.metrics == nil {
 		return
 	}
 	p.metrics.SetSourceHealth(health)
-	p.metrics.WantedImages.Set(float64(len(set.Images)))
-	p.metrics.ImagesOverLimit.Set(float64(set.Over))
-	p.metrics.WantedSetBytes.Set(float64(size))
+	p.metrics.WantedImages.Set(float64(len(set.Images) - (enc.Over - set.Over)))
+	p.metrics.ImagesOverLimit.Set(float64(enc.Over))
+	p.metrics.WantedSetBytes.Set(float64(enc.Size()))
 	unchecked := 0
 	for _, im := range set.Images {
 		if im.Unchecked != "" {
@@ -179,11 +179,11 @@ func (p *planner) run(ctx context.Context) {
 		set := wanted.Build(p.sources.Wants(), p.maxImages, health)
 		set.Partial = !synced
 		p.addDigests(set)
-		data, err := wanted.Encode(set)
+		enc, err := wanted.Encode(set)
 		if err == nil {
 			var wrote bool
-			wrote, err = p.publish(ctx, data)
-			p.record(health, set, len(data), wrote)
+			wrote, err = p.publish(ctx, enc)
+			p.record(health, set, enc, wrote)
 		}
 		if err != nil {
 			logger.Error(err, "Publishing the wanted set; retrying")
@@ -237,24 +237,61 @@ func (p *planner) addDigests(set *wanted.Set) {
 	}
 }
 
-// setWriter writes the wanted set into its ConfigMap, only when it differs
-// from what is there (read first: another replica may have led meanwhile).
+// setWriter writes the wanted set into its ConfigMaps, each only when it
+// differs from what is there (read first: another replica may have led
+// meanwhile): the parts first, then the head that names them, then the
+// parts it no longer names.
 type setWriter struct {
 	client    kubernetes.Interface
 	namespace string
-	// leaseOwned: the planner's Lease has an owner (ownLease).
+	// leaseOwned: the planner's Lease has an owner (ownLease). parts is
+	// how many parts there may be (-1: not known, as at the start).
 	leaseOwned bool
+	parts      int
 }
 
-func (w *setWriter) write(ctx context.Context, data []byte) (bool, error) {
+func newSetWriter(client kubernetes.Interface, namespace string) *setWriter {
+	return &setWriter{client: client, namespace: namespace, parts: -1}
+}
+
+func (w *setWriter) write(ctx context.Context, e *wanted.Encoded) (bool, error) {
 	if !w.leaseOwned {
 		w.leaseOwned = w.ownLease(ctx)
 	}
+	wrote := false
+	for i, data := range append(e.Parts, e.Head) {
+		name := wanted.ConfigMap
+		if i < len(e.Parts) {
+			name = wanted.PartName(i + 1)
+		}
+		changed, err := w.put(ctx, name, data)
+		if err != nil {
+			return wrote, err
+		}
+		wrote = wrote || changed
+	}
+	last := w.parts
+	if last < 0 {
+		last = wanted.MaxParts
+	}
+	for i := len(e.Parts) + 1; i <= last; i++ {
+		err := w.client.CoreV1().ConfigMaps(w.namespace).Delete(ctx, wanted.PartName(i), metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return wrote, fmt.Errorf("deleting configmap/%s, a part the set no longer names: %w", wanted.PartName(i), err)
+		}
+		wrote = wrote || err == nil
+	}
+	w.parts = len(e.Parts)
+	return wrote, nil
+}
+
+// put writes data into the ConfigMap name, and says whether it wrote.
+func (w *setWriter) put(ctx context.Context, name string, data []byte) (bool, error) {
 	cms := w.client.CoreV1().ConfigMaps(w.namespace)
-	cm, err := cms.Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+	cm, err := cms.Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: wanted.ConfigMap, Namespace: w.namespace, Labels: map[string]string{
+		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: w.namespace, Labels: map[string]string{
 			"app.kubernetes.io/name": "image-cache-daemon", "app.kubernetes.io/component": "wanted",
 		}, OwnerReferences: w.owner(ctx)}, BinaryData: map[string][]byte{wanted.Key: data}}
 		_, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: wanted.Planner})
@@ -275,7 +312,7 @@ func (w *setWriter) write(ctx context.Context, data []byte) (bool, error) {
 		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: wanted.Planner})
 	}
 	if err != nil {
-		return false, fmt.Errorf("writing configmap/%s: %w", wanted.ConfigMap, err)
+		return false, fmt.Errorf("writing configmap/%s: %w", name, err)
 	}
 	return true, nil
 }
@@ -283,11 +320,7 @@ func (w *setWriter) write(ctx context.Context, data []byte) (bool, error) {
 // read returns the set there is, nil when there is none or it does not
 // decode.
 func (w *setWriter) read(ctx context.Context) *wanted.Set {
-	cm, err := w.client.CoreV1().ConfigMaps(w.namespace).Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
-	if err != nil {
-		return nil
-	}
-	s, err := wanted.Decode(cm.BinaryData[wanted.Key])
+	s, _, err := wanted.Get(ctx, w.client, w.namespace)
 	if err != nil {
 		return nil
 	}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
@@ -40,7 +43,7 @@ func (f *fakeSources) Health() []source.Health {
 // lead; the set is written only when it differs from what is there.
 func TestPlannerPublishes(t *testing.T) {
 	client := fake.NewClientset()
-	writer := &setWriter{client: client, namespace: "icd"}
+	writer := newSetWriter(client, "icd")
 	src := &fakeSources{}
 	var leading sync.Mutex
 	lead := false
@@ -53,11 +56,10 @@ func TestPlannerPublishes(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	published := func() *wanted.Set {
-		cm, err := client.CoreV1().ConfigMaps("icd").Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
-		if err != nil {
+		s, cm, err := wanted.Get(ctx, client, "icd")
+		if cm == nil {
 			return nil
 		}
-		s, err := wanted.Decode(cm.BinaryData[wanted.Key])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +92,7 @@ func TestPlannerPublishes(t *testing.T) {
 		t.Errorf("%d writes; want 1", n)
 	}
 	// The same set again: nothing written.
-	if wrote, err := writer.write(ctx, mustEncode(t, wanted.Build(src.Wants(), 10, src.Health()))); wrote || err != nil || writes() != 1 {
+	if wrote, err := newSetWriter(client, "icd").write(ctx, mustEncode(t, wanted.Build(src.Wants(), 10, src.Health()))); wrote || err != nil || writes() != 1 {
 		t.Errorf("an unchanged set was written again (%v, %d writes, %v)", wrote, writes(), err)
 	}
 	src.mu.Lock()
@@ -111,18 +113,14 @@ func TestPlannerPublishes(t *testing.T) {
 func TestPlannerPublishesPartialAfterGrace(t *testing.T) {
 	client := fake.NewClientset()
 	src := &fakeSources{wants: []source.Want{{Image: "docker.io/library/alpine:latest", Origin: "flag --image", Static: true}}}
-	p := &planner{sources: src, maxImages: 10, grace: 0, publish: (&setWriter{client: client, namespace: "icd"}).write,
+	p := &planner{sources: src, maxImages: 10, grace: 0, publish: newSetWriter(client, "icd").write,
 		changed: make(chan struct{}, 1), leading: func() bool { return true }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	waitFor(t, "a partial set is published", func() bool {
-		cm, err := client.CoreV1().ConfigMaps("icd").Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
-		if err != nil {
-			return false
-		}
-		s, err := wanted.Decode(cm.BinaryData[wanted.Key])
+		s, _, err := wanted.Get(ctx, client, "icd")
 		return err == nil && s.Partial && len(s.Images) == 1
 	})
 }
@@ -144,7 +142,7 @@ func TestPlannerPublishesDigests(t *testing.T) {
 		{Image: gone, Origins: []string{"x"}, Digest: old, Since: 1000},
 	}}
 	client := fake.NewClientset()
-	writer := &setWriter{client: client, namespace: "icd"}
+	writer := newSetWriter(client, "icd")
 	if _, err := writer.write(context.Background(), mustEncode(t, before)); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +208,7 @@ func TestPlannerPublishesDigests(t *testing.T) {
 	}
 }
 
-func mustEncode(t *testing.T, s *wanted.Set) []byte {
+func mustEncode(t *testing.T, s *wanted.Set) *wanted.Encoded {
 	t.Helper()
 	b, err := wanted.Encode(s)
 	if err != nil {
@@ -237,7 +235,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestWantedSetIsOwnedByTheDaemonSet(t *testing.T) {
 	ctx := context.Background()
 	client := fake.NewClientset()
-	w := &setWriter{client: client, namespace: "icd"}
+	w := newSetWriter(client, "icd")
 	data := mustEncode(t, wanted.Build([]source.Want{{Image: "docker.io/library/alpine:latest", Origin: "flag --image", Static: true}}, 10, nil))
 	if wrote, err := w.write(ctx, data); !wrote || err != nil {
 		t.Fatalf("first write: %v %v", wrote, err)
@@ -270,5 +268,63 @@ func TestWantedSetIsOwnedByTheDaemonSet(t *testing.T) {
 	got, err := client.CoordinationV1().Leases("icd").Get(ctx, wanted.Planner, metav1.GetOptions{})
 	if err != nil || len(got.OwnerReferences) != 1 || got.OwnerReferences[0].UID != "ds-uid" {
 		t.Fatalf("the Lease's owners: %v, %v", got.OwnerReferences, err)
+	}
+}
+
+// A set too large for one ConfigMap is written as parts, then its head; a
+// set that shrinks deletes the parts it no longer names; nothing is
+// written again while nothing changes.
+func TestWantedSetParts(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	w := newSetWriter(client, "icd")
+	var wants []source.Want
+	for i := range 8000 {
+		img := fmt.Sprintf("registry.example/team-%05d/%s:v1", i, strings.Repeat(fmt.Sprintf("%x", i*7919), 12))
+		wants = append(wants, source.Want{Image: img, Origin: fmt.Sprintf("ConfigMap team/images-%05d", i), Namespace: "team"})
+	}
+	big := mustEncode(t, wanted.Build(wants, len(wants), nil))
+	if len(big.Parts) == 0 {
+		t.Fatal("no parts; the test wants a set of several ConfigMaps")
+	}
+	if wrote, err := w.write(ctx, big); !wrote || err != nil {
+		t.Fatalf("first write: %v %v", wrote, err)
+	}
+	s, _, err := wanted.Get(ctx, client, "icd")
+	if err != nil || len(s.Images) != len(wants) {
+		t.Fatalf("read back %v, %v; want %d images", s, err, len(wants))
+	}
+	// The parts before the head that names them.
+	var order []string
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "create" {
+			order = append(order, a.(interface{ GetObject() runtime.Object }).GetObject().(*corev1.ConfigMap).Name)
+		}
+	}
+	if len(order) != 1+len(big.Parts) || order[len(order)-1] != wanted.ConfigMap {
+		t.Errorf("created %v; want the parts, then the head", order)
+	}
+	n := len(client.Actions())
+	if wrote, err := w.write(ctx, big); wrote || err != nil {
+		t.Fatalf("the same set was written again: %v %v", wrote, err)
+	}
+	for _, a := range client.Actions()[n:] {
+		if a.GetVerb() != "get" {
+			t.Errorf("an unchanged set made a %s", a.GetVerb())
+		}
+	}
+
+	small := mustEncode(t, wanted.Build(wants[:1], 1, nil))
+	if wrote, err := w.write(ctx, small); !wrote || err != nil {
+		t.Fatalf("shrinking: %v %v", wrote, err)
+	}
+	cms, err := client.CoreV1().ConfigMaps("icd").List(ctx, metav1.ListOptions{})
+	if err != nil || len(cms.Items) != 1 || cms.Items[0].Name != wanted.ConfigMap {
+		t.Errorf("after the set shrank: %d ConfigMaps (%v); want the head alone", len(cms.Items), err)
+	}
+	// A new leader does not know how many parts there were: it deletes
+	// every name a part may have, and finds none.
+	if wrote, err := newSetWriter(client, "icd").write(ctx, small); wrote || err != nil {
+		t.Errorf("a new leader writing the same set: %v %v", wrote, err)
 	}
 }

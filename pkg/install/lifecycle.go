@@ -98,14 +98,20 @@ func (a *Applier) Uninstall(ctx context.Context, namespace string) ([]Result, er
 	if o.SourceNamespaces, err = a.installedSourceNamespaces(ctx, namespace); err != nil {
 		return nil, err
 	}
-	// And the wanted set, which the planner writes.
-	published := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: metav1.ObjectMeta{Name: wanted.ConfigMap, Namespace: namespace}}
 	objs, err := Objects(o)
 	if err != nil {
 		return nil, err
 	}
-	results, err := a.Delete(ctx, append(objs, published))
+	// And the wanted set, which the planner writes: its head and parts.
+	for _, name := range wanted.Names() {
+		objs = append(objs, &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}})
+	}
+	results, err := a.Delete(ctx, objs)
+	// The parts a set never took are not worth a line each.
+	results = slices.DeleteFunc(results, func(r Result) bool {
+		return r.Kind == "ConfigMap" && r.Action == "not found" && r.Name != wanted.ConfigMap && slices.Contains(wanted.Names(), r.Name)
+	})
 	if err != nil {
 		return results, err
 	}

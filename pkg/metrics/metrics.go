@@ -166,7 +166,7 @@ func New() *Metrics {
 		}),
 		WantedSetBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "wanted_set_bytes",
-			Help: "The planner: size of the wanted set it last built, compressed, as configmap/image-cache-daemon-wanted holds it.",
+			Help: "The planner: size of the wanted set it last built, compressed, as its ConfigMaps hold it (configmap/image-cache-daemon-wanted and the parts it names).",
 		}),
 		WantedSetWrites: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "wanted_set_writes_total",

@@ -2,6 +2,7 @@ package wanted
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -24,13 +25,22 @@ const SourceName = "planner"
 const Planner = "image-cache-daemon-planner"
 
 // Reader is a node daemon's source: the wanted set the planner published,
-// watched as one ConfigMap of the install namespace (a watch on one name,
-// which RBAC can grant by name). A set that does not decode is reported and
-// the last good one kept; until a first set is read, the reader is not
-// synced, so the node keeps what its pods hold and deletes nothing.
+// its head watched as one ConfigMap of the install namespace (a watch on
+// one name, which RBAC can grant by name), and the parts it names read
+// when the head changes, those whose hash changed only. A set that does
+// not decode is reported and the last good one kept; until a first set is
+// read, the reader is not synced, so the node keeps what its pods hold and
+// deletes nothing.
 type Reader struct {
+	client    kubernetes.Interface
 	informer  cache.SharedIndexInformer
 	namespace string
+
+	reading sync.Mutex // one read at a time
+	// parts are the data of the parts of the last good set, by hash; again
+	// is when a set met half written is read again.
+	parts map[string][]byte
+	again *backoff
 
 	mu      sync.RWMutex
 	set     *Set
@@ -44,7 +54,7 @@ func NewReader(client kubernetes.Interface, namespace string) *Reader {
 	inf := coreinformers.NewFilteredConfigMapInformer(client, namespace, 0, cache.Indexers{}, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ConfigMap).String()
 	})
-	return &Reader{informer: inf, namespace: namespace}
+	return &Reader{client: client, informer: inf, namespace: namespace, again: &backoff{min: time.Second, max: 2 * time.Minute}}
 }
 
 // Name is the source's name, as status shows it.
@@ -53,8 +63,8 @@ func (r *Reader) Name() string { return SourceName }
 // Run watches the set until ctx ends.
 func (r *Reader) Run(ctx context.Context, onChange func()) {
 	reg, err := r.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { r.read(obj, onChange) },
-		UpdateFunc: func(_, obj any) { r.read(obj, onChange) },
+		AddFunc:    func(obj any) { r.read(ctx, obj, onChange) },
+		UpdateFunc: func(_, obj any) { r.read(ctx, obj, onChange) },
 		// A deleted set (an uninstall under way): keep the last one.
 	})
 	if err != nil {
@@ -66,12 +76,36 @@ func (r *Reader) Run(ctx context.Context, onChange func()) {
 	r.informer.RunWithContext(ctx)
 }
 
-func (r *Reader) read(obj any, onChange func()) {
+func (r *Reader) read(ctx context.Context, obj any, onChange func()) {
 	cm, ok := obj.(*corev1.ConfigMap)
-	if !ok {
+	if !ok || ctx.Err() != nil {
 		return
 	}
-	s, err := Decode(cm.BinaryData[Key])
+	r.reading.Lock()
+	defer r.reading.Unlock()
+	parts := map[string][]byte{}
+	get := partGetter(ctx, r.client, r.namespace, r.parts)
+	s, err := Decode(cm.BinaryData[Key], func(name, sha string) ([]byte, error) {
+		b, err := get(name, sha)
+		parts[sha] = b
+		return b, err
+	})
+	if err == nil {
+		r.parts = parts
+		r.again.reset()
+	} else if errors.Is(err, ErrPartMoved) && !r.again.pending {
+		// Half written: read the head there is then again, a little later
+		// each time, so a head naming parts that never come costs little.
+		r.again.pending = true
+		time.AfterFunc(r.again.next(), func() {
+			r.reading.Lock()
+			r.again.pending = false
+			r.reading.Unlock()
+			if latest, ok, _ := r.informer.GetStore().GetByKey(r.namespace + "/" + ConfigMap); ok {
+				r.read(ctx, latest, onChange)
+			}
+		})
+	}
 	r.mu.Lock()
 	if err != nil {
 		r.problem = fmt.Sprintf("configmap/%s -n %s: %v; the last good set is kept", ConfigMap, r.namespace, err)
@@ -83,6 +117,20 @@ func (r *Reader) read(obj any, onChange func()) {
 		onChange()
 	}
 }
+
+// backoff is a delay that doubles from min to max, until reset; pending:
+// a read waits for it.
+type backoff struct {
+	min, max, cur time.Duration
+	pending       bool
+}
+
+func (b *backoff) next() time.Duration {
+	b.cur = min(max(b.min, 2*b.cur), b.max)
+	return b.cur
+}
+
+func (b *backoff) reset() { b.cur = 0 }
 
 // HasSynced reports whether a set was read that the planner made from
 // every source.
@@ -168,4 +216,32 @@ func (r *Reader) PlannedOver() []source.Image {
 		return nil
 	}
 	return r.set.OverSample
+}
+
+// Get reads the set published in namespace: its head and its parts (one
+// GET each), with the head's ConfigMap (for when it was written).
+func Get(ctx context.Context, client kubernetes.Interface, namespace string) (*Set, *corev1.ConfigMap, error) {
+	cm, err := client.CoreV1().ConfigMaps(namespace).Get(ctx, ConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := Decode(cm.BinaryData[Key], partGetter(ctx, client, namespace, nil))
+	if err != nil {
+		return nil, cm, fmt.Errorf("configmap/%s -n %s: %w", ConfigMap, namespace, err)
+	}
+	return s, cm, nil
+}
+
+// partGetter GETs a set's parts, but those known (by hash) already.
+func partGetter(ctx context.Context, client kubernetes.Interface, namespace string, known map[string][]byte) func(name, sha string) ([]byte, error) {
+	return func(name, sha string) ([]byte, error) {
+		if b, ok := known[sha]; ok {
+			return b, nil
+		}
+		cm, err := client.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		return cm.BinaryData[Key], nil
+	}
 }

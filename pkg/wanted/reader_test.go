@@ -65,7 +65,7 @@ func TestReader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b
+		return b.Head
 	}
 	wants := []source.Want{
 		{Image: "docker.io/library/alpine:latest", Origin: "ConfigMap a/x", Namespace: "a"},
@@ -96,5 +96,84 @@ func TestReader(t *testing.T) {
 	})
 	if !set.HasSynced() || len(set.Wants()) != 2 {
 		t.Errorf("after a bad set: synced %v, wants %v; want the last good set", set.HasSynced(), set.Wants())
+	}
+}
+
+// A set of several ConfigMaps: the node reads the parts its head names,
+// again only those whose hash changed; a head met before its parts (the
+// planner writing them) keeps the last good set and is read again soon,
+// with no event.
+func TestReaderReadsParts(t *testing.T) {
+	client := fake.NewClientset()
+	r := NewReader(client, "icd")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, func() {})
+
+	put := func(name string, data []byte) {
+		t.Helper()
+		cms := client.CoreV1().ConfigMaps("icd")
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "icd"}, BinaryData: map[string][]byte{Key: data}}
+		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	partGets := func() int {
+		n := 0
+		for _, a := range client.Actions() {
+			if a.GetVerb() == "get" && a.GetResource().Resource == "configmaps" {
+				n++
+			}
+		}
+		return n
+	}
+	s := wideSet(3000)
+	for i := range s.Images {
+		s.Images[i].Digest, s.Images[i].Since = "sha256:"+strings.Repeat("a", 64), 1700000000
+	}
+	e, err := Encode(s)
+	if err != nil || len(e.Parts) < 2 {
+		t.Fatalf("%d parts, %v; want several", len(e.Parts), err)
+	}
+	for i, p := range e.Parts {
+		put(PartName(i+1), p)
+	}
+	put(ConfigMap, e.Head)
+	eventually(t, "the whole set is read", func() bool { return r.HasSynced() && len(r.Wanted()) == 3*len(s.Images) })
+	if n := partGets(); n != len(e.Parts) {
+		t.Errorf("%d GETs of parts; want one per part, %d", n, len(e.Parts))
+	}
+
+	// The last image's tag moved: its part and the head change.
+	last := s.Images[len(s.Images)-1].Image
+	moved := "sha256:" + strings.Repeat("b", 64)
+	s.Images[len(s.Images)-1].Digest = moved
+	e2, err := Encode(s)
+	if err != nil || len(e2.Parts) != len(e.Parts) {
+		t.Fatal(err)
+	}
+	// The head first, as if read while the planner writes: the part it
+	// names is not there yet.
+	before := len(client.Actions())
+	put(ConfigMap, e2.Head)
+	eventually(t, "the half-written set is reported", func() bool { return strings.Contains(r.Health().Problem, "being written") })
+	if d, _ := r.Current(last); d == moved || !r.HasSynced() {
+		t.Fatalf("a half-written set was taken (%s)", d)
+	}
+	put(PartName(len(e.Parts)), e2.Parts[len(e.Parts)-1])
+	eventually(t, "the set is read again once whole, with no event", func() bool { d, _ := r.Current(last); return d == moved })
+	if r.Health().Problem != "" {
+		t.Errorf("problem %q after the whole set was read", r.Health().Problem)
+	}
+	// Only the part that changed was read again (once or more, as the
+	// retries went), never the others.
+	for _, a := range client.Actions()[before:] {
+		if a.GetVerb() == "get" {
+			if name := a.(interface{ GetName() string }).GetName(); name != PartName(len(e.Parts)) {
+				t.Errorf("part %s, unchanged, was read again", name)
+			}
+		}
 	}
 }

@@ -10,6 +10,8 @@ package wanted
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,12 +29,19 @@ const (
 	ConfigMap = "image-cache-daemon-wanted"
 	// Key is its binaryData key: the set as gzip-compressed JSON.
 	Key = "wanted.json.gz"
-	// MaxBytes is the most the compressed set takes, well within the 1 MiB
-	// an object may hold. A set that would take more is published cut: the
-	// images ranked last are left out, and counted as over the limit.
+	// MaxBytes is the most one of the set's ConfigMaps holds, compressed,
+	// well within the 1 MiB an object may hold.
 	MaxBytes = 768 << 10
-	// maxJSONBytes bounds what decoding a set may expand to.
-	maxJSONBytes = 16 << 20
+	// MaxParts is how many ConfigMaps a set takes besides its head, at
+	// most: PartName(1) to PartName(MaxParts). A set that would take more
+	// is published cut: the images ranked last are left out, and counted
+	// as over the limit.
+	MaxParts = 15
+	// maxJSONBytes bounds what decoding a set, all its parts together, may
+	// expand to; partJSONBytes what a planner puts in one ConfigMap, so
+	// that a head and MaxParts parts are within it.
+	maxJSONBytes  = 16 << 20
+	partJSONBytes = maxJSONBytes / (MaxParts + 1)
 	// maxOrigins is how many of an image's origins the set names; the
 	// others are counted.
 	maxOrigins = 3
@@ -58,6 +67,34 @@ type Set struct {
 	OverSample []source.Image `json:"overSample,omitempty"`
 	// Sources is the health of the planner's sources.
 	Sources []source.Health `json:"sources"`
+	// Parts name the ConfigMaps that hold the images after these, in
+	// order (PartName(1)...), when the set does not fit one.
+	Parts []Part `json:"parts,omitempty"`
+}
+
+// Part is one of a set's other ConfigMaps: the SHA-256 of its data (hex),
+// and how many images it holds.
+type Part struct {
+	SHA256 string `json:"sha256"`
+	Images int    `json:"images"`
+}
+
+// part is what a part's ConfigMap holds.
+type part struct {
+	V      int     `json:"v"`
+	Images []Image `json:"images"`
+}
+
+// PartName is the name of the set's i-th part (from 1).
+func PartName(i int) string { return fmt.Sprintf("%s-%d", ConfigMap, i) }
+
+// Names are the names of every ConfigMap a set may take, its head first.
+func Names() []string {
+	names := []string{ConfigMap}
+	for i := 1; i <= MaxParts; i++ {
+		names = append(names, PartName(i))
+	}
+	return names
 }
 
 // Image is one wanted image and what wants it.
@@ -132,84 +169,198 @@ func shortImage(img string, origins []string) Image {
 	return im
 }
 
-// Encode returns s as the ConfigMap holds it, within MaxBytes: when the
-// whole set does not fit, the images ranked last are left out (counted in
-// Over), as few as need be.
-func Encode(s *Set) ([]byte, error) {
-	b, err := encode(s)
-	if err != nil || len(b) <= MaxBytes {
-		return b, err
+// Encoded is a set as its ConfigMaps hold it: the head, in ConfigMap, and
+// the parts it names, in PartName(1), PartName(2)...
+type Encoded struct {
+	Head  []byte
+	Parts [][]byte
+	// Over counts the images left out, --max-images's and those that fit
+	// in no ConfigMap.
+	Over int
+}
+
+// Size is the bytes of all the set's ConfigMaps.
+func (e *Encoded) Size() int {
+	n := len(e.Head)
+	for _, p := range e.Parts {
+		n += len(p)
 	}
-	// Binary search for the most images that fit.
-	lo, hi := 0, len(s.Images) // lo fits (an empty set does), hi does not
-	var best []byte
-	for lo < hi-1 {
-		mid := (lo + hi) / 2
-		c, err := encode(cut(s, mid))
+	return n
+}
+
+// Encode returns s as its ConfigMaps hold it. A set that does not fit one
+// ConfigMap (MaxBytes compressed, partJSONBytes expanded) is split: the
+// head holds the first images and names the parts that hold the others,
+// each with the hash of its data, so a reader never joins parts of two
+// different sets. When even 1+MaxParts ConfigMaps cannot hold it, the
+// images ranked last are left out (counted in Over), as few as need be.
+func Encode(s *Set) (*Encoded, error) {
+	if s.Parts != nil {
+		c := *s
+		c.Parts = nil
+		s = &c
+	}
+	head := func(images []Image, refs []Part) *Set {
+		c := *s
+		c.Images, c.Parts = images, refs
+		return &c
+	}
+	n, b, err := fit(s.Images, func(images []Image) any { return head(images, nil) })
+	if err != nil || n == len(s.Images) {
+		return &Encoded{Head: b, Over: s.Over}, err
+	}
+	// The head's images: as many as fit beside the most parts it can name
+	// (placeholders of the same size as the parts' hashes).
+	refs := make([]Part, MaxParts)
+	for i := range refs {
+		sum := sha256.Sum256([]byte{byte(i)})
+		refs[i] = Part{SHA256: hex.EncodeToString(sum[:]), Images: 1 << 20}
+	}
+	n, _, err = fit(s.Images, func(images []Image) any { return head(images, refs) })
+	if err != nil {
+		return nil, err
+	}
+	e := &Encoded{}
+	var parts []Part
+	rest := s.Images[n:]
+	for len(rest) > 0 && len(parts) < MaxParts {
+		k, data, err := fit(rest, func(images []Image) any { return &part{V: version, Images: images} })
 		if err != nil {
 			return nil, err
 		}
-		if len(c) <= MaxBytes {
-			lo, best = mid, c
+		if k == 0 {
+			break
+		}
+		sum := sha256.Sum256(data)
+		parts = append(parts, Part{SHA256: hex.EncodeToString(sum[:]), Images: k})
+		e.Parts = append(e.Parts, data)
+		rest = rest[k:]
+	}
+	h := head(s.Images[:n], parts)
+	h.Over += len(rest)
+	e.Over = h.Over
+	if e.Head, _, err = encode(h); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// fits reports whether data (json bytes expanded) fits one ConfigMap.
+func fits(data []byte, json int) bool {
+	return len(data) <= MaxBytes && json <= partJSONBytes
+}
+
+// fit returns the most of images, n, that fit one ConfigMap as wrap
+// makes it, and that ConfigMap's data: the images' own JSON sizes pick n
+// at once, and a search brings it down when compression does worse.
+func fit(images []Image, wrap func([]Image) any) (int, []byte, error) {
+	_, overhead, err := encode(wrap(nil))
+	if err != nil {
+		return 0, nil, err
+	}
+	hi, size := 0, overhead
+	for hi < len(images) {
+		b, err := json.Marshal(images[hi])
+		if err != nil {
+			return 0, nil, err
+		}
+		if size += len(b) + 1; size > partJSONBytes {
+			break
+		}
+		hi++
+	}
+	// Most often they fit as they are: one encoding.
+	b, n, err := encode(wrap(images[:hi]))
+	if err != nil || fits(b, n) {
+		return hi, b, err
+	}
+	// Else the most that fit is in [lo, hi): none fit (lo), hi do not.
+	lo := 0
+	for lo < hi-1 {
+		mid := (lo + hi) / 2
+		b, n, err := encode(wrap(images[:mid]))
+		if err != nil {
+			return 0, nil, err
+		}
+		if fits(b, n) {
+			lo = mid
 		} else {
 			hi = mid
 		}
 	}
-	if best == nil {
-		return encode(cut(s, lo))
-	}
-	return best, nil
+	b, _, err = encode(wrap(images[:lo]))
+	return lo, b, err
 }
 
-// cut is s with its first n images only, the rest counted as over.
-func cut(s *Set, n int) *Set {
-	c := *s
-	c.Images = s.Images[:n]
-	c.Over += len(s.Images) - n
-	return &c
-}
-
-func encode(s *Set) ([]byte, error) {
+// encode is v as gzip-compressed JSON, and the JSON's length.
+func encode(v any) ([]byte, int, error) {
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
-	if err := json.NewEncoder(zw).Encode(s); err != nil {
-		return nil, fmt.Errorf("encoding the wanted set: %w", err)
+	cw := &countingWriter{w: zw}
+	if err := json.NewEncoder(cw).Encode(v); err != nil {
+		return nil, 0, fmt.Errorf("encoding the wanted set: %w", err)
 	}
 	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("compressing the wanted set: %w", err)
+		return nil, 0, fmt.Errorf("compressing the wanted set: %w", err)
 	}
-	return b.Bytes(), nil
+	return b.Bytes(), cw.n, nil
 }
 
-// Decode reads a published set, strictly: a set that does not decode, or
-// names an image that is not a normalised reference, is refused whole (a
-// node then keeps the last good one).
-func Decode(b []byte) (*Set, error) {
-	if len(b) > MaxBytes {
-		return nil, fmt.Errorf("the wanted set is %d bytes, more than %d", len(b), MaxBytes)
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("the wanted set is not gzip: %w", err)
-	}
-	raw, err := io.ReadAll(io.LimitReader(zr, maxJSONBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("decompressing the wanted set: %w", err)
-	}
-	if len(raw) > maxJSONBytes {
-		return nil, fmt.Errorf("the wanted set expands past %d bytes", maxJSONBytes)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
+}
+
+// Decode reads a published set, strictly: the head, then each part it
+// names, which getPart returns (the data of the ConfigMap of that name; the
+// hash lets a caller return what it has read before). A set that does not
+// decode, names an image that is not a normalised reference, or whose
+// parts are missing or not the ones the head names (the planner is writing
+// it) is refused whole: a node then keeps the last good one. ErrPartMoved
+// is the last case, which reading again soon may cure.
+func Decode(head []byte, getPart func(name, sha string) ([]byte, error)) (*Set, error) {
 	var s Set
-	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("the wanted set does not decode: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("the wanted set holds more than one value")
+	used, err := decodeJSON(head, maxJSONBytes, &s)
+	if err != nil {
+		return nil, err
 	}
 	if s.V != version {
 		return nil, fmt.Errorf("the wanted set is of version %d; this daemon reads version %d", s.V, version)
+	}
+	if len(s.Parts) > MaxParts {
+		return nil, fmt.Errorf("the wanted set names %d parts, more than %d", len(s.Parts), MaxParts)
+	}
+	for i, ref := range s.Parts {
+		name := PartName(i + 1)
+		if len(ref.SHA256) != 64 || !imageref.IsDigest("sha256:"+ref.SHA256) || ref.Images < 1 {
+			return nil, fmt.Errorf("the wanted set names part %s with hash %s and %d images", name, imageref.Quote(ref.SHA256), ref.Images)
+		}
+		if getPart == nil {
+			return nil, fmt.Errorf("the wanted set has parts (configmap/%s...), which were not read", name)
+		}
+		data, err := getPart(name, ref.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading configmap/%s: %w", ErrPartMoved, name, err)
+		}
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != ref.SHA256 {
+			return nil, fmt.Errorf("%w: configmap/%s is not the part the set names (the planner is writing the set)", ErrPartMoved, name)
+		}
+		var p part
+		n, err := decodeJSON(data, maxJSONBytes-used, &p)
+		if err != nil {
+			return nil, fmt.Errorf("configmap/%s: %w", name, err)
+		}
+		used += n
+		if p.V != version || len(p.Images) != ref.Images {
+			return nil, fmt.Errorf("configmap/%s is of version %d with %d images; the set names it with %d", name, p.V, len(p.Images), ref.Images)
+		}
+		s.Images = append(s.Images, p.Images...)
 	}
 	seen := make(map[string]bool, len(s.Images))
 	for _, im := range s.Images {
@@ -225,6 +376,37 @@ func Decode(b []byte) (*Set, error) {
 		}
 	}
 	return &s, nil
+}
+
+// ErrPartMoved: a part of the set is missing or not the one its head names.
+var ErrPartMoved = errors.New("the wanted set is being written")
+
+// decodeJSON decodes one ConfigMap's data into v, strictly, expanding it to
+// at most limit bytes; it returns how many it expanded to.
+func decodeJSON(b []byte, limit int, v any) (int, error) {
+	if len(b) > MaxBytes {
+		return 0, fmt.Errorf("the wanted set is %d bytes, more than %d", len(b), MaxBytes)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return 0, fmt.Errorf("the wanted set is not gzip: %w", err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
+	if err != nil {
+		return 0, fmt.Errorf("decompressing the wanted set: %w", err)
+	}
+	if len(raw) > limit {
+		return 0, fmt.Errorf("the wanted set expands past %d bytes", maxJSONBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return 0, fmt.Errorf("the wanted set does not decode: %w", err)
+	}
+	if dec.More() {
+		return 0, errors.New("the wanted set holds more than one value")
+	}
+	return len(raw), nil
 }
 
 // validDigest checks the image's digest fields: a digest is sha256 of the

@@ -5,7 +5,10 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -68,18 +71,28 @@ func TestBuild(t *testing.T) {
 	}
 }
 
-// roundTrip encodes s and decodes it again.
-func roundTrip(t *testing.T, s *Set) (*Set, []byte) {
+// roundTrip encodes s and decodes it again, its parts included.
+func roundTrip(t *testing.T, s *Set) (*Set, *Encoded) {
 	t.Helper()
-	data, err := Encode(s)
+	e, err := Encode(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := Decode(data)
+	back, err := Decode(e.Head, e.getPart)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return back, data
+	return back, e
+}
+
+// getPart reads e's parts as a reader of its ConfigMaps would.
+func (e *Encoded) getPart(name, _ string) ([]byte, error) {
+	for i, p := range e.Parts {
+		if PartName(i+1) == name {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("configmaps %q not found", name)
 }
 
 // incompressible is a valid reference of about n bytes that gzip cannot
@@ -95,31 +108,138 @@ func incompressible(i, n int) string {
 	return strings.TrimSuffix(b.String()[:n], "/") + ":v1"
 }
 
-// However many images and origins, the published set fits MaxBytes: the
-// images ranked last are left out and counted.
-func TestEncodeStaysWithinMaxBytes(t *testing.T) {
+// wideSet is a set of n images of 250 bytes with 3 origins each (4 want
+// each), all of it as hard to compress as references may be.
+func wideSet(n int) *Set {
 	var wants []source.Want
-	const images = 5000
-	for i := range images {
+	for i := range n {
 		img := incompressible(i, 250)
 		for o := range 4 {
 			wants = append(wants, want("team", "ConfigMap team/"+incompressible(i*10+o, 200), img))
 		}
 	}
-	s := Build(wants, images, nil)
-	back, data := roundTrip(t, s)
-	t.Logf("%d images of 250 bytes, 3 origins each: %d published in %d KiB, %d counted over", images, len(back.Images), len(data)>>10, back.Over)
-	if len(data) > MaxBytes || len(back.Images) == 0 || len(back.Images)+back.Over != images {
-		t.Errorf("%d bytes, %d images and %d over; want at most %d bytes and %d in all", len(data), len(back.Images), back.Over, MaxBytes, images)
+	return Build(wants, n, nil)
+}
+
+// A set that does not fit one ConfigMap is split into parts, each within
+// MaxBytes compressed and partJSONBytes expanded, and reads back whole, in
+// rank order.
+func TestEncodeSplits(t *testing.T) {
+	s := wideSet(3000)
+	back, e := roundTrip(t, s)
+	t.Logf("%d images: a head of %d KiB and %d parts, %d KiB in all", len(s.Images), len(e.Head)>>10, len(e.Parts), e.Size()>>10)
+	if len(e.Parts) < 2 || e.Over != 0 {
+		t.Fatalf("%d parts, %d over; want the set split in several, nothing left out", len(e.Parts), e.Over)
+	}
+	for i, data := range append([][]byte{e.Head}, e.Parts...) {
+		if n := expanded(t, data); len(data) > MaxBytes || n > partJSONBytes {
+			t.Errorf("configmap %d holds %d bytes, %d expanded; want at most %d and %d", i, len(data), n, MaxBytes, partJSONBytes)
+		}
+	}
+	if len(back.Parts) != len(e.Parts) {
+		t.Errorf("the head names %d parts, want %d", len(back.Parts), len(e.Parts))
+	}
+	back.Parts = nil
+	if !reflect.DeepEqual(back, s) {
+		t.Error("the set read back from its parts differs from the set written")
+	}
+	// Encoding what was read gives the same ConfigMaps: a planner that
+	// seeds from the set there is writes nothing when nothing changed.
+	again, err := Encode(back)
+	if err != nil || !bytes.Equal(again.Head, e.Head) || !reflect.DeepEqual(again.Parts, e.Parts) {
+		t.Errorf("the set read back encodes differently (%v)", err)
+	}
+}
+
+// However many images and origins, the published set fits 1+MaxParts
+// ConfigMaps: the images ranked last are left out and counted.
+func TestEncodeStaysWithinMaxParts(t *testing.T) {
+	const images = 40000
+	s := wideSet(images)
+	back, e := roundTrip(t, s)
+	t.Logf("%d images of 250 bytes, 3 origins each: %d published in %d ConfigMaps, %d KiB, %d counted over",
+		images, len(back.Images), 1+len(e.Parts), e.Size()>>10, back.Over)
+	if len(e.Parts) != MaxParts || len(back.Images) == 0 || back.Over == 0 || len(back.Images)+back.Over != images || e.Over != back.Over {
+		t.Fatalf("%d parts, %d images and %d over; want %d parts and %d in all", len(e.Parts), len(back.Images), back.Over, MaxParts, images)
 	}
 	for i, im := range back.Images {
 		if im.Image != s.Images[i].Image {
 			t.Fatalf("image %d is %s, want %s: the cut must keep the rank order", i, im.Image, s.Images[i].Image)
 		}
 	}
-	// Cut as little as need be: one more image would not fit.
-	if more, _ := encode(cut(s, len(back.Images)+1)); len(more) <= MaxBytes {
-		t.Errorf("%d images would fit in %d bytes; only %d published", len(back.Images)+1, len(more), len(back.Images))
+	// Cut as little as need be: the last part holds all it can.
+	last := e.Parts[len(e.Parts)-1]
+	one, _ := json.Marshal(s.Images[len(back.Images)])
+	if n := expanded(t, last); n+len(one)+1 <= partJSONBytes && len(last) < MaxBytes-4<<10 {
+		t.Errorf("the last part holds %d bytes expanded, %d compressed; one more image (%d bytes) would have fit", n, len(last), len(one))
+	}
+}
+
+// expanded is the length of data decompressed.
+func expanded(t *testing.T, data []byte) int {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(n)
+}
+
+// A set whose parts are missing, are not the ones its head names, or
+// contradict it is refused whole; the first two as ErrPartMoved, which a
+// reader reads again soon.
+func TestDecodeRefusesParts(t *testing.T) {
+	s := wideSet(3000)
+	e, err := Encode(s)
+	if err != nil || len(e.Parts) < 2 {
+		t.Fatalf("%d parts, %v; want several", len(e.Parts), err)
+	}
+	other, err := Encode(wideSet(3001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head Set
+	if _, err := decodeJSON(e.Head, maxJSONBytes, &head); err != nil {
+		t.Fatal(err)
+	}
+	// A head made to name a part whose images repeat the head's.
+	dupPart, _, _ := encode(&part{V: version, Images: head.Images[:1]})
+	dupHead := head
+	sum := sha256.Sum256(dupPart)
+	dupHead.Parts = []Part{{SHA256: hex.EncodeToString(sum[:]), Images: 1}}
+	dup, _, _ := encode(&dupHead)
+	tooMany := head
+	tooMany.Parts = make([]Part, MaxParts+1)
+	many, _, _ := encode(&tooMany)
+	badHash := head
+	badHash.Parts = []Part{{SHA256: "../../x", Images: 1}}
+	bad, _, _ := encode(&badHash)
+	wrongCount := dupHead
+	wrongCount.Parts = []Part{{SHA256: dupHead.Parts[0].SHA256, Images: 2}}
+	count, _, _ := encode(&wrongCount)
+
+	for name, tc := range map[string]struct {
+		head  []byte
+		get   func(name, sha string) ([]byte, error)
+		moved bool
+		want  string
+	}{
+		"no reader of parts": {e.Head, nil, false, "not read"},
+		"a part missing":     {e.Head, func(string, string) ([]byte, error) { return nil, errors.New("not found") }, true, "not found"},
+		"another set's part": {e.Head, other.getPart, true, "not the part the set names"},
+		"images twice":       {dup, func(string, string) ([]byte, error) { return dupPart, nil }, false, "twice"},
+		"too many parts":     {many, e.getPart, false, "more than 15"},
+		"a bad hash":         {bad, e.getPart, false, "with hash"},
+		"a wrong count":      {count, func(string, string) ([]byte, error) { return dupPart, nil }, false, "the set names it with 2"},
+	} {
+		_, err := Decode(tc.head, tc.get)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, ErrPartMoved) != tc.moved {
+			t.Errorf("%s: %v; want an error saying %q (moved: %v)", name, err, tc.want, tc.moved)
+		}
 	}
 }
 
@@ -141,14 +261,7 @@ func TestDigests(t *testing.T) {
 		{Image: "docker.io/library/b:1", Origins: []string{"x"}, Unchecked: "the registry did not answer the planner in time"},
 		{Image: "docker.io/library/c@" + pin, Origins: []string{"x"}, Digest: pin},
 	}}
-	b, err := Encode(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := Decode(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, _ := roundTrip(t, in)
 	if got, since := out.Current("docker.io/library/a:1"); got != d || since.Unix() != 1700000000 {
 		t.Errorf("a:1 reads %s since %s", got, since)
 	}
@@ -195,15 +308,16 @@ func TestDecodeRefuses(t *testing.T) {
 		"long reason":       {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"unchecked":"` + strings.Repeat("r", maxUnchecked+1) + `"}],"sources":[]}`), "too long"},
 		"negative since":    {gzipped(`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"digest":"sha256:` + strings.Repeat("a", 64) + `","since":-1}],"sources":[]}`), "before 1970"},
 	} {
-		if _, err := Decode(tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := Decode(tc.data, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v; want an error saying %q", name, err, tc.want)
 		}
 	}
 }
 
-// FuzzDecode: a published set is read from a ConfigMap anyone with write
-// access to it may have written. Decode never panics, and what it accepts
-// it writes again unchanged (a node that read it could publish it).
+// FuzzDecode: a published set is read from ConfigMaps anyone with write
+// access to them may have written. Decode never panics, and what it
+// accepts it writes again unchanged (a node that read it could publish it).
+// The head is fuzzed, and one part its head names, with its hash.
 func FuzzDecode(f *testing.F) {
 	d := "sha256:" + strings.Repeat("a", 64)
 	for _, s := range []string{
@@ -212,22 +326,35 @@ func FuzzDecode(f *testing.F) {
 		`{"v":1,"images":[{"image":"docker.io/library/a:1","origins":[],"unchecked":"the registry did not answer"}],"sources":[]}`,
 		`{"v":1,"images":[{"image":"docker.io/library/a@` + d + `","origins":[],"digest":"` + d + `"}],"sources":[]}`,
 	} {
-		f.Add(gzipped(s))
-		f.Add([]byte(s))
+		f.Add(gzipped(s), []byte(nil), uint8(0))
+		f.Add([]byte(s), []byte(nil), uint8(0))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := Decode(b)
+	f.Add(gzipped(`{"v":1,"images":[],"sources":[]}`), gzipped(`{"v":1,"images":[{"image":"docker.io/library/b:1","origins":[]}]}`), uint8(1))
+	f.Fuzz(func(t *testing.T, head, part []byte, images uint8) {
+		if part != nil {
+			// The head names part as its one part, with the right hash.
+			var s Set
+			if _, err := decodeJSON(head, maxJSONBytes, &s); err != nil {
+				return
+			}
+			sum := sha256.Sum256(part)
+			s.Parts = []Part{{SHA256: hex.EncodeToString(sum[:]), Images: int(images)}}
+			head, _, _ = encode(&s)
+		}
+		get := func(string, string) ([]byte, error) { return part, nil }
+		s, err := Decode(head, get)
 		if err != nil {
 			return
 		}
-		again, err := Encode(s)
+		e, err := Encode(s)
 		if err != nil {
 			t.Fatalf("a decoded set does not encode: %v", err)
 		}
-		s2, err := Decode(again)
+		s2, err := Decode(e.Head, e.getPart)
 		if err != nil {
 			t.Fatalf("a set written again does not decode: %v", err)
 		}
+		s.Parts, s2.Parts = nil, nil
 		if !reflect.DeepEqual(s, s2) {
 			t.Fatalf("the set changed when written again:\n%+v\n%+v", s, s2)
 		}

@@ -251,11 +251,7 @@ func waitSet(t *testing.T, ns, what string, cond func(*wanted.Set) bool) *wanted
 	t.Helper()
 	var last *wanted.Set
 	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		cm, err := env.client.CoreV1().ConfigMaps(ns).Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		s, err := wanted.Decode(cm.BinaryData[wanted.Key])
+		s, _, err := wanted.Get(ctx, env.client, ns)
 		if err != nil {
 			return false, nil
 		}

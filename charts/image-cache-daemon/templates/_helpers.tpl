@@ -12,6 +12,12 @@ the release namespace in their names, so two installations never share one.
 {{/* icd.planner is the name of the planner's objects. */}}
 {{- define "icd.planner" -}}image-cache-daemon-planner{{- end -}}
 
+{{- /* The ConfigMaps that hold the parts of a wanted set too large for one
+(pkg/wanted: PartName(1) to PartName(MaxParts)), as a YAML flow list. */}}
+{{- define "icd.wantedParts" -}}
+[{{ range $i, $_ := until 15 }}{{ if $i }}, {{ end }}image-cache-daemon-wanted-{{ add1 $i }}{{ end }}]
+{{- end -}}
+
 {{/*
 icd.podLabels (component): the labels of the daemon's and the planner's pods.
 They select the pods, so they never change.
