@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -158,6 +159,53 @@ func TestTagDigests(t *testing.T) {
 		}
 		if n := registryManifestRequests(t, "e2e/still", "containerd") + registryManifestRequests(t, "e2e/moving", "containerd") - nodeBefore; n != 0 {
 			t.Errorf("the node asked the registry for manifests %d times after the takeover", n)
+		}
+	})
+
+	t.Run("an upgrade from a planner that published no digests pulls nothing again", func(t *testing.T) {
+		// The previous version's set: the same images, no digests. Its
+		// planner is gone (scaled to 0) so that it stays as it is.
+		if _, err := env.client.AppsV1().Deployments(ns).Patch(ctx, wanted.Planner, types.MergePatchType,
+			[]byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		err := wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+			pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=planner"})
+			return err == nil && len(pods.Items) == 0, nil
+		})
+		if err != nil {
+			t.Fatal("the planner's pods did not go")
+		}
+		old := waitSet(t, ns, "the set", func(*wanted.Set) bool { return true })
+		for i := range old.Images {
+			old.Images[i].Digest, old.Images[i].Since, old.Images[i].Unchecked = "", 0, ""
+		}
+		enc, err := wanted.Encode(old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm, err := env.client.CoreV1().ConfigMaps(ns).Get(ctx, wanted.ConfigMap, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm.BinaryData[wanted.Key] = enc.Head
+		if _, err := env.client.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		nodeBefore := registryManifestRequests(t, "e2e/still", "containerd") + registryManifestRequests(t, "e2e/moving", "containerd")
+		// The upgrade: new node daemons and a new planner (the flags
+		// differ, so every pod is replaced), which checks every tag first.
+		up := o
+		up.ExtraArgs = append(slices.Clone(o.ExtraArgs), "--v=3")
+		reconfigure(t, up)
+		waitSet(t, ns, "the new planner's digests", func(s *wanted.Set) bool {
+			d1, _ := s.Current(mustNormalize(t, still))
+			d2, _ := s.Current(mustNormalize(t, moving))
+			return d1 == stillSt.Digest && d2 != ""
+		})
+		time.Sleep(2 * resync)
+		if n := registryManifestRequests(t, "e2e/still", "containerd") + registryManifestRequests(t, "e2e/moving", "containerd") - nodeBefore; n != 0 {
+			t.Errorf("the nodes asked the registry for manifests %d times across the upgrade", n)
 		}
 	})
 }
