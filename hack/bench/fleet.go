@@ -139,7 +139,11 @@ type fleetRun struct {
 	start     map[string]float64
 	startTook time.Duration
 	edit      []float64
-	rss, anon []float64 // MiB, per daemon
+	// editWrites and imageWrites are the API writes per node daemon per
+	// template edit and per new image (until it is cached on every node);
+	// restWrites per daemon per minute at rest.
+	editWrites, imageWrites, restWrites []float64
+	rss, anon                           []float64 // MiB, per daemon
 	startCPU  []float64 // CPU seconds per daemon until ready
 	restCPU   []float64 // per cent of one core, per daemon, at rest
 	latency   []time.Duration
@@ -780,7 +784,12 @@ func (f *fleet) measure(ctx context.Context, n int, fromPlanner bool) (*fleetRun
 	for i, p := range f.daemons {
 		cpu0[i] = cpuSeconds(p)
 	}
+	w0 := f.daemonWrites(ctx)
 	time.Sleep(restWindow)
+	w1 := f.daemonWrites(ctx)
+	for i := range w1 {
+		r.restWrites = append(r.restWrites, (w1[i]-w0[i])*time.Minute.Seconds()/restWindow.Seconds())
+	}
 	for i, p := range f.daemons {
 		r.restCPU = append(r.restCPU, 100*(cpuSeconds(p)-cpu0[i])/restWindow.Seconds())
 		rss, anon := memory(p)
@@ -798,6 +807,7 @@ func (f *fleet) measure(ctx context.Context, n int, fromPlanner bool) (*fleetRun
 		if err != nil {
 			return nil, err
 		}
+		w0 := f.daemonWrites(ctx)
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{"bench.icd.test/edit":"%s-%d-%d"}}}`, mode, n, e)
 		name := fmt.Sprintf("pipeline-%04d", (n*3+e)%f.cfg.templates)
 		if _, err := argo.ArgoprojV1alpha1().WorkflowTemplates(fleetSources).Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
@@ -810,13 +820,14 @@ func (f *fleet) measure(ctx context.Context, n int, fromPlanner bool) (*fleetRun
 		}
 		per := scale(sub(sub(e1, e0), scale(bgRate, editWindow.Seconds())), 1/float64(n))
 		r.edit = append(r.edit, per["argo"]+per["configmaps"])
+		r.editWrites = append(r.editWrites, perDaemon(w0, f.daemonWrites(ctx)))
 	}
 
 	// A new image in the labelled ConfigMap until every node has it.
 	for t := range f.cfg.trials {
 		img := f.trial[0]
 		f.trial = f.trial[1:]
-		start := time.Now()
+		start, w0 := time.Now(), f.daemonWrites(ctx)
 		if _, err := imagelist.Edit(ctx, f.b.kube, fleetNamespace, install.DefaultConfigMap, func(cur []string) []string { return append(cur, img) }); err != nil {
 			return nil, err
 		}
@@ -824,6 +835,10 @@ func (f *fleet) measure(ctx context.Context, n int, fromPlanner bool) (*fleetRun
 			return nil, fmt.Errorf("trial %d: %w", t+1, err)
 		}
 		r.latency = append(r.latency, time.Since(start))
+		// Its writes: the pod, and the report once it is cached (which may
+		// wait for the report's pace).
+		time.Sleep(2 * time.Second)
+		r.imageWrites = append(r.imageWrites, perDaemon(w0, f.daemonWrites(ctx)))
 		if _, err := imagelist.Edit(ctx, f.b.kube, fleetNamespace, install.DefaultConfigMap, func(cur []string) []string {
 			var out []string
 			for _, c := range cur {
@@ -920,6 +935,61 @@ lines:
 		n++
 	}
 	return n
+}
+
+// daemonWrites reads each node daemon's API writes so far (POST, PUT, PATCH
+// and DELETE in its image_cache_api_requests_total), in f.daemons' order;
+// a daemon that does not answer counts -1.
+func (f *fleet) daemonWrites(ctx context.Context) []float64 {
+	client := &http.Client{Timeout: 2 * time.Second}
+	out := make([]float64, len(f.daemons))
+	for i := range f.daemons {
+		out[i] = -1
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", fleetPorts+2*i), nil)
+		if err != nil {
+			continue
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		raw, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		out[i] = 0
+		for _, line := range strings.Split(string(raw), "\n") {
+			rest, ok := strings.CutPrefix(line, "image_cache_api_requests_total{")
+			closing := strings.LastIndex(rest, "}")
+			if !ok || closing < 0 {
+				continue
+			}
+			switch label(rest[:closing], "method") {
+			case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+				if v, err := strconv.ParseFloat(strings.TrimSpace(rest[closing+1:]), 64); err == nil {
+					out[i] += v
+				}
+			}
+		}
+	}
+	return out
+}
+
+// perDaemon is the mean of after-before over the daemons that answered
+// both times.
+func perDaemon(before, after []float64) float64 {
+	sum, n := 0.0, 0
+	for i := range min(len(before), len(after)) {
+		if before[i] >= 0 && after[i] >= 0 {
+			sum += after[i] - before[i]
+			n++
+		}
+	}
+	if n == 0 {
+		return -1
+	}
+	return sum / float64(n)
 }
 
 // apiBytes reads the bytes the API server has sent so far, by bucket:
@@ -1090,8 +1160,8 @@ func (f *fleet) print(runs []*fleetRun, resyncs [2]resyncResult, maxNodes int) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("\nfleet: %d WorkflowTemplates of %d KiB, %d wanted images, kwok nodes, one node-daemon process per node (load %s)\n",
 		f.cfg.templates, f.cfg.templateKB, len(f.images), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Println("| nodes | mode | API bytes per daemon at start (sources; pods) | start until all ready | per template edit: per daemon (all daemons) | RSS per daemon (anon) | CPU per daemon: start; at rest | new image -> cached on every node |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| nodes | mode | API bytes per daemon at start (sources; pods) | start until all ready | per template edit: per daemon (all daemons) | RSS per daemon (anon) | CPU per daemon: start; at rest | new image -> cached on every node | API writes per daemon: per template edit; per new image; per minute at rest |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, r := range runs {
 		rss, rlo, rhi := spreadF(r.rss)
 		anon := median(r.anon)
@@ -1099,11 +1169,13 @@ func (f *fleet) print(runs []*fleetRun, resyncs [2]resyncResult, maxNodes int) {
 		rest, _, restHi := spreadF(r.restCPU)
 		lat, llo, lhi := spreadD(r.latency)
 		edit, elo, ehi := spreadF(r.edit)
-		fmt.Printf("| %d | %s | %s (%s; %s) | %s | %s (%s), %s-%s | %.1f MiB (%.1f-%.1f; anon %.1f) | %.2f s; %.2f%% (max %.2f%%) | %s (%s-%s) |\n",
+		_, _, restHiW := spreadF(r.restWrites)
+		fmt.Printf("| %d | %s | %s (%s; %s) | %s | %s (%s), %s-%s | %.1f MiB (%.1f-%.1f; anon %.1f) | %.2f s; %.2f%% (max %.2f%%) | %s (%s-%s) | %.2f; %.2f; %.2f (max %.2f) |\n",
 			r.nodes, r.mode, kib(total(r.start)), kib(r.start["argo"]+r.start["configmaps"]), kib(r.start["pods"]),
 			r.startTook.Round(100*time.Millisecond), kib(edit), kib(edit*float64(r.nodes)), kib(elo), kib(ehi),
 			rss, rlo, rhi, anon, cs, rest, restHi,
-			lat.Round(10*time.Millisecond), llo.Round(10*time.Millisecond), lhi.Round(10*time.Millisecond))
+			lat.Round(10*time.Millisecond), llo.Round(10*time.Millisecond), lhi.Round(10*time.Millisecond),
+			median(r.editWrites), median(r.imageWrites), median(r.restWrites), restHiW)
 	}
 	fmt.Printf("\none resync period (%s) at %d nodes x %d unchanged images:\n", f.cfg.resync, maxNodes, len(f.images))
 	fmt.Println("| mode | registry manifest checks by the planner | prefetch containers created PullAlways (a registry request each on a real node) | goal |")

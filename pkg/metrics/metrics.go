@@ -4,8 +4,12 @@
 package metrics
 
 import (
+	"context"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	clientmetrics "k8s.io/client-go/tools/metrics"
 
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
@@ -70,6 +74,23 @@ type Metrics struct {
 	// many times it wrote one.
 	WantedSetBytes  prometheus.Gauge
 	WantedSetWrites prometheus.Counter
+}
+
+// apiRequests counts the process's requests to the API server by method
+// and code, as client-go reports them: one counter for the process (client-go
+// takes one hook, once), in every registry New makes.
+var (
+	apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "api_requests_total",
+		Help: "Requests to the API server by HTTP method and code (\"<error>\": none came back); POST, PUT, PATCH and DELETE are the writes.",
+	}, []string{"method", "code"})
+	hookOnce sync.Once
+)
+
+type requestResult struct{}
+
+func (requestResult) Increment(_ context.Context, code, method, _ string) {
+	apiRequests.WithLabelValues(method, code).Inc()
 }
 
 // SetSourceHealth sets the gauges of the sources' health: healthy or not,
@@ -180,6 +201,8 @@ func New() *Metrics {
 		m.SourceErrors, m.ReconcileErrors, m.PodsCreated, m.PodsDeleted,
 		m.PodsRejected, m.ImagesOverLimit, m.SourceHealthy, m.SourceObjectsSkipped, m.NodeWarming, m.WarmUpDuration,
 		m.PullsRefused, m.PullsPaced, m.WantedSetBytes, m.WantedSetWrites, m.StaleImages, m.UncheckedImages,
+		apiRequests,
 	)
+	hookOnce.Do(func() { clientmetrics.Register(clientmetrics.RegisterOpts{RequestResult: requestResult{}}) })
 	return m
 }

@@ -37,9 +37,9 @@ type Reader struct {
 	namespace string
 
 	reading sync.Mutex // one read at a time
-	// parts are the data of the parts of the last good set, by hash; again
-	// is when a set met half written is read again.
-	parts map[string][]byte
+	// parts are the images of the parts of the last good set, by hash;
+	// again is when a set met half written is read again.
+	parts map[string][]Image
 	again *backoff
 
 	mu      sync.RWMutex
@@ -83,15 +83,9 @@ func (r *Reader) read(ctx context.Context, obj any, onChange func()) {
 	}
 	r.reading.Lock()
 	defer r.reading.Unlock()
-	parts := map[string][]byte{}
-	get := partGetter(ctx, r.client, r.namespace, r.parts)
-	s, err := Decode(cm.BinaryData[Key], func(name, sha string) ([]byte, error) {
-		b, err := get(name, sha)
-		parts[sha] = b
-		return b, err
-	})
+	s, err := Decode(cm.BinaryData[Key], partGetter(ctx, r.client, r.namespace, r.parts))
 	if err == nil {
-		r.parts = parts
+		r.parts = s.PartImages()
 		r.again.reset()
 	} else if errors.Is(err, ErrPartMoved) && !r.again.pending {
 		// Half written: read the head there is then again, a little later
@@ -233,15 +227,15 @@ func Get(ctx context.Context, client kubernetes.Interface, namespace string) (*S
 }
 
 // partGetter GETs a set's parts, but those known (by hash) already.
-func partGetter(ctx context.Context, client kubernetes.Interface, namespace string, known map[string][]byte) func(name, sha string) ([]byte, error) {
-	return func(name, sha string) ([]byte, error) {
-		if b, ok := known[sha]; ok {
-			return b, nil
+func partGetter(ctx context.Context, client kubernetes.Interface, namespace string, known map[string][]Image) PartSource {
+	return func(name, sha string) ([]Image, []byte, error) {
+		if images, ok := known[sha]; ok {
+			return images, nil, nil
 		}
 		cm, err := client.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return cm.BinaryData[Key], nil
+		return nil, cm.BinaryData[Key], nil
 	}
 }

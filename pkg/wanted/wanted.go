@@ -317,14 +317,18 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// PartSource returns the part of a set named name whose data has the
+// SHA-256 sha: its images when the caller has them already (a part of the
+// last set it read), else the data of the ConfigMap of that name.
+type PartSource func(name, sha string) (images []Image, data []byte, err error)
+
 // Decode reads a published set, strictly: the head, then each part it
-// names, which getPart returns (the data of the ConfigMap of that name; the
-// hash lets a caller return what it has read before). A set that does not
-// decode, names an image that is not a normalised reference, or whose
-// parts are missing or not the ones the head names (the planner is writing
-// it) is refused whole: a node then keeps the last good one. ErrPartMoved
-// is the last case, which reading again soon may cure.
-func Decode(head []byte, getPart func(name, sha string) ([]byte, error)) (*Set, error) {
+// names, from getPart. A set that does not decode, names an image that is
+// not a normalised reference, or whose parts are missing or not the ones
+// the head names (the planner is writing it) is refused whole: a node then
+// keeps the last good one. ErrPartMoved is the last case, which reading
+// again soon may cure.
+func Decode(head []byte, getPart PartSource) (*Set, error) {
 	var s Set
 	used, err := decodeJSON(head, maxJSONBytes, &s)
 	if err != nil {
@@ -344,9 +348,13 @@ func Decode(head []byte, getPart func(name, sha string) ([]byte, error)) (*Set, 
 		if getPart == nil {
 			return nil, fmt.Errorf("the wanted set has parts (configmap/%s...), which were not read", name)
 		}
-		data, err := getPart(name, ref.SHA256)
+		known, data, err := getPart(name, ref.SHA256)
 		if err != nil {
 			return nil, fmt.Errorf("%w: reading configmap/%s: %w", ErrPartMoved, name, err)
+		}
+		if known != nil && len(known) == ref.Images {
+			s.Images = append(s.Images, known...)
+			continue
 		}
 		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != ref.SHA256 {
 			return nil, fmt.Errorf("%w: configmap/%s is not the part the set names (the planner is writing the set)", ErrPartMoved, name)
@@ -376,6 +384,18 @@ func Decode(head []byte, getPart func(name, sha string) ([]byte, error)) (*Set, 
 		}
 	}
 	return &s, nil
+}
+
+// PartImages are the images of each part of s, by the part's hash (sharing
+// s.Images' memory): what a reader passes back as known for the next set.
+func (s *Set) PartImages() map[string][]Image {
+	out := make(map[string][]Image, len(s.Parts))
+	end := len(s.Images)
+	for i := len(s.Parts) - 1; i >= 0 && end >= s.Parts[i].Images; i-- {
+		out[s.Parts[i].SHA256] = s.Images[end-s.Parts[i].Images : end : end]
+		end -= s.Parts[i].Images
+	}
+	return out
 }
 
 // ErrPartMoved: a part of the set is missing or not the one its head names.

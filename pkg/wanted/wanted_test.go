@@ -86,13 +86,18 @@ func roundTrip(t *testing.T, s *Set) (*Set, *Encoded) {
 }
 
 // getPart reads e's parts as a reader of its ConfigMaps would.
-func (e *Encoded) getPart(name, _ string) ([]byte, error) {
+func (e *Encoded) getPart(name, _ string) ([]Image, []byte, error) {
 	for i, p := range e.Parts {
 		if PartName(i+1) == name {
-			return p, nil
+			return nil, p, nil
 		}
 	}
-	return nil, fmt.Errorf("configmaps %q not found", name)
+	return nil, nil, fmt.Errorf("configmaps %q not found", name)
+}
+
+// data is a PartSource that returns b for every part.
+func data(b []byte) PartSource {
+	return func(string, string) ([]Image, []byte, error) { return nil, b, nil }
 }
 
 // incompressible is a valid reference of about n bytes that gzip cannot
@@ -139,14 +144,25 @@ func TestEncodeSplits(t *testing.T) {
 	if len(back.Parts) != len(e.Parts) {
 		t.Errorf("the head names %d parts, want %d", len(back.Parts), len(e.Parts))
 	}
+	// Read again knowing the parts: no part is fetched, the set is the same.
+	known := back.PartImages()
+	again, err := Decode(e.Head, func(name, sha string) ([]Image, []byte, error) {
+		if images, ok := known[sha]; ok {
+			return images, nil, nil
+		}
+		return nil, nil, fmt.Errorf("part %s fetched", name)
+	})
+	if err != nil || !reflect.DeepEqual(again, back) {
+		t.Errorf("read again from the parts known: %v", err)
+	}
 	back.Parts = nil
 	if !reflect.DeepEqual(back, s) {
 		t.Error("the set read back from its parts differs from the set written")
 	}
 	// Encoding what was read gives the same ConfigMaps: a planner that
 	// seeds from the set there is writes nothing when nothing changed.
-	again, err := Encode(back)
-	if err != nil || !bytes.Equal(again.Head, e.Head) || !reflect.DeepEqual(again.Parts, e.Parts) {
+	enc, err := Encode(back)
+	if err != nil || !bytes.Equal(enc.Head, e.Head) || !reflect.DeepEqual(enc.Parts, e.Parts) {
 		t.Errorf("the set read back encodes differently (%v)", err)
 	}
 }
@@ -224,17 +240,17 @@ func TestDecodeRefusesParts(t *testing.T) {
 
 	for name, tc := range map[string]struct {
 		head  []byte
-		get   func(name, sha string) ([]byte, error)
+		get   PartSource
 		moved bool
 		want  string
 	}{
 		"no reader of parts": {e.Head, nil, false, "not read"},
-		"a part missing":     {e.Head, func(string, string) ([]byte, error) { return nil, errors.New("not found") }, true, "not found"},
+		"a part missing":     {e.Head, func(string, string) ([]Image, []byte, error) { return nil, nil, errors.New("not found") }, true, "not found"},
 		"another set's part": {e.Head, other.getPart, true, "not the part the set names"},
-		"images twice":       {dup, func(string, string) ([]byte, error) { return dupPart, nil }, false, "twice"},
+		"images twice":       {dup, data(dupPart), false, "twice"},
 		"too many parts":     {many, e.getPart, false, "more than 15"},
 		"a bad hash":         {bad, e.getPart, false, "with hash"},
-		"a wrong count":      {count, func(string, string) ([]byte, error) { return dupPart, nil }, false, "the set names it with 2"},
+		"a wrong count":      {count, data(dupPart), false, "the set names it with 2"},
 	} {
 		_, err := Decode(tc.head, tc.get)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, ErrPartMoved) != tc.moved {
@@ -341,8 +357,7 @@ func FuzzDecode(f *testing.F) {
 			s.Parts = []Part{{SHA256: hex.EncodeToString(sum[:]), Images: int(images)}}
 			head, _, _ = encode(&s)
 		}
-		get := func(string, string) ([]byte, error) { return part, nil }
-		s, err := Decode(head, get)
+		s, err := Decode(head, data(part))
 		if err != nil {
 			return
 		}
