@@ -167,25 +167,26 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	return err
 }
 
-// plannerStale is how long after the planner's leader last renewed its
-// Lease status says the planner is down: three times the Lease's duration.
-const plannerStale = 45 * time.Second
-
 // checkPlanner adds to s a problem when no planner leads: the nodes keep
 // caching the last set it published, and nothing new reaches them. The
 // Lease is read once (a user who may not read it is told nothing).
 func (o *StatusOptions) checkPlanner(ctx context.Context, s *snapshot) {
 	lease, err := o.client.CoordinationV1().Leases(o.namespace).Get(ctx, wanted.Planner, metav1.GetOptions{})
 	var msg string
+	var down bool
+	var renewed time.Time
+	if err == nil {
+		down, renewed = wanted.PlannerDown(lease, o.now())
+	}
 	switch {
 	case apierrors.IsNotFound(err):
 		msg = fmt.Sprintf("no planner has led yet: the nodes cache nothing new (kubectl -n %s get deployment %s)", o.namespace, wanted.Planner)
 	case err != nil:
 		return
-	case lease.Spec.RenewTime == nil || o.now().Sub(lease.Spec.RenewTime.Time) > plannerStale:
+	case down:
 		since := "ever"
-		if lease.Spec.RenewTime != nil {
-			since = o.now().Sub(lease.Spec.RenewTime.Time).Round(time.Second).String()
+		if !renewed.IsZero() {
+			since = o.now().Sub(renewed).Round(time.Second).String()
 		}
 		msg = fmt.Sprintf("the planner is down (no leader for %s): the nodes keep caching the last wanted set it published, and nothing new reaches them (kubectl -n %s get deployment %s)",
 			since, o.namespace, wanted.Planner)

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -46,15 +49,28 @@ type Reader struct {
 	set     *Set
 	index   map[string]int // set.Index()
 	problem string
-	synced  []func() bool
+	// down says the planner is down (PlannerDown), as its Lease said when
+	// read last.
+	down   string
+	synced []func() bool
+	// leaseEvery is LeaseCheckEvery (shorter in tests).
+	leaseEvery time.Duration
+	now        func() time.Time
 }
+
+// LeaseCheckEvery is how often a node daemon reads the planner's Lease (one
+// GET, from the API server's cache) to tell whether a planner leads: at
+// 1,000 nodes, 33 small reads a second, where a watch of the Lease would
+// be 500 events a second (it is renewed every RenewEvery).
+const LeaseCheckEvery = 30 * time.Second
 
 // NewReader returns the reader of the set published in namespace.
 func NewReader(client kubernetes.Interface, namespace string) *Reader {
 	inf := coreinformers.NewFilteredConfigMapInformer(client, namespace, 0, cache.Indexers{}, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ConfigMap).String()
 	})
-	return &Reader{client: client, informer: inf, namespace: namespace, again: &backoff{min: time.Second, max: 2 * time.Minute}}
+	return &Reader{client: client, informer: inf, namespace: namespace, again: &backoff{min: time.Second, max: 2 * time.Minute},
+		leaseEvery: LeaseCheckEvery, now: time.Now}
 }
 
 // Name is the source's name, as status shows it.
@@ -73,7 +89,34 @@ func (r *Reader) Run(ctx context.Context, onChange func()) {
 	r.mu.Lock()
 	r.synced = append(r.synced, reg.HasSynced)
 	r.mu.Unlock()
+	go wait.JitterUntilWithContext(ctx, r.checkPlanner, r.leaseEvery, 0.1, true)
 	r.informer.RunWithContext(ctx)
+}
+
+// checkPlanner reads the planner's Lease: a node whose planner is down is
+// not ready, and says why (it keeps caching the last set meanwhile).
+func (r *Reader) checkPlanner(ctx context.Context) {
+	lease, err := r.client.CoordinationV1().Leases(r.namespace).Get(ctx, Planner, metav1.GetOptions{ResourceVersion: "0"})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return // unknown: say what was known
+	}
+	if err != nil {
+		lease = nil
+	}
+	var msg string
+	// The message names when, not how long ago, so that it changes only
+	// when the planner's state does (it is written on the daemon's pod).
+	if down, renewed := PlannerDown(lease, r.now()); down {
+		if renewed.IsZero() {
+			msg = fmt.Sprintf("no planner has led yet (lease/%s -n %s)", Planner, r.namespace)
+		} else {
+			msg = fmt.Sprintf("the planner is down: no leader has renewed lease/%s -n %s since %s (kubectl -n %s get deployment %s); this node keeps caching the last wanted set",
+				Planner, r.namespace, renewed.UTC().Format(time.RFC3339), r.namespace, Planner)
+		}
+	}
+	r.mu.Lock()
+	r.down = msg
+	r.mu.Unlock()
 }
 
 func (r *Reader) read(ctx context.Context, obj any, onChange func()) {
@@ -150,6 +193,9 @@ func (r *Reader) Health() source.Health {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	h := source.Health{Source: SourceName, Synced: r.set != nil && !r.set.Partial, Problem: r.problem}
+	if r.down != "" && r.set != nil {
+		h.Problem = strings.TrimPrefix(h.Problem+"; "+r.down, "; ")
+	}
 	switch {
 	case r.set != nil:
 		h.Objects = len(r.set.Images)

@@ -7,10 +7,12 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
@@ -34,7 +36,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // no sync (nothing is deleted on its strength); what the planner left out
 // is named, and its sources' health relayed.
 func TestReader(t *testing.T) {
-	client := fake.NewClientset()
+	client := fake.NewClientset(plannerLease(time.Now()))
 	r := NewReader(client, "icd")
 	set := source.NewSetOf(r)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -104,7 +106,7 @@ func TestReader(t *testing.T) {
 // planner writing them) keeps the last good set and is read again soon,
 // with no event.
 func TestReaderReadsParts(t *testing.T) {
-	client := fake.NewClientset()
+	client := fake.NewClientset(plannerLease(time.Now()))
 	r := NewReader(client, "icd")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -170,10 +172,47 @@ func TestReaderReadsParts(t *testing.T) {
 	// Only the part that changed was read again (once or more, as the
 	// retries went), never the others.
 	for _, a := range client.Actions()[before:] {
-		if a.GetVerb() == "get" {
+		if a.GetVerb() == "get" && a.GetResource().Resource == "configmaps" {
 			if name := a.(interface{ GetName() string }).GetName(); name != PartName(len(e.Parts)) {
 				t.Errorf("part %s, unchanged, was read again", name)
 			}
 		}
 	}
+}
+
+// plannerLease is the planner's Lease, last renewed at renewed.
+func plannerLease(renewed time.Time) *coordinationv1.Lease {
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: Planner, Namespace: "icd"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("planner-0"), RenewTime: &metav1.MicroTime{Time: renewed}}}
+}
+
+// A node whose planner is down (its Lease not renewed for PlannerStale)
+// says so in its source's health, which makes it not ready, with when the
+// Lease was renewed last (a message that does not change while the planner
+// stays down); once a planner leads again, it is ready again.
+func TestReaderSaysThePlannerIsDown(t *testing.T) {
+	now := time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC)
+	client := fake.NewClientset(plannerLease(now.Add(-time.Minute)))
+	r := NewReader(client, "icd")
+	r.leaseEvery, r.now = 10*time.Millisecond, func() time.Time { return now }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, func() {})
+	data, err := Encode(Build([]source.Want{{Image: "docker.io/library/alpine:latest", Origin: "flag --image", Static: true}}, 10, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().ConfigMaps("icd").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ConfigMap, Namespace: "icd"},
+		BinaryData: map[string][]byte{Key: data.Head}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := "the planner is down: no leader has renewed lease/image-cache-daemon-planner -n icd since 2026-12-06T02:59:00Z"
+	eventually(t, "the planner is said down", func() bool { return strings.HasPrefix(r.Health().Problem, want) })
+	if !r.HasSynced() || len(r.Wanted()) != 1 {
+		t.Error("a node whose planner is down does not keep its set")
+	}
+	if _, err := client.CoordinationV1().Leases("icd").Update(ctx, plannerLease(now.Add(-time.Second)), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the planner is back", func() bool { return r.Health().Problem == "" })
 }

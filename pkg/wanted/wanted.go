@@ -19,6 +19,8 @@ import (
 	"slices"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 )
@@ -129,6 +131,21 @@ const (
 	RenewDeadline = 10 * time.Second
 	RenewEvery    = 2 * time.Second
 )
+
+// PlannerStale is how long after the planner's leader last renewed its
+// Lease the planner counts as down (status says so, node daemons are not
+// ready): three times the Lease's duration, well past a standby's takeover.
+const PlannerStale = 3 * LeaseDuration
+
+// PlannerDown reads the planner's Lease (nil: there is none): whether no
+// planner leads, as of now, and when a leader last renewed it (zero when
+// none ever led).
+func PlannerDown(lease *coordinationv1.Lease, now time.Time) (down bool, renewed time.Time) {
+	if lease == nil || lease.Spec.RenewTime == nil {
+		return true, time.Time{}
+	}
+	return now.Sub(lease.Spec.RenewTime.Time) > PlannerStale, lease.Spec.RenewTime.Time
+}
 
 // NotChecked is the Unchecked reason of a tag the planner has not checked
 // yet (it started, or the tag is new to it).

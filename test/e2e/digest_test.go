@@ -23,6 +23,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/internal/ociimage"
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
@@ -162,7 +163,7 @@ func TestTagDigests(t *testing.T) {
 		}
 	})
 
-	t.Run("an upgrade from a planner that published no digests pulls nothing again", func(t *testing.T) {
+	t.Run("with no planner the nodes say so and are not ready; an upgrade from a planner that published no digests pulls nothing again", func(t *testing.T) {
 		// The previous version's set: the same images, no digests. Its
 		// planner is gone (scaled to 0) so that it stays as it is.
 		if _, err := env.client.AppsV1().Deployments(ns).Patch(ctx, wanted.Planner, types.MergePatchType,
@@ -176,6 +177,26 @@ func TestTagDigests(t *testing.T) {
 		if err != nil {
 			t.Fatal("the planner's pods did not go")
 		}
+		// Meanwhile every node says the planner is down and is not ready;
+		// it keeps caching the last set.
+		var last string
+		err = wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+			pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+			if err != nil || len(pods.Items) == 0 {
+				return false, nil
+			}
+			for _, p := range pods.Items {
+				last = p.Name + ": " + p.Annotations[source.HealthAnnotation]
+				if podReady(p.Status.Conditions) || !strings.Contains(p.Annotations[source.HealthAnnotation], "the planner is down") {
+					return false, nil
+				}
+			}
+			return true, nil
+		})
+		if err != nil {
+			t.Fatalf("the node daemons never said the planner is down and became not ready; last: %s", last)
+		}
+		t.Logf("with no planner: %s", last)
 		old := waitSet(t, ns, "the set", func(*wanted.Set) bool { return true })
 		for i := range old.Images {
 			old.Images[i].Digest, old.Images[i].Since, old.Images[i].Unchecked = "", 0, ""

@@ -116,6 +116,8 @@ func TestTwoInstallations(t *testing.T) {
 		}
 		for _, attr := range []authorizationv1.ResourceAttributes{
 			{Verb: "watch", Resource: "configmaps", Namespace: first.Namespace, Name: wanted.ConfigMap},
+			{Verb: "get", Resource: "configmaps", Namespace: first.Namespace, Name: wanted.PartName(wanted.MaxParts)},
+			{Verb: "get", Group: "coordination.k8s.io", Resource: "leases", Namespace: first.Namespace, Name: wanted.Planner},
 			{Verb: "get", Resource: "nodes"},
 			{Verb: "create", Resource: "pods", Namespace: first.Namespace},
 		} {
