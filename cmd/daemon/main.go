@@ -8,12 +8,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/dcherman/image-cache-daemon/pkg/daemon"
+	"github.com/dcherman/image-cache-daemon/cmd/daemon/app"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := daemon.Main(ctx, os.Args[1:])
+	code := app.Main(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
 }

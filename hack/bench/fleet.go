@@ -144,9 +144,9 @@ type fleetRun struct {
 	// restWrites per daemon per minute at rest.
 	editWrites, imageWrites, restWrites []float64
 	rss, anon                           []float64 // MiB, per daemon
-	startCPU  []float64 // CPU seconds per daemon until ready
-	restCPU   []float64 // per cent of one core, per daemon, at rest
-	latency   []time.Duration
+	startCPU                            []float64 // CPU seconds per daemon until ready
+	restCPU                             []float64 // per cent of one core, per daemon, at rest
+	latency                             []time.Duration
 }
 
 func (b *bench) fleetBench(ctx context.Context, cfg fleetConfig) error {

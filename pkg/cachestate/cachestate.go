@@ -19,6 +19,9 @@ import (
 
 // Labels every prefetch pod carries.
 const (
+	// LabelPartOf, with the value PartOf, also marks every object of an
+	// installation and the image lists the daemon reads by default; the one
+	// name of that label for the daemon, the plugin and the installer.
 	LabelPartOf     = "app.kubernetes.io/part-of"
 	LabelComponent  = "app.kubernetes.io/component"
 	LabelNode       = "image-cache-daemon/node"

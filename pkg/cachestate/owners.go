@@ -20,7 +20,7 @@ import (
 // mistake does not count, and a forger must copy the live objects' UIDs
 // and every mark the daemon sets, not merely a label. The daemon writes its
 // own annotations again when they differ from what it wrote (see
-// pkg/daemon), and the plugin escapes what it prints (imageref.Printable).
+// pkg/node), and the plugin escapes what it prints (imageref.Printable).
 
 // WardenCommand is the command of every image container of a prefetch pod:
 // the warden, which exits 0 as soon as the container starts, so that a

@@ -14,16 +14,10 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
 
-// ReporterLease is the Lease, in the daemon's namespace, held by the one
-// daemon that reports problems found in watched objects as Events. Every
-// daemon reads every object, so without it each problem would be reported
-// once per node: a thousand Events for one typo on a thousand nodes.
-const ReporterLease = "image-cache-daemon-reporter"
-
-// election elects, among the daemons that share a Lease, the one that does
+// Election elects, among the daemons that share a Lease, the one that does
 // what only one must: the node daemon that reports object problems (the
-// ReporterLease), the planner replica that publishes the wanted set.
-type election struct {
+// node.ReporterLease), the planner replica that publishes the wanted set.
+type Election struct {
 	elector *leaderelection.LeaderElector
 	// decided is closed once this daemon knows who reports: itself, or
 	// another daemon that holds the Lease.
@@ -32,8 +26,9 @@ type election struct {
 	lease   string
 }
 
-func newElection(client kubernetes.Interface, namespace, lease, identity string) (*election, error) {
-	r := &election{decided: make(chan struct{}), lease: lease}
+// NewElection campaigns for lease in namespace as identity, once Run.
+func NewElection(client kubernetes.Interface, namespace, lease, identity string) (*Election, error) {
+	r := &Election{decided: make(chan struct{}), lease: lease}
 	decide := func() { r.once.Do(func() { close(r.decided) }) }
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: &resourcelock.LeaseLock{
@@ -61,17 +56,17 @@ func newElection(client kubernetes.Interface, namespace, lease, identity string)
 	return r, nil
 }
 
-// run campaigns until ctx ends: a daemon that loses the Lease stands again.
-func (r *election) run(ctx context.Context) {
+// Run campaigns until ctx ends: a daemon that loses the Lease stands again.
+func (r *Election) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		r.elector.Run(ctx)
 	}
 }
 
-// wait blocks until this daemon knows who reports, or at most max, so that
+// Wait blocks until this daemon knows who reports, or at most max, so that
 // the problems found by the sources' first read are reported by whoever
 // holds the Lease.
-func (r *election) wait(ctx context.Context, max time.Duration) {
+func (r *Election) Wait(ctx context.Context, max time.Duration) {
 	select {
 	case <-r.decided:
 	case <-time.After(max):
@@ -80,5 +75,5 @@ func (r *election) wait(ctx context.Context, max time.Duration) {
 	}
 }
 
-// leading reports whether this daemon reports object problems.
-func (r *election) leading() bool { return r.elector.IsLeader() }
+// Leading reports whether this daemon holds the Lease.
+func (r *Election) Leading() bool { return r.elector.IsLeader() }

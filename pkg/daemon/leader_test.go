@@ -21,19 +21,20 @@ func TestOneDaemonReports(t *testing.T) {
 	client := fake.NewClientset()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := newElection(client, "icd", ReporterLease, "daemon-a")
+	const lease = "image-cache-daemon-reporter" // node.ReporterLease
+	a, err := NewElection(client, "icd", lease, "daemon-a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := newElection(client, "icd", ReporterLease, "daemon-b")
+	b, err := NewElection(client, "icd", lease, "daemon-b")
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{}, 2)
-	for _, e := range []*election{a, b} {
-		go func() { e.run(ctx); done <- struct{}{} }()
+	for _, e := range []*Election{a, b} {
+		go func() { e.Run(ctx); done <- struct{}{} }()
 	}
-	for _, e := range []*election{a, b} {
+	for _, e := range []*Election{a, b} {
 		select {
 		case <-e.decided:
 		case <-time.After(20 * time.Second):
@@ -41,10 +42,10 @@ func TestOneDaemonReports(t *testing.T) {
 		}
 	}
 	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		return a.leading() != b.leading(), nil
+		return a.Leading() != b.Leading(), nil
 	})
 	if err != nil {
-		t.Fatalf("leading: a %v, b %v; want exactly one", a.leading(), b.leading())
+		t.Fatalf("leading: a %v, b %v; want exactly one", a.Leading(), b.Leading())
 	}
 	cancel()
 	<-done
@@ -57,7 +58,7 @@ func TestReporterSendsEventsOnlyWhenLeading(t *testing.T) {
 	obj := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}, ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "team"}}
 	for _, leading := range []bool{false, true} {
 		rec := record.NewFakeRecorder(10)
-		r := &reporter{logger: klog.Background(), recorder: rec, metrics: metrics.New(), leading: func() bool { return leading }}
+		r := &Reporter{Logger: klog.Background(), Recorder: rec, Metrics: metrics.New(), Leading: func() bool { return leading }}
 		r.Problems("configmaps", obj, []error{errors.New("entry 1 is a number")})
 		if got := len(rec.Events); got != map[bool]int{false: 0, true: 1}[leading] {
 			t.Errorf("leading %v: %d Events", leading, got)

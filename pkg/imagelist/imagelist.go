@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/listformat"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
@@ -29,7 +30,7 @@ const FieldManager = "kubectl-imagecache"
 
 // Labels a new image list gets, so that the daemon's default selector finds it.
 var Labels = map[string]string{
-	"app.kubernetes.io/part-of":   "image-cache-daemon",
+	cachestate.LabelPartOf:        cachestate.PartOf,
 	"app.kubernetes.io/component": "images",
 }
 

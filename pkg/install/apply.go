@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 )
 
 // FieldManager names the installer's server-side applies.
@@ -165,7 +167,7 @@ func (a *Applier) resourceFor(gvk schema.GroupVersionKind, namespace string) (dy
 // default or kube-system) is used as it is, never labelled (that would put
 // the restricted Pod Security profile on it) and never deleted.
 func foreignNamespace(u *unstructured.Unstructured) bool {
-	return u.GetKind() == "Namespace" && u.GetLabels()["app.kubernetes.io/part-of"] != Name
+	return u.GetKind() == "Namespace" && u.GetLabels()[cachestate.LabelPartOf] != Name
 }
 
 func isImageList(u *unstructured.Unstructured) bool {

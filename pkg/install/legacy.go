@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 )
 
 // legacyName is the name of the ClusterRole and ClusterRoleBinding that
@@ -118,7 +120,7 @@ func (a *Applier) legacyRoleReferrers(ctx context.Context) ([]string, error) {
 }
 
 func madeByUs(u *unstructured.Unstructured) bool {
-	return u.GetLabels()["app.kubernetes.io/part-of"] == Name
+	return u.GetLabels()[cachestate.LabelPartOf] == Name
 }
 
 // isServiceAccountOf says whether subject (of an unstructured binding) is

@@ -20,7 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"github.com/dcherman/image-cache-daemon/pkg/daemon"
+	"github.com/dcherman/image-cache-daemon/cmd/daemon/app"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
@@ -56,7 +56,7 @@ func daemonArgsAgree(t *testing.T, o Options) {
 	for _, e := range c.Env {
 		env[e.Name] = true
 	}
-	flags := daemon.NewCommand().Flags()
+	flags := app.NewCommand().Flags()
 	ref := regexp.MustCompile(`\$\(([A-Z_]+)\)`)
 	for _, arg := range c.Args {
 		for _, m := range ref.FindAllStringSubmatch(arg, -1) {

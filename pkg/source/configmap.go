@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/listformat"
 )
@@ -16,7 +17,7 @@ import (
 const (
 	// DefaultConfigMapSelector is the default --configmap-selector: the label
 	// that marks a ConfigMap as a list of wanted images.
-	DefaultConfigMapSelector = "app.kubernetes.io/part-of=image-cache-daemon"
+	DefaultConfigMapSelector = cachestate.LabelPartOf + "=" + cachestate.PartOf
 	// DefaultKey is the data key that holds a ConfigMap's image list.
 	DefaultKey = "images"
 	// KeyAnnotation, set on a ConfigMap, names the data key to read instead

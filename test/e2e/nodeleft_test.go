@@ -16,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
-	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
+	nodesweep "github.com/dcherman/image-cache-daemon/pkg/sweep"
 )
 
 // daemonPodCount counts the daemon pods in ns, those being deleted included.
@@ -170,7 +170,7 @@ func TestSweepRemovesPodsOfNodesLeft(t *testing.T) {
 	if err != nil {
 		t.Fatalf("prefetch pod %s of node %s, which the DaemonSet does not target, was not deleted within %s\n%s", orphan.Name, node, bound, daemonLogs(t, ns))
 	}
-	waitEvent(t, ns, ds.Name, daemon.ReasonPrefetchPodsRemoved)
+	waitEvent(t, ns, ds.Name, nodesweep.ReasonPrefetchPodsRemoved)
 	if p, err := env.client.CoreV1().Pods(ns).Get(ctx, foreign.Name, metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
 		t.Errorf("the prefetch pod %s that the DaemonSet does not own was deleted (err %v)", foreign.Name, err)
 	}

@@ -1,4 +1,4 @@
-package daemon
+package planner
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package daemon
+package node
 
 import (
 	"context"
@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
@@ -36,10 +37,6 @@ import (
 
 // FieldManager names this daemon's writes.
 const FieldManager = "image-cache-daemon"
-
-// sourceGrace is how long the controller waits for every source before it
-// works with those that have synced.
-var sourceGrace = time.Minute
 
 // syncKey is the only key of the queue: a node has one set of prefetch pods,
 // and any change is handled by planning that whole set again.
@@ -206,9 +203,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	// Wait a while for every source, so that the first sync sees the whole
 	// picture; a source that cannot sync (a forbidden namespace) must not
-	// stop caching for the others, so after sourceGrace the daemon works
-	// on with what it has, deleting nothing (see sync).
-	graceCtx, cancel := context.WithTimeout(ctx, sourceGrace)
+	// stop caching for the others, so after daemon.SourceGrace the daemon
+	// works on with what it has, deleting nothing (see sync).
+	graceCtx, cancel := context.WithTimeout(ctx, daemon.SourceGrace)
 	err := wait.PollUntilContextCancel(graceCtx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		return c.sources.HasSynced(), nil
 	})
@@ -218,7 +215,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("sources never synced: %w", ctx.Err())
 	case err != nil:
 		logger.Info("Not every source has synced; caching what the others want, deleting no prefetch pod until they have (kubectl imagecache status says why)",
-			"waited", sourceGrace)
+			"waited", daemon.SourceGrace)
 	default:
 		logger.Info("Caches synced, reconciling")
 	}

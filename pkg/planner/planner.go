@@ -1,4 +1,7 @@
-package daemon
+// Package planner is the planner (image-cache-daemon planner): it reads the
+// sources once for the cluster and publishes the wanted set (pkg/wanted)
+// that the node daemons (pkg/node, --from-planner) cache.
+package planner
 
 import (
 	"bytes"
@@ -16,10 +19,12 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/resolve"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/sweep"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 )
@@ -33,45 +38,45 @@ const (
 	refreshEvery = 30 * time.Second
 )
 
-// RunPlanner runs the planner until ctx ends: it reads the sources once for
+// Run runs the planner until ctx ends: it reads the sources once for
 // the cluster, ranks their images within --max-images, reports the problems
 // of objects as Events, and publishes the wanted set (pkg/wanted) for the
 // node daemons. Its replicas elect one leader, which alone writes and
 // reports; the others read too, to take over at once.
-func RunPlanner(ctx context.Context, o *options.Options) error {
+func Run(ctx context.Context, o *options.Options) error {
 	logger := klog.FromContext(ctx)
-	c, err := connect(ctx, o, wanted.Planner)
+	c, err := daemon.Connect(ctx, o, wanted.Planner)
 	if err != nil {
 		return err
 	}
-	kube := c.kube
+	kube := c.Kube
 	logger.Info("Starting the planner", "version", version.String(), "maxImages", o.MaxImages)
 
 	m := metrics.New()
-	recorder, stop := c.recorder(ctx, corev1.EventSource{Component: wanted.Planner})
+	recorder, stop := c.Recorder(ctx, corev1.EventSource{Component: wanted.Planner})
 	defer stop()
-	election, err := newElection(kube, o.PodNamespace, wanted.Planner, o.PodName)
+	election, err := daemon.NewElection(kube, o.PodNamespace, wanted.Planner, o.PodName)
 	if err != nil {
 		return fmt.Errorf("planner election: %w", err)
 	}
-	reporter := &reporter{self: c.self, logger: logger, recorder: recorder, metrics: m, leading: election.leading}
+	reporter := &daemon.Reporter{Self: c.Self, Logger: logger, Recorder: recorder, Metrics: m, Leading: election.Leading}
 	scfg, err := o.SourceConfig()
 	if err != nil {
 		return err
 	}
-	sources, err := source.NewSet(scfg, source.Clients{Kube: kube, Dynamic: c.dyn, Discovery: kube.Discovery()}, reporter)
+	sources, err := source.NewSet(scfg, source.Clients{Kube: kube, Dynamic: c.Dyn, Discovery: kube.Discovery()}, reporter)
 	if err != nil {
 		return err
 	}
 	writer := newSetWriter(kube, o.PodNamespace)
-	tags := &resolve.Resolver{Every: o.ResyncPeriod, Keychain: resolve.PullSecrets(kube, o.PodNamespace, o.ImagePullSecrets), Active: election.leading}
-	p := &planner{sources: sources, maxImages: o.MaxImages, leading: election.leading, grace: sourceGrace,
+	tags := &resolve.Resolver{Every: o.ResyncPeriod, Keychain: resolve.PullSecrets(kube, o.PodNamespace, o.ImagePullSecrets), Active: election.Leading}
+	p := &planner{sources: sources, maxImages: o.MaxImages, leading: election.Leading, grace: daemon.SourceGrace,
 		publish: writer.write, published: writer.read, tags: tags, changed: make(chan struct{}, 1), metrics: m}
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { election.run(ctx); return nil })
+	g.Go(func() error { election.Run(ctx); return nil })
 	g.Go(func() error {
-		election.wait(ctx, 15*time.Second)
+		election.Wait(ctx, 15*time.Second)
 		sources.Start(ctx, p.enqueue)
 		sources.Wait()
 		return nil
@@ -80,13 +85,13 @@ func RunPlanner(ctx context.Context, o *options.Options) error {
 	g.Go(func() error { tags.Run(ctx, p.enqueue); return nil })
 	// The sweep of the prefetch pods of nodes the DaemonSet left, by the
 	// leader.
-	meta, err := metadata.NewForConfig(c.config)
+	meta, err := metadata.NewForConfig(c.Config)
 	if err != nil {
 		return fmt.Errorf("creating the metadata client: %w", err)
 	}
-	gc := newPlannerGC(kube, meta, o.PodNamespace, recorder, o.NodeSweepInterval)
-	g.Go(func() error { gc.runSweeps(ctx, election.leading); return nil })
-	serveEndpoints(ctx, g, o, m, func() error {
+	gc := sweep.NewForPlanner(kube, meta, o.PodNamespace, recorder, o.NodeSweepInterval)
+	g.Go(func() error { gc.Run(ctx, election.Leading); return nil })
+	daemon.ServeEndpoints(ctx, g, o, m, func() error {
 		if !sources.HasSynced() {
 			return errors.New("waiting for the sources to sync")
 		}

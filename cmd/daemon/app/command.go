@@ -1,4 +1,7 @@
-package daemon
+// Package app is image-cache-daemon's command line: the node daemon
+// (node.Run) and the planner subcommand (planner.Run), with the options' and
+// the logging flags. It only wires; cmd/daemon's main runs it.
+package app
 
 import (
 	"context"
@@ -10,7 +13,9 @@ import (
 	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
 	"k8s.io/klog/v2"
 
+	"github.com/dcherman/image-cache-daemon/pkg/node"
 	"github.com/dcherman/image-cache-daemon/pkg/options"
+	"github.com/dcherman/image-cache-daemon/pkg/planner"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 )
 
@@ -21,7 +26,7 @@ func NewCommand() *cobra.Command {
 		`image-cache-daemon runs on every node (a DaemonSet). It finds the images the
 cluster wants (--image, labelled ConfigMaps, Argo WorkflowTemplates,
 ClusterWorkflowTemplates and CronWorkflows), or with --from-planner reads the
-set the planner publishes, and keeps prefetch pods on its node that pull them.`, Run)
+set the planner publishes, and keeps prefetch pods on its node that pull them.`, node.Run)
 	cmd.Version = version.String()
 	cmd.AddCommand(command("planner", "Read the sources once for the cluster and publish the wanted set for the node daemons",
 		`The planner (a Deployment of two replicas, one leading) reads the sources
@@ -29,7 +34,7 @@ set the planner publishes, and keeps prefetch pods on its node that pull them.`,
 --max-images, reports the problems of objects as Events and publishes the
 wanted set in configmap/image-cache-daemon-wanted of its namespace, which the
 node daemons (--from-planner) cache. It takes the node daemon's flags; those
-about nodes and prefetch pods are ignored.`, RunPlanner))
+about nodes and prefetch pods are ignored.`, planner.Run))
 	return cmd
 }
 

@@ -1,4 +1,4 @@
-package daemon
+package sweep
 
 import (
 	"context"
@@ -20,6 +20,12 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
+)
+
+// t0 is the tests' now; owner is the DaemonSet that owns the prefetch pods.
+var (
+	t0    = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	owner = metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "icd", UID: "ds-uid"}
 )
 
 // daemonSetFixture is the DaemonSet of owner, changed by mods.
@@ -72,9 +78,9 @@ func daemonPod(name, node string) *corev1.Pod {
 	}
 }
 
-// newTestGC is a nodeGC for the daemon on node, with the API objects kube
+// newTestGC is a Collector for the daemon on node, with the API objects kube
 // and the prefetch pods' metadata.
-func newTestGC(node string, kube []runtime.Object, pods ...*metav1.PartialObjectMetadata) (*nodeGC, *fake.Clientset, *metadatafake.FakeMetadataClient, *record.FakeRecorder) {
+func newTestGC(node string, kube []runtime.Object, pods ...*metav1.PartialObjectMetadata) (*Collector, *fake.Clientset, *metadatafake.FakeMetadataClient, *record.FakeRecorder) {
 	scheme := metadatafake.NewTestScheme()
 	if err := metav1.AddMetaToScheme(scheme); err != nil {
 		panic(err)
@@ -87,7 +93,7 @@ func newTestGC(node string, kube []runtime.Object, pods ...*metav1.PartialObject
 	client := fake.NewClientset(kube...)
 	rec := record.NewFakeRecorder(20)
 	o := owner
-	g := newNodeGC(client, meta, prefetch.Config{Namespace: "icd", NodeName: node, Owner: &o}, rec, 2*time.Minute)
+	g := NewForNode(client, meta, prefetch.Config{Namespace: "icd", NodeName: node, Owner: &o}, rec, 2*time.Minute)
 	return g, client, meta, rec
 }
 
@@ -328,7 +334,7 @@ func TestSweepOnlyWhileLeading(t *testing.T) {
 // within its pod's termination grace period.
 func TestNodeGCSetup(t *testing.T) {
 	podOwner := metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: "daemon", UID: "pod-uid"}
-	if g := newNodeGC(fake.NewClientset(), nil, prefetch.Config{Owner: &podOwner}, nil, time.Minute); g != nil {
+	if g := NewForNode(fake.NewClientset(), nil, prefetch.Config{Owner: &podOwner}, nil, time.Minute); g != nil {
 		t.Error("a collector for a daemon that runs under no DaemonSet")
 	}
 	for _, tc := range []struct {
@@ -352,7 +358,7 @@ func TestPlannerSweepFollowsTheDaemonSet(t *testing.T) {
 	g, _, meta, _ := newTestGC("", []runtime.Object{daemonSetFixture(withNodeSelector(map[string]string{"cache": "yes"})), gcNode("left", nil)},
 		prefetchMeta("left-a", "left", owner.UID, t0.Add(-time.Hour)),
 		prefetchMeta("left-foreign", "left", "other-ds", t0.Add(-time.Hour)))
-	planner := newPlannerGC(g.client, g.meta, "icd", g.recorder, g.interval)
+	planner := NewForPlanner(g.client, g.meta, "icd", g.recorder, g.interval)
 	planner.prefetch.Owner.Name = owner.Name // the fixture's DaemonSet
 	planner.now = func() time.Time { return t0 }
 	ctx := context.Background()

@@ -1,4 +1,8 @@
-package daemon
+// Package sweep removes the prefetch pods of nodes that the node daemons'
+// DaemonSet has left: a node daemon cleans up its own node as it exits
+// (Collector.AtExit), and the planner's leader (or, without a planner, the
+// node daemon holding the reporter Lease) sweeps the namespace (Collector.Run).
+package sweep
 
 import (
 	"context"
@@ -37,7 +41,7 @@ const exitMargin = 2 * time.Second
 
 var podsResource = corev1.SchemeGroupVersion.WithResource("pods")
 
-// nodeGC removes the prefetch pods of nodes the DaemonSet has left.
+// Collector removes the prefetch pods of nodes the DaemonSet has left.
 //
 // Prefetch pods are bound to their node and owned by the DaemonSet, so a
 // deleted node takes its pods along (the pod garbage collector) and so does
@@ -48,7 +52,7 @@ var podsResource = corev1.SchemeGroupVersion.WithResource("pods")
 // counted against the kubelet's max-pods and keeping images from its image
 // garbage collection. Two ways remove them:
 //   - a daemon whose pod is deleted while the DaemonSet no longer targets
-//     its node deletes its node's prefetch pods before it exits (atExit);
+//     its node deletes its node's prefetch pods before it exits (AtExit);
 //   - the planner that leads (or, without a planner, the daemon that holds
 //     the reporter Lease) sweeps the namespace every interval
 //     (--node-sweep-interval) for prefetch pods of nodes that the DaemonSet
@@ -58,7 +62,7 @@ var podsResource = corev1.SchemeGroupVersion.WithResource("pods")
 // A daemon that restarts, is evicted or is replaced by a rolling update
 // keeps its node's pods: they are the node's cache, and the next daemon
 // adopts them. Whenever a read fails, the pods are kept too.
-type nodeGC struct {
+type Collector struct {
 	client kubernetes.Interface
 	// meta lists and deletes prefetch pods: a sweep reads every prefetch
 	// pod of the cluster, and their metadata (owners, node annotation,
@@ -82,22 +86,22 @@ type nodeGC struct {
 	follow bool
 }
 
-// newNodeGC returns the collector of the prefetch pods that cfg's
+// NewForNode returns the collector of the prefetch pods that cfg's
 // DaemonSet leaves behind, or nil when the daemon does not run under a
 // DaemonSet (then no node is ever left).
-func newNodeGC(client kubernetes.Interface, meta metadata.Interface, cfg prefetch.Config, recorder record.EventRecorder, interval time.Duration) *nodeGC {
+func NewForNode(client kubernetes.Interface, meta metadata.Interface, cfg prefetch.Config, recorder record.EventRecorder, interval time.Duration) *Collector {
 	if cfg.Owner == nil || cfg.Owner.Kind != "DaemonSet" {
 		return nil
 	}
-	return &nodeGC{client: client, meta: meta, prefetch: cfg, recorder: recorder, now: time.Now, left: map[string]bool{}, interval: interval}
+	return &Collector{client: client, meta: meta, prefetch: cfg, recorder: recorder, now: time.Now, left: map[string]bool{}, interval: interval}
 }
 
-// newPlannerGC returns the planner's sweeper of the prefetch pods that the
+// NewForPlanner returns the planner's sweeper of the prefetch pods that the
 // DaemonSet of the installation in namespace leaves behind.
-func newPlannerGC(client kubernetes.Interface, meta metadata.Interface, namespace string, recorder record.EventRecorder, interval time.Duration) *nodeGC {
+func NewForPlanner(client kubernetes.Interface, meta metadata.Interface, namespace string, recorder record.EventRecorder, interval time.Duration) *Collector {
 	cfg := prefetch.Config{Namespace: namespace,
 		Owner: &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: cachestate.DaemonSet}}
-	g := newNodeGC(client, meta, cfg, recorder, interval)
+	g := NewForNode(client, meta, cfg, recorder, interval)
 	g.follow = true
 	return g
 }
@@ -156,7 +160,7 @@ func targets(logger klog.Logger, ds *appsv1.DaemonSet, node *corev1.Node) bool {
 // It returns nil, with the reason logged, when that DaemonSet is gone,
 // being deleted or replaced by another of the same name: then the garbage
 // collector removes the prefetch pods with it, and nothing here may.
-func (g *nodeGC) daemonSet(ctx context.Context) (*appsv1.DaemonSet, error) {
+func (g *Collector) daemonSet(ctx context.Context) (*appsv1.DaemonSet, error) {
 	owner := g.prefetch.Owner
 	ds, err := g.client.AppsV1().DaemonSets(g.prefetch.Namespace).Get(ctx, owner.Name, metav1.GetOptions{})
 	switch {
@@ -178,7 +182,7 @@ func (g *nodeGC) daemonSet(ctx context.Context) (*appsv1.DaemonSet, error) {
 
 // nodeLeft reads node and reports whether ds has left it: it does not
 // target it, or the node is gone.
-func (g *nodeGC) nodeLeft(ctx context.Context, ds *appsv1.DaemonSet, node string, opts metav1.GetOptions) (bool, error) {
+func (g *Collector) nodeLeft(ctx context.Context, ds *appsv1.DaemonSet, node string, opts metav1.GetOptions) (bool, error) {
 	n, err := g.client.CoreV1().Nodes().Get(ctx, node, opts)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -199,7 +203,7 @@ type podRef struct {
 // eachPrefetchPod calls fn with the node and reference of every prefetch
 // pod matching selector that the DaemonSet owns and that is not being
 // deleted, listed page by page as metadata only.
-func (g *nodeGC) eachPrefetchPod(ctx context.Context, selector map[string]string, fn func(node string, p podRef)) error {
+func (g *Collector) eachPrefetchPod(ctx context.Context, selector map[string]string, fn func(node string, p podRef)) error {
 	pods := g.meta.Resource(podsResource).Namespace(g.prefetch.Namespace)
 	list := pager.New(func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 		return pods.List(ctx, opts)
@@ -224,7 +228,7 @@ func (g *nodeGC) eachPrefetchPod(ctx context.Context, selector map[string]string
 
 // deletePods deletes pods (each only if it is still the pod listed) and
 // returns how many it deleted.
-func (g *nodeGC) deletePods(ctx context.Context, pods []podRef) (int, error) {
+func (g *Collector) deletePods(ctx context.Context, pods []podRef) (int, error) {
 	client := g.meta.Resource(podsResource).Namespace(g.prefetch.Namespace)
 	var errs []error
 	deleted := 0
@@ -242,9 +246,9 @@ func (g *nodeGC) deletePods(ctx context.Context, pods []podRef) (int, error) {
 	return deleted, errors.Join(errs...)
 }
 
-// atExit runs leaveNode as the daemon exits (ctx has ended), within the
+// AtExit runs leaveNode as the daemon exits (ctx has ended), within the
 // termination grace period of its pod self, and logs the outcome.
-func (g *nodeGC) atExit(ctx context.Context, self *corev1.Pod) {
+func (g *Collector) AtExit(ctx context.Context, self *corev1.Pod) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), exitBudget(self))
 	defer cancel()
 	logger := klog.FromContext(ctx)
@@ -273,7 +277,7 @@ func exitBudget(self *corev1.Pod) time.Duration {
 // targets the node: no daemon will come back to own them. It returns how
 // many it deleted. A container restart (the pod stays), a rolling update or
 // an eviction (the node is still a target) keeps them.
-func (g *nodeGC) leaveNode(ctx context.Context, podName string) (int, error) {
+func (g *Collector) leaveNode(ctx context.Context, podName string) (int, error) {
 	logger := klog.FromContext(ctx)
 	ns, node := g.prefetch.Namespace, g.prefetch.NodeName
 	self, err := g.client.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
@@ -305,9 +309,9 @@ func (g *nodeGC) leaveNode(ctx context.Context, podName string) (int, error) {
 	return g.deletePods(ctx, pods)
 }
 
-// runSweeps sweeps every interval while this daemon holds the reporter
-// Lease (leading), until ctx ends.
-func (g *nodeGC) runSweeps(ctx context.Context, leading func() bool) {
+// Run sweeps every interval while this daemon holds the reporter Lease or
+// leads the planners (leading), until ctx ends.
+func (g *Collector) Run(ctx context.Context, leading func() bool) {
 	t := time.NewTicker(g.interval)
 	defer t.Stop()
 	for {
@@ -322,7 +326,7 @@ func (g *nodeGC) runSweeps(ctx context.Context, leading func() bool) {
 
 // tick sweeps if this daemon leads; one that does not forgets what it saw,
 // so that it waits two sweeps again once it leads.
-func (g *nodeGC) tick(ctx context.Context, leading bool) {
+func (g *Collector) tick(ctx context.Context, leading bool) {
 	if !leading {
 		clear(g.left)
 		return
@@ -337,7 +341,7 @@ func (g *nodeGC) tick(ctx context.Context, leading bool) {
 // target on this sweep nor on the one before. It makes two LISTs (the
 // daemon pods, and the prefetch pods' metadata) and reads only the nodes
 // that have prefetch pods but no daemon.
-func (g *nodeGC) sweep(ctx context.Context) error {
+func (g *Collector) sweep(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	ds, err := g.daemonSet(ctx)
 	if ds == nil || err != nil {
@@ -407,7 +411,7 @@ func (g *nodeGC) sweep(ctx context.Context) error {
 
 // daemonNodes returns the nodes where a daemon pod of ds runs or is about to
 // run (bound, not being deleted, not finished).
-func (g *nodeGC) daemonNodes(ctx context.Context, ds *appsv1.DaemonSet) (map[string]bool, error) {
+func (g *Collector) daemonNodes(ctx context.Context, ds *appsv1.DaemonSet) (map[string]bool, error) {
 	selector, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
 	if err != nil {
 		return nil, fmt.Errorf("DaemonSet %s/%s: selector: %w", ds.Namespace, ds.Name, err)
