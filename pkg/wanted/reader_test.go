@@ -51,16 +51,7 @@ func TestReader(t *testing.T) {
 		t.Fatal("synced with no set")
 	}
 
-	put := func(data []byte) {
-		t.Helper()
-		cms := client.CoreV1().ConfigMaps("icd")
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ConfigMap, Namespace: "icd"}, BinaryData: map[string][]byte{Key: data}}
-		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-			if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	put := func(data []byte) { t.Helper(); putData(t, client, ConfigMap, data) }
 	encoded := func(s *Set) []byte {
 		t.Helper()
 		b, err := Encode(s)
@@ -112,16 +103,7 @@ func TestReaderReadsParts(t *testing.T) {
 	defer cancel()
 	go r.Run(ctx, func() {})
 
-	put := func(name string, data []byte) {
-		t.Helper()
-		cms := client.CoreV1().ConfigMaps("icd")
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "icd"}, BinaryData: map[string][]byte{Key: data}}
-		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-			if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	put := func(name string, data []byte) { t.Helper(); putData(t, client, name, data) }
 	partGets := func() int {
 		n := 0
 		for _, a := range client.Actions() {
@@ -202,10 +184,7 @@ func TestReaderSaysThePlannerIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.CoreV1().ConfigMaps("icd").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ConfigMap, Namespace: "icd"},
-		BinaryData: map[string][]byte{Key: data.Head}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	putData(t, client, ConfigMap, data.Head)
 	want := "the planner is down: no leader has renewed lease/image-cache-daemon-planner -n icd since 2026-12-06T02:59:00Z"
 	eventually(t, "the planner is said down", func() bool { return strings.HasPrefix(r.Health().Problem, want) })
 	if !r.HasSynced() || len(r.Wanted()) != 1 {
@@ -215,4 +194,16 @@ func TestReaderSaysThePlannerIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the planner is back", func() bool { return r.Health().Problem == "" })
+}
+
+// putData creates or replaces ConfigMap name of namespace icd, holding data.
+func putData(t *testing.T, client *fake.Clientset, name string, data []byte) {
+	t.Helper()
+	cms := client.CoreV1().ConfigMaps("icd")
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "icd"}, BinaryData: map[string][]byte{Key: data}}
+	if _, err := cms.Update(context.Background(), cm, metav1.UpdateOptions{}); err != nil {
+		if _, err := cms.Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
