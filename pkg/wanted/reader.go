@@ -149,7 +149,14 @@ func (r *Reader) read(ctx context.Context, obj any, onChange func()) {
 	} else {
 		r.set, r.index, r.problem = s, s.Index(), ""
 	}
+	down := r.down != ""
 	r.mu.Unlock()
+	if err == nil && down {
+		// A set written is a planner at work: read its Lease now, not at
+		// the next round (a node that started with its planner, at an
+		// install, is ready as soon as the planner leads).
+		r.checkPlanner(ctx)
+	}
 	if err == nil {
 		onChange()
 	}

@@ -207,3 +207,30 @@ func putData(t *testing.T, client *fake.Clientset, name string, data []byte) {
 		}
 	}
 }
+
+// A node that started before its planner led (an install) reads the
+// planner's Lease again as soon as a set is published, not at the next
+// round: it is ready as soon as the planner leads.
+func TestReaderReadsTheLeaseWithANewSet(t *testing.T) {
+	client := fake.NewClientset()
+	r := NewReader(client, "icd")
+	r.leaseEvery = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx, func() {})
+	data, err := Encode(Build([]source.Want{{Image: "docker.io/library/alpine:latest", Origin: "flag --image", Static: true}}, 10, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putData(t, client, ConfigMap, data.Head)
+	eventually(t, "no planner is said to have led", func() bool { return strings.HasPrefix(r.Health().Problem, "no planner has led yet") })
+	if _, err := client.CoordinationV1().Leases("icd").Create(ctx, plannerLease(time.Now()), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	data, err = Encode(Build([]source.Want{{Image: "docker.io/library/nginx:latest", Origin: "flag --image", Static: true}}, 10, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putData(t, client, ConfigMap, data.Head)
+	eventually(t, "the planner is seen to lead with its next set", func() bool { return r.Health().Problem == "" })
+}
