@@ -180,11 +180,7 @@ func TestReaderSaysThePlannerIsDown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx, func() {})
-	data, err := Encode(Build([]source.Want{{Image: "docker.io/library/alpine:latest", Origin: "flag --image", Static: true}}, 10, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	putData(t, client, ConfigMap, data.Head)
+	publishOne(t, client, "docker.io/library/alpine:latest")
 	want := "the planner is down: no leader has renewed lease/image-cache-daemon-planner -n icd since 2026-12-06T02:59:00Z"
 	eventually(t, "the planner is said down", func() bool { return strings.HasPrefix(r.Health().Problem, want) })
 	if !r.HasSynced() || len(r.Wanted()) != 1 {
@@ -218,19 +214,21 @@ func TestReaderReadsTheLeaseWithANewSet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx, func() {})
-	data, err := Encode(Build([]source.Want{{Image: "docker.io/library/alpine:latest", Origin: "flag --image", Static: true}}, 10, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	putData(t, client, ConfigMap, data.Head)
+	publishOne(t, client, "docker.io/library/alpine:latest")
 	eventually(t, "no planner is said to have led", func() bool { return strings.HasPrefix(r.Health().Problem, "no planner has led yet") })
 	if _, err := client.CoordinationV1().Leases("icd").Create(ctx, plannerLease(time.Now()), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	data, err = Encode(Build([]source.Want{{Image: "docker.io/library/nginx:latest", Origin: "flag --image", Static: true}}, 10, nil))
+	publishOne(t, client, "docker.io/library/nginx:latest")
+	eventually(t, "the planner is seen to lead with its next set", func() bool { return r.Health().Problem == "" })
+}
+
+// publishOne publishes a set of one image, as the planner would.
+func publishOne(t *testing.T, client *fake.Clientset, image string) {
+	t.Helper()
+	data, err := Encode(Build([]source.Want{{Image: image, Origin: "flag --image", Static: true}}, 10, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	putData(t, client, ConfigMap, data.Head)
-	eventually(t, "the planner is seen to lead with its next set", func() bool { return r.Health().Problem == "" })
 }
