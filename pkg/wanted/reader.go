@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -41,9 +42,11 @@ type Reader struct {
 
 	reading sync.Mutex // one read at a time
 	// parts are the images of the parts of the last good set, by hash;
-	// again is when a set met half written is read again.
-	parts map[string][]Image
-	again *backoff
+	// again is when a set met half written is read again (1 s, doubling
+	// to 2 min; reset by a good read); retrying: a read again is due.
+	parts    map[string][]Image
+	again    wait.Backoff
+	retrying bool
 
 	mu      sync.RWMutex
 	set     *Set
@@ -58,6 +61,9 @@ type Reader struct {
 	now        func() time.Time
 }
 
+// halfWritten paces the reads again of a set met half written.
+var halfWritten = wait.Backoff{Duration: time.Second, Factor: 2, Steps: math.MaxInt32, Cap: 2 * time.Minute}
+
 // LeaseCheckEvery is how often a node daemon reads the planner's Lease (one
 // GET, from the API server's cache) to tell whether a planner leads: at
 // 1,000 nodes, 33 small reads a second, where a watch of the Lease would
@@ -69,7 +75,7 @@ func NewReader(client kubernetes.Interface, namespace string) *Reader {
 	inf := coreinformers.NewFilteredConfigMapInformer(client, namespace, 0, cache.Indexers{}, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ConfigMap).String()
 	})
-	return &Reader{client: client, informer: inf, namespace: namespace, again: &backoff{min: time.Second, max: 2 * time.Minute},
+	return &Reader{client: client, informer: inf, namespace: namespace, again: halfWritten,
 		leaseEvery: LeaseCheckEvery, now: time.Now}
 }
 
@@ -129,14 +135,14 @@ func (r *Reader) read(ctx context.Context, obj any, onChange func()) {
 	s, err := Decode(cm.BinaryData[Key], partGetter(ctx, r.client, r.namespace, r.parts))
 	if err == nil {
 		r.parts = s.PartImages()
-		r.again.reset()
-	} else if errors.Is(err, ErrPartMoved) && !r.again.pending {
+		r.again = halfWritten
+	} else if errors.Is(err, ErrPartMoved) && !r.retrying {
 		// Half written: read the head there is then again, a little later
 		// each time, so a head naming parts that never come costs little.
-		r.again.pending = true
-		time.AfterFunc(r.again.next(), func() {
+		r.retrying = true
+		time.AfterFunc(r.again.Step(), func() {
 			r.reading.Lock()
-			r.again.pending = false
+			r.retrying = false
 			r.reading.Unlock()
 			if latest, ok, _ := r.informer.GetStore().GetByKey(r.namespace + "/" + ConfigMap); ok {
 				r.read(ctx, latest, onChange)
@@ -161,20 +167,6 @@ func (r *Reader) read(ctx context.Context, obj any, onChange func()) {
 		onChange()
 	}
 }
-
-// backoff is a delay that doubles from min to max, until reset; pending:
-// a read waits for it.
-type backoff struct {
-	min, max, cur time.Duration
-	pending       bool
-}
-
-func (b *backoff) next() time.Duration {
-	b.cur = min(max(b.min, 2*b.cur), b.max)
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
 
 // HasSynced reports whether a set was read that the planner made from
 // every source.

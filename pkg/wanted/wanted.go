@@ -359,7 +359,7 @@ func Decode(head []byte, getPart PartSource) (*Set, error) {
 	}
 	for i, ref := range s.Parts {
 		name := PartName(i + 1)
-		if len(ref.SHA256) != 64 || !imageref.IsDigest("sha256:"+ref.SHA256) || ref.Images < 1 {
+		if !imageref.IsDigest("sha256:"+ref.SHA256) || ref.Images < 1 {
 			return nil, fmt.Errorf("the wanted set names part %s with hash %s and %d images", name, imageref.Quote(ref.SHA256), ref.Images)
 		}
 		if getPart == nil {
