@@ -100,11 +100,13 @@ func TestPlannerPublishes(t *testing.T) {
 	src.mu.Unlock()
 	p.enqueue()
 	waitFor(t, "the change is published", func() bool { s := published(); return s != nil && len(s.Images) == 2 })
-	if n := testutil.ToFloat64(m.WantedSetWrites); n != 2 {
-		t.Errorf("wanted_set_writes_total %v; want 2", n)
-	}
-	if n := testutil.ToFloat64(m.WantedImages); n != 2 {
-		t.Errorf("wanted_images %v; want 2", n)
+	// The metrics are recorded just after the write returns, so the test
+	// waits for them rather than reading them at once.
+	waitFor(t, "wanted_set_writes_total 2 and wanted_images 2", func() bool {
+		return testutil.ToFloat64(m.WantedSetWrites) == 2 && testutil.ToFloat64(m.WantedImages) == 2
+	})
+	if n := writes(); n != 2 {
+		t.Errorf("%d writes; want 2", n)
 	}
 }
 
