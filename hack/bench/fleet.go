@@ -42,6 +42,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/resolve"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // The fleet figure: node daemons at 10, 50 and 100 simulated nodes, each a
@@ -406,7 +407,7 @@ spec:
     kind: Pod
   selector:
     matchLabels:
-      ` + cachestate.LabelComponent + `: ` + cachestate.ComponentPrefetch + `
+      ` + wire.LabelComponent + `: ` + wire.ComponentPrefetch + `
     matchExpressions:
     - key: '.metadata.deletionTimestamp'
       operator: 'DoesNotExist'
@@ -526,7 +527,7 @@ func (f *fleet) createNodes(ctx context.Context, n int) error {
 func (f *fleet) ownPod(ctx context.Context, name, component, node string) error {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: fleetNamespace,
-			Labels: map[string]string{cachestate.LabelPartOf: cachestate.PartOf, cachestate.LabelComponent: component}},
+			Labels: map[string]string{wire.LabelPartOf: wire.PartOf, wire.LabelComponent: component}},
 		Spec: corev1.PodSpec{NodeName: node, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			// The install namespace enforces the restricted profile.
 			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr(true), RunAsUser: ptr[int64](install.UID),
@@ -545,7 +546,7 @@ func (f *fleet) ownPod(ctx context.Context, name, component, node string) error 
 // watchPods follows the prefetch pods, for the waits and the counts.
 func (f *fleet) watchPods() error {
 	lw := cache.NewFilteredListWatchFromClient(f.b.kube.CoreV1().RESTClient(), "pods", fleetNamespace, func(o *metav1.ListOptions) {
-		o.LabelSelector = labels.SelectorFromSet(cachestate.PrefetchLabels()).String()
+		o.LabelSelector = labels.SelectorFromSet(wire.PrefetchLabels()).String()
 	})
 	f.pods = cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
 	_, err := f.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
@@ -589,7 +590,7 @@ func (f *fleet) cachedOn(images []string, n int) (nodes, noDigest int) {
 			continue
 		}
 		for _, st := range cachestate.FromPod(pod) {
-			if st.State != cachestate.Cached || !want[st.Image] {
+			if st.State != wire.Cached || !want[st.Image] {
 				continue
 			}
 			if st.Digest == "" {

@@ -20,6 +20,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imagelist"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // The slow registry that hack/cluster/up.sh starts (lib.sh: SLOW_REGISTRY*):
@@ -162,7 +163,7 @@ func (b *bench) podStart(ctx context.Context, image string) (time.Duration, erro
 		// kubelet postponed under its own pull budget is pending, not
 		// failed, and its wait belongs in the figure.
 		for _, st := range cachestate.FromPod(p) {
-			if st.State == cachestate.Failed {
+			if st.State == wire.Failed {
 				return false, fmt.Errorf("pod %s/%s of %s: %s: %s", b.ns, created.Name, image, st.Reason, st.Message)
 			}
 		}

@@ -25,7 +25,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cli"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // statusNamespace holds the simulated installation of the status benchmark.
@@ -84,7 +84,7 @@ func (b *bench) statusBench(ctx context.Context, nodes, images, runs int) error 
 
 // dropReports removes the image report from the simulated daemon pods.
 func dropReports(ctx context.Context, kube kubernetes.Interface, nodes int) error {
-	patch := []byte(`{"metadata":{"annotations":{"` + cachestate.AnnotationReport + `":null}}}`)
+	patch := []byte(`{"metadata":{"annotations":{"` + wire.AnnotationReport + `":null}}}`)
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(64)
 	for i := range nodes {
@@ -176,9 +176,9 @@ func (b *bench) simulateNode(ctx context.Context, kube kubernetes.Interface, nod
 		return err
 	}
 	// The report a daemon publishes, so that status reads one per node.
-	health, err := json.Marshal(source.HealthReport{
-		Sources: []source.Health{{Source: "static", Synced: true}, {Source: "configmaps", Synced: true, Objects: 1}},
-		Warm:    &source.Warmth{Reason: "Warming", Message: fmt.Sprintf("%d/%d images cached", len(images)-2, len(images))},
+	health, err := json.Marshal(wire.HealthReport{
+		Sources: []wire.Health{{Source: "static", Synced: true}, {Source: "configmaps", Synced: true, Objects: 1}},
+		Warm:    &wire.Warmth{Reason: "Warming", Message: fmt.Sprintf("%d/%d images cached", len(images)-2, len(images))},
 	})
 	if err != nil {
 		return err
@@ -205,14 +205,14 @@ func (b *bench) simulateNode(ctx context.Context, kube kubernetes.Interface, nod
 	}
 	// The daemon pod, running, with the reports a daemon publishes: its
 	// health, and its node's image statuses, which status reads.
-	report, ok := cachestate.EncodeReport(cachestate.Summarize(pods))
+	report, ok := wire.EncodeReport(cachestate.Summarize(pods))
 	if !ok {
 		return fmt.Errorf("the image report of node %s does not fit in an annotation", node)
 	}
 	daemon := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "daemon-" + node, Namespace: statusNamespace,
-			Labels:      map[string]string{cachestate.LabelPartOf: cachestate.PartOf, cachestate.LabelComponent: "daemon"},
-			Annotations: map[string]string{source.HealthAnnotation: string(health), cachestate.AnnotationReport: report}},
+			Labels:      map[string]string{wire.LabelPartOf: wire.PartOf, wire.LabelComponent: "daemon"},
+			Annotations: map[string]string{wire.AnnotationHealth: string(health), wire.AnnotationReport: report}},
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: install.ContainerName, Image: b.image}}},
 	}
 	created, err := kube.CoreV1().Pods(statusNamespace).Create(ctx, daemon, metav1.CreateOptions{})

@@ -16,6 +16,7 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // RefusedPulls counts, by Event, the kubelet's "pull QPS exceeded"
@@ -45,7 +46,7 @@ func RefusedPulls(ctx context.Context, kube kubernetes.Interface, ns string) (ma
 func WaitCached(ctx context.Context, kube kubernetes.Interface, ns string, images []string, timeout time.Duration) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	selector := labels.SelectorFromSet(cachestate.PrefetchLabels()).String()
+	selector := labels.SelectorFromSet(wire.PrefetchLabels()).String()
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = selector
@@ -74,7 +75,7 @@ func WaitCached(ctx context.Context, kube kubernetes.Interface, ns string, image
 		}
 		cached := map[string]bool{}
 		for _, st := range cachestate.Summarize(list) {
-			if st.State == cachestate.Cached {
+			if st.State == wire.Cached {
 				cached[st.Image] = true
 			}
 		}

@@ -26,8 +26,8 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // Applier returns an installer for the cluster behind cfg.
@@ -58,7 +58,7 @@ func WaitRollout(ctx context.Context, kube kubernetes.Interface, ns string, time
 // PrefetchPods lists the prefetch pods in ns.
 func PrefetchPods(ctx context.Context, kube kubernetes.Interface, ns string) ([]*corev1.Pod, error) {
 	list, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{
-		LabelSelector: labels.SelectorFromSet(cachestate.PrefetchLabels()).String(),
+		LabelSelector: labels.SelectorFromSet(wire.PrefetchLabels()).String(),
 	})
 	if err != nil {
 		return nil, err

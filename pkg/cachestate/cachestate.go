@@ -4,76 +4,19 @@
 package cachestate
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
-// Labels every prefetch pod carries.
-const (
-	// LabelPartOf, with the value PartOf, also marks every object of an
-	// installation and the image lists the daemon reads by default; the one
-	// name of that label for the daemon, the plugin and the installer.
-	LabelPartOf     = "app.kubernetes.io/part-of"
-	LabelComponent  = "app.kubernetes.io/component"
-	LabelNode       = "image-cache-daemon/node"
-	LabelGeneration = "image-cache-daemon/generation"
-
-	PartOf = "image-cache-daemon"
-	// DaemonSet is the name of the node daemons' DaemonSet in the install
-	// namespace (install.Name), which owns the prefetch pods.
-	DaemonSet          = "image-cache-daemon"
-	ComponentPrefetch  = "prefetch"
-	WardenInitName     = "warden"
-	AnnotationNodeName = "image-cache-daemon/node-name"
-)
-
-// PrefetchLabels selects every prefetch pod.
-func PrefetchLabels() map[string]string {
-	return map[string]string{LabelPartOf: PartOf, LabelComponent: ComponentPrefetch}
-}
-
-// NodeLabels selects the prefetch pods of one node.
-func NodeLabels(node string) map[string]string {
-	l := PrefetchLabels()
-	l[LabelNode] = NodeLabelValue(node)
-	return l
-}
-
-// State is where an image stands on a node.
-type State string
-
-// The states, from the kubelet's container statuses.
-const (
-	// Cached: the container ran (the warden exited 0), so the image is on the node.
-	Cached State = "cached"
-	// Pulling: the pod is on the node and the kubelet is getting the image.
-	Pulling State = "pulling"
-	// Failed: the kubelet could not pull or start it; Reason and Message say why.
-	Failed State = "failed"
-	// Pending: the pod is not on the node yet, or its warden is not installed yet.
-	Pending State = "pending"
-)
-
-// ImageStatus is one image's state on one node.
-type ImageStatus struct {
-	Node    string    `json:"node"`
-	Image   string    `json:"image"`
-	State   State     `json:"state"`
-	Digest  string    `json:"digest,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
-	Message string    `json:"message,omitempty"`
-	Pod     string    `json:"pod"`
-	Since   time.Time `json:"since,omitempty"`
-}
+// WardenInitName is the name of the init container of a prefetch pod,
+// which installs the warden.
+const WardenInitName = "warden"
 
 // failedReasons are the kubelet's waiting reasons after which the container
 // will not start without a change (a retry may still succeed later).
@@ -90,49 +33,49 @@ func Node(pod *corev1.Pod) string {
 	if pod.Spec.NodeName != "" {
 		return pod.Spec.NodeName
 	}
-	return pod.Annotations[AnnotationNodeName]
+	return pod.Annotations[wire.AnnotationNodeName]
 }
 
 // FromPod returns one status per image container of a prefetch pod.
-func FromPod(pod *corev1.Pod) []ImageStatus {
+func FromPod(pod *corev1.Pod) []wire.ImageStatus {
 	statuses := make(map[string]corev1.ContainerStatus, len(pod.Status.ContainerStatuses))
 	for _, cs := range pod.Status.ContainerStatuses {
 		statuses[cs.Name] = cs
 	}
 	initFailed, initDone := initState(pod)
-	out := make([]ImageStatus, 0, len(pod.Spec.Containers))
+	out := make([]wire.ImageStatus, 0, len(pod.Spec.Containers))
 	for _, c := range pod.Spec.Containers {
-		st := ImageStatus{Node: Node(pod), Image: c.Image, Pod: pod.Name, State: Pending}
+		st := wire.ImageStatus{Node: Node(pod), Image: c.Image, Pod: pod.Name, State: wire.Pending}
 		cs, seen := statuses[c.Name]
 		switch {
 		case initFailed != nil:
-			st.State, st.Reason, st.Message = Failed, initFailed.reason, initFailed.message
+			st.State, st.Reason, st.Message = wire.Failed, initFailed.reason, initFailed.message
 		case seen && cs.State.Terminated != nil:
 			term := cs.State.Terminated
 			if term.ExitCode == 0 {
-				st.State, st.Digest, st.Since = Cached, Digest(cs.ImageID), term.FinishedAt.Time
+				st.State, st.Digest, st.Since = wire.Cached, Digest(cs.ImageID), term.FinishedAt.Time
 			} else {
-				st.State, st.Reason = Failed, term.Reason
+				st.State, st.Reason = wire.Failed, term.Reason
 				st.Message = fmt.Sprintf("exited with code %d: %s", term.ExitCode, term.Message)
 			}
 		case seen && cs.State.Waiting != nil && RateLimited(cs.State.Waiting):
 			// The kubelet refused to start the pull under its own pull
 			// budget: nothing is known about the image yet, and the kubelet
 			// tries again after its back-off.
-			st.State, st.Reason, st.Message = Pending, cs.State.Waiting.Reason, cs.State.Waiting.Message
+			st.State, st.Reason, st.Message = wire.Pending, cs.State.Waiting.Reason, cs.State.Waiting.Message
 		case seen && cs.State.Waiting != nil && failedReasons[cs.State.Waiting.Reason]:
-			st.State, st.Reason, st.Message = Failed, cs.State.Waiting.Reason, cs.State.Waiting.Message
+			st.State, st.Reason, st.Message = wire.Failed, cs.State.Waiting.Reason, cs.State.Waiting.Message
 		case pod.Status.Phase == corev1.PodFailed:
 			// A terminal pod never starts this container: the kubelet
 			// rejected the pod at admission (OutOfpods, NodeAffinity, ...)
 			// or evicted it, and only the pod's status says why.
-			st.State = Failed
+			st.State = wire.Failed
 			st.Reason, st.Message = podFailure(pod)
 		case seen && cs.State.Running != nil:
 			// The image is there; the warden has not exited yet.
-			st.State, st.Digest = Pulling, Digest(cs.ImageID)
+			st.State, st.Digest = wire.Pulling, Digest(cs.ImageID)
 		case pod.Spec.NodeName != "" && initDone:
-			st.State = Pulling
+			st.State = wire.Pulling
 		}
 		out = append(out, st)
 	}
@@ -208,7 +151,7 @@ func Digest(imageID string) string {
 // pod's phase cannot tell; a pod in phase Failed is always finished.
 func Finished(pod *corev1.Pod) bool {
 	for _, st := range FromPod(pod) {
-		if st.State != Cached && st.State != Failed {
+		if st.State != wire.Cached && st.State != wire.Failed {
 			return false
 		}
 	}
@@ -237,7 +180,7 @@ func Throttled(pod *corev1.Pod) bool {
 		return false
 	}
 	for _, st := range FromPod(pod) {
-		if st.State == Pulling || (st.State == Pending && st.Reason == "") {
+		if st.State == wire.Pulling || (st.State == wire.Pending && st.Reason == "") {
 			return false
 		}
 	}
@@ -257,12 +200,12 @@ func Throttled(pod *corev1.Pod) bool {
 //     the image failed in the newer pod (a resync's fresh pull), Reason and
 //     Message say so;
 //  3. the newest pod, then the first by name.
-func Summarize(pods []*corev1.Pod) []ImageStatus {
+func Summarize(pods []*corev1.Pod) []wire.ImageStatus {
 	sorted := append([]*corev1.Pod(nil), pods...)
 	sort.SliceStable(sorted, func(i, j int) bool { return newer(sorted[i], sorted[j]) })
 	type key struct{ node, image string }
 	at := map[key]int{} // index in out of the status that speaks for key
-	var out []ImageStatus
+	var out []wire.ImageStatus
 	for _, p := range sorted {
 		live := p.DeletionTimestamp == nil
 		for _, st := range FromPod(p) {
@@ -272,12 +215,12 @@ func Summarize(pods []*corev1.Pod) []ImageStatus {
 			case !seen:
 				at[k] = len(out)
 				out = append(out, st)
-			case live && st.State == Cached && out[i].State != Cached:
+			case live && st.State == wire.Cached && out[i].State != wire.Cached:
 				// Pods come live first, so out[i] is from a live pod
 				// too, a newer one where the image is not cached. When
 				// its pull failed (a resync's fresh pull, a merge), the
 				// image still reads cached, and the failure is said.
-				if out[i].State == Failed {
+				if out[i].State == wire.Failed {
 					st.Reason = out[i].Reason
 					st.Message = fmt.Sprintf("pulling it again in pod %s failed: %s", out[i].Pod, out[i].Message)
 				}
@@ -305,23 +248,12 @@ func newer(a, b *corev1.Pod) bool {
 	return a.Name < b.Name
 }
 
-// NodeLabelValue is the node label value of a node's prefetch pods: the
-// node's name, or a hash of it when the name (up to 253 characters) is too
-// long for a label value.
-func NodeLabelValue(node string) string {
-	if len(validation.IsValidLabelValue(node)) == 0 {
-		return node
-	}
-	sum := sha256.Sum256([]byte(node))
-	return "sha256-" + hex.EncodeToString(sum[:])[:40]
-}
-
 // Stale reports whether st shows its image on the node under another
 // digest than current, the digest its tag points to now ("" when not
 // known: not stale). A node that holds it under no known digest, or a
 // reference pinned by digest (never pulled again), is not stale. The node
 // daemon's image_cache_stale_images and the plugin's STALE count by it.
-func Stale(st ImageStatus, current string) bool {
+func Stale(st wire.ImageStatus, current string) bool {
 	return current != "" && st.Digest != "" && st.Digest != current &&
-		(st.State == Cached || st.State == Pulling) && imageref.Pinned(st.Image) == ""
+		(st.State == wire.Cached || st.State == wire.Pulling) && imageref.Pinned(st.Image) == ""
 }

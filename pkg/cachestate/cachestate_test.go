@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -15,7 +17,7 @@ var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 func pod(name string, created time.Time, node string, init *corev1.ContainerState, states ...corev1.ContainerState) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(created),
-			Annotations: map[string]string{AnnotationNodeName: "node-1"}},
+			Annotations: map[string]string{wire.AnnotationNodeName: "node-1"}},
 		Spec: corev1.PodSpec{NodeName: node, InitContainers: []corev1.Container{{Name: WardenInitName, Image: "warden"}}},
 	}
 	if init != nil {
@@ -51,38 +53,38 @@ func TestFromPod(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		pod      *corev1.Pod
-		want     []State
+		want     []wire.State
 		finished bool
 		// reason and message of the failed images, when the test cares
 		reason, message string
 	}{
-		{"unscheduled", pod("p", t0, "", nil, corev1.ContainerState{}), []State{Pending}, false, "", ""},
-		{"warden not installed yet", pod("p", t0, "node-1", &corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}, creating), []State{Pending}, false, "", ""},
-		{"pulling", pod("p", t0, "node-1", initDone, creating), []State{Pulling}, false, "", ""},
-		{"running warden", pod("p", t0, "node-1", initDone, running), []State{Pulling}, false, "", ""},
-		{"cached and failed", pod("p", t0, "node-1", initDone, cached, backoff), []State{Cached, Failed}, true, "", ""},
-		{"non-zero exit", pod("p", t0, "node-1", initDone, crashed), []State{Failed}, true, "", ""},
+		{"unscheduled", pod("p", t0, "", nil, corev1.ContainerState{}), []wire.State{wire.Pending}, false, "", ""},
+		{"warden not installed yet", pod("p", t0, "node-1", &corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}, creating), []wire.State{wire.Pending}, false, "", ""},
+		{"pulling", pod("p", t0, "node-1", initDone, creating), []wire.State{wire.Pulling}, false, "", ""},
+		{"running warden", pod("p", t0, "node-1", initDone, running), []wire.State{wire.Pulling}, false, "", ""},
+		{"cached and failed", pod("p", t0, "node-1", initDone, cached, backoff), []wire.State{wire.Cached, wire.Failed}, true, "", ""},
+		{"non-zero exit", pod("p", t0, "node-1", initDone, crashed), []wire.State{wire.Failed}, true, "", ""},
 		{"warden image fails: every image fails", pod("p", t0, "node-1",
 			&corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "warden: not found"}},
-			creating, creating), []State{Failed, Failed}, true, "", ""},
+			creating, creating), []wire.State{wire.Failed, wire.Failed}, true, "", ""},
 		{"rejected at admission: no container status at all", func() *corev1.Pod {
 			p := failedPhase(pod("p", t0, "node-1", nil, creating, creating), "OutOfpods", rejected)
 			p.Status.ContainerStatuses = nil
 			return p
-		}(), []State{Failed, Failed}, true, "OutOfpods", rejected},
+		}(), []wire.State{wire.Failed, wire.Failed}, true, "OutOfpods", rejected},
 		{"failed pod: containers left waiting", failedPhase(pod("p", t0, "node-1", initDone, creating),
-			"NodeAffinity", "Pod was rejected: node(s) didn't match Pod's node affinity"), []State{Failed}, true,
+			"NodeAffinity", "Pod was rejected: node(s) didn't match Pod's node affinity"), []wire.State{wire.Failed}, true,
 			"NodeAffinity", "Pod was rejected: node(s) didn't match Pod's node affinity"},
 		{"failed pod: what was cached stays cached", failedPhase(pod("p", t0, "node-1", initDone, cached, running),
-			"Evicted", "The node was low on resource: ephemeral-storage."), []State{Cached, Failed}, true,
+			"Evicted", "The node was low on resource: ephemeral-storage."), []wire.State{wire.Cached, wire.Failed}, true,
 			"Evicted", "The node was low on resource: ephemeral-storage."},
 		{"failed pod without a reason still says why", failedPhase(pod("p", t0, "node-1", nil, corev1.ContainerState{}), "", ""),
-			[]State{Failed}, true, "Failed", "the pod failed before this container ran"},
+			[]wire.State{wire.Failed}, true, "Failed", "the pod failed before this container ran"},
 		{"succeeded pod: unchanged", func() *corev1.Pod {
 			p := pod("p", t0, "node-1", initDone, cached)
 			p.Status.Phase = corev1.PodSucceeded
 			return p
-		}(), []State{Cached}, true, "", ""},
+		}(), []wire.State{wire.Cached}, true, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := FromPod(tc.pod)
@@ -96,13 +98,13 @@ func TestFromPod(t *testing.T) {
 				if st.Node != "node-1" || st.Pod != "p" {
 					t.Errorf("node %q pod %q", st.Node, st.Pod)
 				}
-				if st.State == Failed && st.Message == "" {
+				if st.State == wire.Failed && st.Message == "" {
 					t.Errorf("failed without a message: %+v", st)
 				}
-				if st.State == Failed && tc.reason != "" && (st.Reason != tc.reason || st.Message != tc.message) {
+				if st.State == wire.Failed && tc.reason != "" && (st.Reason != tc.reason || st.Message != tc.message) {
 					t.Errorf("image %d: failed with %q: %q, want %q: %q", i, st.Reason, st.Message, tc.reason, tc.message)
 				}
-				if st.State == Cached && (!strings.HasPrefix(st.Digest, "sha256:") || !st.Since.Equal(t0)) {
+				if st.State == wire.Cached && (!strings.HasPrefix(st.Digest, "sha256:") || !st.Since.Equal(t0)) {
 					t.Errorf("cached without digest or time: %+v", st)
 				}
 			}
@@ -123,7 +125,7 @@ func TestSummarize(t *testing.T) {
 	old, newT := t0, t0.Add(time.Hour)
 	type want struct {
 		node, image, pod string
-		state            State
+		state            wire.State
 	}
 	for _, tc := range []struct {
 		name string
@@ -132,30 +134,30 @@ func TestSummarize(t *testing.T) {
 	}{
 		{"newest live pod speaks", []*corev1.Pod{
 			pod("old", old, "node-1", initDone, backoff), pod("new", newT, "node-1", initDone, creating)},
-			[]want{{"node-1", "img-a", "new", Pulling}}},
+			[]want{{"node-1", "img-a", "new", wire.Pulling}}},
 		{"a live pod where the image is cached speaks over a newer one where it is pulling", []*corev1.Pod{
 			pod("new", newT, "node-1", initDone, creating), pod("old", old, "node-1", initDone, cached)},
-			[]want{{"node-1", "img-a", "old", Cached}}},
+			[]want{{"node-1", "img-a", "old", wire.Cached}}},
 		{"a live pod where the image is cached speaks over a newer one where it failed", []*corev1.Pod{
 			pod("old", old, "node-1", initDone, cached), pod("new", newT, "node-1", initDone, backoff)},
-			[]want{{"node-1", "img-a", "old", Cached}}},
+			[]want{{"node-1", "img-a", "old", wire.Cached}}},
 		{"of two live pods where it is cached, the newest speaks", []*corev1.Pod{
 			pod("old", old, "node-1", initDone, cached), pod("new", newT, "node-1", initDone, cached)},
-			[]want{{"node-1", "img-a", "new", Cached}}},
+			[]want{{"node-1", "img-a", "new", wire.Cached}}},
 		{"a resync: the live pod speaks over the deleted one, cached or not", []*corev1.Pod{
 			deleting(pod("going", newT.Add(time.Hour), "node-1", initDone, cached)), pod("fresh", newT, "node-1", initDone, creating)},
-			[]want{{"node-1", "img-a", "fresh", Pulling}}},
+			[]want{{"node-1", "img-a", "fresh", wire.Pulling}}},
 		{"among deleted pods, the newest speaks, cached or not", []*corev1.Pod{
 			deleting(pod("old", old, "node-1", initDone, cached)), deleting(pod("new", newT, "node-1", initDone, backoff))},
-			[]want{{"node-1", "img-a", "new", Failed}}},
+			[]want{{"node-1", "img-a", "new", wire.Failed}}},
 		{"created in the same second: the first by name", []*corev1.Pod{
 			pod("b", old, "node-1", initDone, cached), pod("a", old, "node-1", initDone, cached)},
-			[]want{{"node-1", "img-a", "a", Cached}}},
+			[]want{{"node-1", "img-a", "a", wire.Cached}}},
 		{"image by image, and node by node", []*corev1.Pod{
 			pod("new", newT, "node-1", initDone, creating, cached),
 			pod("old", old, "node-1", initDone, cached, backoff),
 			pod("other", newT, "node-2", initDone, backoff)},
-			[]want{{"node-1", "img-a", "old", Cached}, {"node-1", "img-b", "new", Cached}, {"node-2", "img-a", "other", Failed}}},
+			[]want{{"node-1", "img-a", "old", wire.Cached}, {"node-1", "img-b", "new", wire.Cached}, {"node-2", "img-a", "other", wire.Failed}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []want
@@ -174,7 +176,7 @@ func TestSummarize(t *testing.T) {
 func TestSummarizeSaysAFailedFreshPull(t *testing.T) {
 	old, fresh := pod("old", t0, "node-1", initDone, cached), pod("fresh", t0.Add(time.Hour), "node-1", initDone, backoff)
 	got := Summarize([]*corev1.Pod{fresh, old})
-	if len(got) != 1 || got[0].State != Cached || got[0].Pod != "old" {
+	if len(got) != 1 || got[0].State != wire.Cached || got[0].Pod != "old" {
 		t.Fatalf("Summarize = %+v, want img-a cached in pod old", got)
 	}
 	failure := FromPod(fresh)[0]
@@ -201,17 +203,6 @@ func TestDigest(t *testing.T) {
 	}
 }
 
-func TestNodeLabelValue(t *testing.T) {
-	if got := NodeLabelValue("node-1"); got != "node-1" {
-		t.Errorf("short name changed: %q", got)
-	}
-	long := strings.Repeat("n", 70) + ".example.com"
-	got := NodeLabelValue(long)
-	if len(got) > 63 || got == NodeLabelValue(long+"x") {
-		t.Errorf("long name label %q: too long or not distinct", got)
-	}
-}
-
 func BenchmarkFromPod(b *testing.B) {
 	states := make([]corev1.ContainerState, 20)
 	for i := range states {
@@ -235,7 +226,7 @@ func TestPullQPSExceededIsPending(t *testing.T) {
 				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "pull QPS exceeded"}}}}},
 		}
 		st := FromPod(pod)
-		if len(st) != 1 || st[0].State != Pending || Finished(pod) {
+		if len(st) != 1 || st[0].State != wire.Pending || Finished(pod) {
 			t.Errorf("%s: pull QPS exceeded reads %+v, finished %v; want pending", reason, st, Finished(pod))
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // The trust boundary of an installation is whoever may write pods in its
@@ -82,7 +84,7 @@ func (o Owners) Prefetch(pod *corev1.Pod) error {
 		return fmt.Errorf("DaemonSet %s (uid %s) does not own it", o.DaemonSet.Name, o.DaemonSet.UID)
 	case node == "":
 		return errors.New("it is bound to no node")
-	case pod.Labels[LabelNode] != NodeLabelValue(node) || pod.Annotations[AnnotationNodeName] != node:
+	case pod.Labels[wire.LabelNode] != wire.NodeLabelValue(node) || pod.Annotations[wire.AnnotationNodeName] != node:
 		return fmt.Errorf("its node label and annotation do not name its node %s", node)
 	case pod.Spec.RestartPolicy != corev1.RestartPolicyNever:
 		return errors.New("its restart policy is not Never")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 var owners = cachestate.Owners{
@@ -56,8 +57,8 @@ func TestOwnersPrefetch(t *testing.T) {
 		}},
 		{"unbound", owners, func(p *corev1.Pod) { p.Spec.NodeName = "" }},
 		{"bound to another node", owners, func(p *corev1.Pod) { p.Spec.NodeName = "node-b" }},
-		{"node label of another node", owners, func(p *corev1.Pod) { p.Labels[cachestate.LabelNode] = "node-b" }},
-		{"node annotation of another node", owners, func(p *corev1.Pod) { p.Annotations[cachestate.AnnotationNodeName] = "node-b" }},
+		{"node label of another node", owners, func(p *corev1.Pod) { p.Labels[wire.LabelNode] = "node-b" }},
+		{"node annotation of another node", owners, func(p *corev1.Pod) { p.Annotations[wire.AnnotationNodeName] = "node-b" }},
 		{"restarts", owners, func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyOnFailure }},
 		{"a service-account token", owners, func(p *corev1.Pod) { p.Spec.AutomountServiceAccountToken = nil }},
 		{"a container runs its own command", owners, func(p *corev1.Pod) { p.Spec.Containers[1].Command = []string{"/bin/sh", "-c", "exit 1"} }},

@@ -3,6 +3,8 @@ package cachestate
 import (
 	"strings"
 	"testing"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // A node holds an image under an older digest when it has it (cached or
@@ -16,17 +18,17 @@ func TestStale(t *testing.T) {
 	pinned := "docker.io/library/busybox@" + pin
 	for _, tc := range []struct {
 		name    string
-		st      ImageStatus
+		st      wire.ImageStatus
 		current string
 		want    bool
 	}{
-		{"older", ImageStatus{Image: alpine, State: Cached, Digest: older}, current, true},
-		{"older, pulling", ImageStatus{Image: alpine, State: Pulling, Digest: older}, current, true},
-		{"current", ImageStatus{Image: alpine, State: Cached, Digest: current}, current, false},
-		{"no digest known", ImageStatus{Image: alpine, State: Cached}, current, false},
-		{"failed", ImageStatus{Image: alpine, State: Failed}, current, false},
-		{"unchecked", ImageStatus{Image: alpine, State: Cached, Digest: older}, "", false},
-		{"pinned", ImageStatus{Image: pinned, State: Cached, Digest: older}, pin, false},
+		{"older", wire.ImageStatus{Image: alpine, State: wire.Cached, Digest: older}, current, true},
+		{"older, pulling", wire.ImageStatus{Image: alpine, State: wire.Pulling, Digest: older}, current, true},
+		{"current", wire.ImageStatus{Image: alpine, State: wire.Cached, Digest: current}, current, false},
+		{"no digest known", wire.ImageStatus{Image: alpine, State: wire.Cached}, current, false},
+		{"failed", wire.ImageStatus{Image: alpine, State: wire.Failed}, current, false},
+		{"unchecked", wire.ImageStatus{Image: alpine, State: wire.Cached, Digest: older}, "", false},
+		{"pinned", wire.ImageStatus{Image: pinned, State: wire.Cached, Digest: older}, pin, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Stale(tc.st, tc.current); got != tc.want {

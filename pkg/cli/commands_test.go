@@ -23,6 +23,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 const ns = "image-cache-daemon"
@@ -437,7 +438,7 @@ func TestListReadsThePublishedSet(t *testing.T) {
 		{Image: "docker.io/library/alpine:latest", Origin: "ConfigMap team/a", Namespace: "team"},
 		{Image: "docker.io/library/nginx:1.27", Origin: "ConfigMap team/a", Namespace: "team"},
 	}
-	health := []source.Health{{Source: "configmaps", Synced: true, Objects: 3, Skipped: 1, SkippedSample: []string{"ConfigMap team/broken"}},
+	health := []wire.Health{{Source: "configmaps", Synced: true, Objects: 3, Skipped: 1, SkippedSample: []string{"ConfigMap team/broken"}},
 		{Source: "cronworkflows", Synced: true, Missing: true}}
 	set := wanted.Build(wants, 4, health)
 	alpineDigest := "sha256:" + strings.Repeat("ab", 32)

@@ -12,6 +12,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // readWantedSet reads the set the planner published in ns (one GET, and
@@ -106,7 +107,7 @@ func checkOf(im wanted.Image) (digest, unchecked string) {
 // planner's set, or the reference's own pin) and counts the nodes that
 // hold another (Stale; nil when the current digest is not known); rows of
 // images the planner could not check say why.
-func addDigests(rows []imageRow, statuses []cachestate.ImageStatus, digests currentDigests) {
+func addDigests(rows []imageRow, statuses []wire.ImageStatus, digests currentDigests) {
 	byImage := make(map[string]*imageRow, len(rows))
 	for i := range rows {
 		r := &rows[i]

@@ -19,8 +19,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // digestOld is an alpine digest older than the one its tag points to now.
@@ -33,7 +33,7 @@ func staleCluster() []runtime.Object {
 	objs := cluster()
 	for _, o := range objs {
 		p := o.(*corev1.Pod)
-		if p.Spec.NodeName != "node-b" || p.Labels[cachestate.LabelComponent] != cachestate.ComponentPrefetch {
+		if p.Spec.NodeName != "node-b" || p.Labels[wire.LabelComponent] != wire.ComponentPrefetch {
 			continue
 		}
 		for i, c := range p.Spec.Containers {

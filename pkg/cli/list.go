@@ -24,6 +24,7 @@ import (
 	daemonoptions "github.com/dcherman/image-cache-daemon/pkg/options"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // ListOptions holds what the list command needs.
@@ -200,18 +201,18 @@ type listDoc struct {
 	Problems        []listProblem `json:"problems,omitempty"`
 	// From the planner's set: when it was published, and the images its
 	// limits left out (a count, and the first few).
-	PublishedAt *metav1.Time   `json:"publishedAt,omitempty"`
-	Over        int            `json:"over,omitempty"`
-	OverSample  []source.Image `json:"overSample,omitempty"`
+	PublishedAt *metav1.Time `json:"publishedAt,omitempty"`
+	Over        int          `json:"over,omitempty"`
+	OverSample  []wire.Image `json:"overSample,omitempty"`
 }
 
 // listImage is an image of list: what wants it and, from the planner's
 // set, the digest its tag points to now (a pinned reference's own), or why
 // the planner could not check it.
 type listImage struct {
-	source.Image `json:",inline"`
-	Digest       string `json:"digest,omitempty"`
-	Unchecked    string `json:"unchecked,omitempty"`
+	wire.Image `json:",inline"`
+	Digest     string `json:"digest,omitempty"`
+	Unchecked  string `json:"unchecked,omitempty"`
 }
 
 // runPublished prints the set the planner published.
@@ -226,7 +227,7 @@ func (o *ListOptions) runPublished(ctx context.Context) error {
 		if im.MoreOrigins > 0 {
 			origins = append(origins, fmt.Sprintf("and %d more", im.MoreOrigins))
 		}
-		li := listImage{Image: source.Image{Image: im.Image, Origins: origins}}
+		li := listImage{Image: wire.Image{Image: im.Image, Origins: origins}}
 		li.Digest, li.Unchecked = checkOf(im)
 		doc.Images = append(doc.Images, li)
 	}

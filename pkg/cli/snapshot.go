@@ -19,11 +19,8 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
-
-// componentDaemon is the component label of the daemon pods.
-const componentDaemon = "daemon"
 
 // snapshot is the cache as the pods of one installation show it, read with
 // one request whatever the number of nodes and images (see follow).
@@ -32,7 +29,7 @@ type snapshot struct {
 	Nodes []string
 	// Images holds one status per (node, image) that a prefetch pod holds,
 	// on the nodes in Nodes, sorted by node then image.
-	Images []cachestate.ImageStatus
+	Images []wire.ImageStatus
 	// WithoutDaemon are the nodes that hold prefetch pods but run no
 	// daemon pod (the daemon set left them): not counted anywhere.
 	WithoutDaemon []string
@@ -42,7 +39,7 @@ type snapshot struct {
 	// limits, each with the nodes whose daemon reports it.
 	Problems []problem
 	// Warm is each node's warm state as its daemon reports it.
-	Warm map[string]*source.Warmth
+	Warm map[string]*wire.Warmth
 	// Ignored are the pods that claim a node as its daemon or as its
 	// cache, but that the installation's live owners do not own (see
 	// cachestate.Owners), sorted by name: not counted, named.
@@ -86,7 +83,7 @@ type podRecord struct {
 	owners cachestate.Owners
 	// reports reads the daemons' reports; used by the reflector's
 	// goroutine alone.
-	reports cachestate.ReportReader
+	reports wire.ReportReader
 
 	mu       sync.Mutex
 	prefetch map[string]*corev1.Pod // by name, the installation's only
@@ -111,10 +108,10 @@ type daemonPod struct {
 	created  time.Time
 	image    string
 	problems []string
-	warm     *source.Warmth
+	warm     *wire.Warmth
 	// report is the node's image statuses as the daemon publishes them;
 	// nil when it publishes none that can be trusted.
-	report []cachestate.ImageStatus
+	report []wire.ImageStatus
 }
 
 func newPodRecord(daemonsOnly bool, owners cachestate.Owners) *podRecord {
@@ -149,10 +146,10 @@ func trimPod(obj any) (any, error) {
 		Status: corev1.PodStatus{Phase: p.Status.Phase, Reason: p.Status.Reason, Message: p.Status.Message,
 			ContainerStatuses: trimStatuses(p.Status.ContainerStatuses), InitContainerStatuses: trimStatuses(p.Status.InitContainerStatuses)},
 	}}
-	if c, ok := p.Labels[cachestate.LabelComponent]; ok {
-		t.Labels = map[string]string{cachestate.LabelComponent: c}
+	if c, ok := p.Labels[wire.LabelComponent]; ok {
+		t.Labels = map[string]string{wire.LabelComponent: c}
 	}
-	for _, key := range []string{cachestate.AnnotationNodeName, source.HealthAnnotation, cachestate.AnnotationReport} {
+	for _, key := range []string{wire.AnnotationNodeName, wire.AnnotationHealth, wire.AnnotationReport} {
 		if v, ok := p.Annotations[key]; ok {
 			if t.Annotations == nil {
 				t.Annotations = map[string]string{}
@@ -206,10 +203,10 @@ func (r *podRecord) transform(obj any) (any, error) {
 	if err != nil || !ok {
 		return cut, err
 	}
-	switch p.Labels[cachestate.LabelComponent] {
-	case cachestate.ComponentPrefetch:
+	switch p.Labels[wire.LabelComponent] {
+	case wire.ComponentPrefetch:
 		t.trusted = r.owners.Prefetch(p) == nil
-	case componentDaemon:
+	case wire.ComponentDaemon:
 		t.trusted = r.owners.Daemon(p) == nil
 	}
 	return t, nil
@@ -294,14 +291,14 @@ func (r *podRecord) put(prefetch map[string]*corev1.Pod, daemons map[string]daem
 	delete(prefetch, p.Name)
 	delete(daemons, p.Name)
 	delete(strays, p.Name)
-	switch p.Labels[cachestate.LabelComponent] {
-	case cachestate.ComponentPrefetch:
+	switch p.Labels[wire.LabelComponent] {
+	case wire.ComponentPrefetch:
 		if t.trusted {
 			prefetch[p.Name] = p
 		} else if n := cachestate.Node(p); n != "" {
-			strays[p.Name] = ignoredPod{Pod: p.Name, Node: imageref.Printable(n), Component: cachestate.ComponentPrefetch}
+			strays[p.Name] = ignoredPod{Pod: p.Name, Node: imageref.Printable(n), Component: wire.ComponentPrefetch}
 		}
-	case componentDaemon:
+	case wire.ComponentDaemon:
 		report, err := healthReport(p)
 		d := daemonPod{name: p.Name, node: p.Spec.NodeName, trusted: t.trusted, created: p.CreationTimestamp.Time,
 			live: p.DeletionTimestamp == nil && daemonRunning(p), problems: daemonProblems(p, report, err), warm: report.Warm}
@@ -349,7 +346,7 @@ func (r *podRecord) snapshot() *snapshot {
 		case d.node == "":
 			continue
 		case !d.trusted:
-			s.Ignored = append(s.Ignored, ignoredPod{Pod: name, Node: d.node, Component: componentDaemon})
+			s.Ignored = append(s.Ignored, ignoredPod{Pod: name, Node: d.node, Component: wire.ComponentDaemon})
 			continue
 		}
 		if firstDaemon == "" || name < firstDaemon {
@@ -372,7 +369,7 @@ func (r *podRecord) snapshot() *snapshot {
 		}
 		if d.warm != nil {
 			if s.Warm == nil {
-				s.Warm = map[string]*source.Warmth{}
+				s.Warm = map[string]*wire.Warmth{}
 			}
 			s.Warm[node] = d.warm
 		}
@@ -431,13 +428,13 @@ func (r *podRecord) fromPods(s *snapshot) {
 			rows += len(p.Spec.Containers)
 		}
 	}
-	s.Images = make([]cachestate.ImageStatus, 0, rows)
+	s.Images = make([]wire.ImageStatus, 0, rows)
 	for _, n := range s.Nodes {
 		s.Images = append(s.Images, cachestate.Summarize(byNode[n])...)
 		delete(byNode, n)
 	}
 	// The kubelet's messages hold what registries answered; a report
-	// holds nothing imageref.Printable would change (DecodeReport).
+	// holds nothing imageref.Printable would change (wire.DecodeReport).
 	for i := range s.Images {
 		st := &s.Images[i]
 		st.Image, st.Digest, st.Pod = imageref.Printable(st.Image), imageref.Printable(st.Digest), imageref.Printable(st.Pod)
@@ -451,14 +448,14 @@ func (r *podRecord) fromPods(s *snapshot) {
 
 // healthReport reads the health report a daemon publishes on its pod: an
 // empty one when there is none yet (an older daemon, or one just started).
-func healthReport(p *corev1.Pod) (*source.HealthReport, error) {
-	r := &source.HealthReport{}
-	raw, ok := p.Annotations[source.HealthAnnotation]
+func healthReport(p *corev1.Pod) (*wire.HealthReport, error) {
+	r := &wire.HealthReport{}
+	raw, ok := p.Annotations[wire.AnnotationHealth]
 	if !ok {
 		return r, nil
 	}
 	if err := json.Unmarshal([]byte(raw), r); err != nil {
-		return &source.HealthReport{}, err
+		return &wire.HealthReport{}, err
 	}
 	return r, nil
 }
@@ -469,8 +466,8 @@ func healthReport(p *corev1.Pod) (*source.HealthReport, error) {
 // daemon that starts again first removes it), publishes none (an older
 // daemon, or statuses too large for an annotation) or one that does not
 // read.
-func imageReport(reports *cachestate.ReportReader, p *corev1.Pod) []cachestate.ImageStatus {
-	raw, ok := p.Annotations[cachestate.AnnotationReport]
+func imageReport(reports *wire.ReportReader, p *corev1.Pod) []wire.ImageStatus {
+	raw, ok := p.Annotations[wire.AnnotationReport]
 	if !ok || p.DeletionTimestamp != nil || p.Spec.NodeName == "" || !daemonRunning(p) {
 		return nil
 	}
@@ -479,7 +476,7 @@ func imageReport(reports *cachestate.ReportReader, p *corev1.Pod) []cachestate.I
 		return nil
 	}
 	if st == nil {
-		st = []cachestate.ImageStatus{} // a report of no image is a report
+		st = []wire.ImageStatus{} // a report of no image is a report
 	}
 	return st
 }
@@ -500,7 +497,7 @@ func daemonRunning(p *corev1.Pod) bool {
 // daemonProblems says what keeps a daemon from caching: its pod's
 // readiness, and r, the health report it publishes (readErr if that does not
 // read).
-func daemonProblems(p *corev1.Pod, r *source.HealthReport, readErr error) []string {
+func daemonProblems(p *corev1.Pod, r *wire.HealthReport, readErr error) []string {
 	var out []string
 	if p.Status.Phase == corev1.PodRunning {
 		for _, c := range p.Status.Conditions {
@@ -575,14 +572,14 @@ func (s *snapshot) byImage(want []string) []imageRow {
 	for _, st := range s.Images {
 		r := row(st.Image)
 		switch st.State {
-		case cachestate.Cached:
+		case wire.Cached:
 			r.Cached++
 			if st.Digest != "" && !slices.Contains(r.Digests, st.Digest) {
 				r.Digests = append(r.Digests, st.Digest)
 			}
-		case cachestate.Pulling:
+		case wire.Pulling:
 			r.Pulling++
-		case cachestate.Failed:
+		case wire.Failed:
 			r.Failed++
 		default:
 			continue // pending: counted already
@@ -606,7 +603,7 @@ func (s *snapshot) byImage(want []string) []imageRow {
 func (s *snapshot) same(t *snapshot) bool {
 	return slices.Equal(s.Nodes, t.Nodes) && slices.Equal(s.WithoutDaemon, t.WithoutDaemon) &&
 		s.DaemonImage == t.DaemonImage && reflect.DeepEqual(s.Problems, t.Problems) && reflect.DeepEqual(s.Warm, t.Warm) &&
-		slices.EqualFunc(s.Images, t.Images, func(a, b cachestate.ImageStatus) bool {
+		slices.EqualFunc(s.Images, t.Images, func(a, b wire.ImageStatus) bool {
 			return a.Since.Equal(b.Since) && a.Node == b.Node && a.Image == b.Image && a.State == b.State &&
 				a.Digest == b.Digest && a.Reason == b.Reason && a.Message == b.Message && a.Pod == b.Pod
 		})

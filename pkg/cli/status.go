@@ -23,8 +23,8 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // StatusOptions holds what the status command needs.
@@ -282,13 +282,13 @@ func (o *StatusOptions) printFlags() *printFlags {
 // for scripts.
 type statusDoc struct {
 	metav1.TypeMeta `json:",inline"`
-	Nodes           []string                  `json:"nodes"`
-	Images          []imageRow                `json:"images"`
-	Status          []nodeStatus              `json:"status"`
-	Problems        []problem                 `json:"problems,omitempty"`
-	Warm            map[string]*source.Warmth `json:"warm,omitempty"`
-	WithoutDaemon   []string                  `json:"nodesWithoutDaemon,omitempty"`
-	Ignored         []ignoredPod              `json:"ignored,omitempty"`
+	Nodes           []string                `json:"nodes"`
+	Images          []imageRow              `json:"images"`
+	Status          []nodeStatus            `json:"status"`
+	Problems        []problem               `json:"problems,omitempty"`
+	Warm            map[string]*wire.Warmth `json:"warm,omitempty"`
+	WithoutDaemon   []string                `json:"nodesWithoutDaemon,omitempty"`
+	Ignored         []ignoredPod            `json:"ignored,omitempty"`
 	// WantedSetProblem says why the planner's set, and so the tags'
 	// current digests (each image's digest and stale), could not be read.
 	WantedSetProblem string `json:"wantedSetProblem,omitempty"`
@@ -298,7 +298,7 @@ type statusDoc struct {
 // when the node holds it under an older digest than the one its tag points
 // to now (imageRow.Digest).
 type nodeStatus struct {
-	cachestate.ImageStatus
+	wire.ImageStatus
 	Stale bool `json:"stale,omitempty"`
 }
 
@@ -394,7 +394,7 @@ func (o *StatusOptions) printWide(w io.Writer, s *snapshot, digests currentDiges
 	fit(widths, header...)
 	type cells struct{ familiar, current string }
 	byImage := map[string]cells{}
-	currentCell := func(st cachestate.ImageStatus) string {
+	currentCell := func(st wire.ImageStatus) string {
 		switch cur := byImage[st.Image].current; {
 		case cur == "":
 			return "-"
@@ -452,7 +452,7 @@ func ignoredLines(ignored []ignoredPod) []string {
 			break
 		}
 		what := "claims node " + p.Node
-		if p.Component == cachestate.ComponentPrefetch {
+		if p.Component == wire.ComponentPrefetch {
 			what = "claims to hold the cache of node " + p.Node
 		}
 		out = append(out, fmt.Sprintf("ignored: pod %s %s but is not the DaemonSet's", p.Pod, what))
@@ -508,9 +508,9 @@ func summary(s *snapshot, rows []imageRow) string {
 	var cached, pulling, failed int
 	for _, st := range s.Images {
 		switch st.State {
-		case cachestate.Cached:
+		case wire.Cached:
 			cached++
-		case cachestate.Failed:
+		case wire.Failed:
 			failed++
 		default:
 			pulling++

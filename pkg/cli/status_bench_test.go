@@ -28,11 +28,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // BenchmarkStatus times status for 1,000 nodes x 100 images (1,000 daemon
@@ -102,7 +102,7 @@ func newPodServer(tb testing.TB, pods []corev1.Pod) *podServer {
 		wardenConfigMap: map[string][]byte{}, plannerLease: map[string][]byte{}, wantedSet: map[string][]byte{}}
 	var daemons []corev1.Pod
 	for _, p := range pods {
-		if p.Labels[cachestate.LabelComponent] == componentDaemon {
+		if p.Labels[wire.LabelComponent] == wire.ComponentDaemon {
 			daemons = append(daemons, p)
 		}
 	}
@@ -179,7 +179,7 @@ func (s *podServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.accepts.Store(mediaType, true)
 	q := r.URL.Query()
-	daemonsOnly := strings.Contains(q.Get("labelSelector"), cachestate.LabelComponent+"="+componentDaemon)
+	daemonsOnly := strings.Contains(q.Get("labelSelector"), wire.LabelComponent+"="+wire.ComponentDaemon)
 	switch {
 	case r.URL.Path == "/apis/apps/v1/namespaces/"+ns+"/daemonsets/"+install.Name:
 		w.Header().Set("Content-Type", mediaType)
@@ -235,7 +235,7 @@ func benchPods(nodes, images int) []corev1.Pod {
 		pods = append(pods, corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "image-cache-daemon-" + node, Namespace: ns, UID: types.UID(fmt.Sprintf("d-%d", n)),
 				ResourceVersion: "1000", CreationTimestamp: created, OwnerReferences: daemonPodOn(node).OwnerReferences,
-				Labels: map[string]string{cachestate.LabelPartOf: cachestate.PartOf, cachestate.LabelComponent: "daemon"}},
+				Labels: map[string]string{wire.LabelPartOf: wire.PartOf, wire.LabelComponent: "daemon"}},
 			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "daemon", Image: "ghcr.io/dcherman/image-cache-daemon:v1.0.0"}}},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, HostIP: ip, PodIP: ip,
 				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},

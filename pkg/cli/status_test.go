@@ -27,8 +27,8 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -104,7 +104,7 @@ func setConfigMap(data []byte) *corev1.ConfigMap {
 func daemonPodOn(node string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "daemon-" + node, Namespace: "image-cache-daemon",
-			Labels:          map[string]string{"app.kubernetes.io/part-of": "image-cache-daemon", "app.kubernetes.io/component": "daemon"},
+			Labels:          map[string]string{wire.LabelPartOf: wire.PartOf, wire.LabelComponent: wire.ComponentDaemon},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: install.Name, UID: dsUID, Controller: ptr.To(true)}}},
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "daemon", Image: "ghcr.io/dcherman/image-cache-daemon:v1.0.0"}}},
 	}
@@ -145,8 +145,8 @@ func cluster() []runtime.Object {
 			`,"problem":"` + problem + `"},{"source":"workflowtemplates","synced":true,"objects":3,"skipped":1,"skippedSample":["WorkflowTemplate team/bomb"]}],"warm":` + warm + `}`
 	}
 	a, b := daemonPodOn("node-a"), daemonPodOn("node-b")
-	a.Annotations = map[string]string{source.HealthAnnotation: health("")}
-	b.Annotations = map[string]string{source.HealthAnnotation: health("configmaps is forbidden: User cannot list resource")}
+	a.Annotations = map[string]string{wire.AnnotationHealth: health("")}
+	b.Annotations = map[string]string{wire.AnnotationHealth: health("configmaps is forbidden: User cannot list resource")}
 	return []runtime.Object{
 		a, b,
 		prefetchPod("node-a", []string{alpine, nginx}, cached, cached),
@@ -220,24 +220,24 @@ func withReports(t testing.TB, objs []runtime.Object) []runtime.Object {
 			continue
 		}
 		p := pod.DeepCopy()
-		if p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch {
+		if p.Labels[wire.LabelComponent] == wire.ComponentPrefetch {
 			byNode[cachestate.Node(p)] = append(byNode[cachestate.Node(p)], p)
 		}
 		out = append(out, p)
 	}
 	for _, o := range out {
 		p, ok := o.(*corev1.Pod)
-		if !ok || p.Labels[cachestate.LabelComponent] != componentDaemon {
+		if !ok || p.Labels[wire.LabelComponent] != wire.ComponentDaemon {
 			continue
 		}
-		raw, ok := cachestate.EncodeReport(cachestate.Summarize(byNode[p.Spec.NodeName]))
+		raw, ok := wire.EncodeReport(cachestate.Summarize(byNode[p.Spec.NodeName]))
 		if !ok {
 			t.Fatalf("the report of node %s does not fit", p.Spec.NodeName)
 		}
 		if p.Annotations == nil {
 			p.Annotations = map[string]string{}
 		}
-		p.Annotations[cachestate.AnnotationReport] = raw
+		p.Annotations[wire.AnnotationReport] = raw
 		p.Status.Phase = corev1.PodRunning
 		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: install.ContainerName,
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
@@ -249,7 +249,7 @@ func withReports(t testing.TB, objs []runtime.Object) []runtime.Object {
 func withoutPrefetchPods(objs []runtime.Object) []runtime.Object {
 	var out []runtime.Object
 	for _, o := range objs {
-		if p, ok := o.(*corev1.Pod); !ok || p.Labels[cachestate.LabelComponent] != cachestate.ComponentPrefetch {
+		if p, ok := o.(*corev1.Pod); !ok || p.Labels[wire.LabelComponent] != wire.ComponentPrefetch {
 			out = append(out, o)
 		}
 	}
@@ -288,7 +288,7 @@ func TestStatusFromReports(t *testing.T) {
 				t.Fatal(err)
 			}
 			golden(t, filepath.Join("testdata", tc.name+".golden"), []byte(out))
-			if got, want := podLists(client), []string{"app.kubernetes.io/component=daemon,app.kubernetes.io/part-of=image-cache-daemon"}; !reflect.DeepEqual(got, want) {
+			if got, want := podLists(client), []string{wire.LabelComponent + "=" + wire.ComponentDaemon + "," + wire.LabelPartOf + "=" + wire.PartOf}; !reflect.DeepEqual(got, want) {
 				t.Errorf("pod lists %q, want %q", got, want)
 			}
 		})
@@ -301,21 +301,21 @@ func TestStatusDistrustsReports(t *testing.T) {
 	// A report that would show node-b with no image, were it read.
 	const lie = `{"v":1,"images":[]}`
 	for name, spoil := range map[string]func(p *corev1.Pod){
-		"none": func(p *corev1.Pod) { delete(p.Annotations, cachestate.AnnotationReport) },
+		"none": func(p *corev1.Pod) { delete(p.Annotations, wire.AnnotationReport) },
 		// Its last report may be stale.
-		"not running": func(p *corev1.Pod) { p.Status.Phase, p.Annotations[cachestate.AnnotationReport] = "", lie },
+		"not running": func(p *corev1.Pod) { p.Status.Phase, p.Annotations[wire.AnnotationReport] = "", lie },
 		"crash loop": func(p *corev1.Pod) {
 			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
-			p.Annotations[cachestate.AnnotationReport] = lie
+			p.Annotations[wire.AnnotationReport] = lie
 		},
 		"deleted": func(p *corev1.Pod) {
-			p.DeletionTimestamp, p.Annotations[cachestate.AnnotationReport] = &metav1.Time{Time: now}, lie
+			p.DeletionTimestamp, p.Annotations[wire.AnnotationReport] = &metav1.Time{Time: now}, lie
 		},
-		"unreadable": func(p *corev1.Pod) { p.Annotations[cachestate.AnnotationReport] = `{"v":1,"images":[["a","gone"]]}` },
+		"unreadable": func(p *corev1.Pod) { p.Annotations[wire.AnnotationReport] = `{"v":1,"images":[["a","gone"]]}` },
 		"twice": func(p *corev1.Pod) {
-			p.Annotations[cachestate.AnnotationReport] = `{"v":1,"images":[["a","cached"],["a","failed"]]}`
+			p.Annotations[wire.AnnotationReport] = `{"v":1,"images":[["a","cached"],["a","failed"]]}`
 		},
-		"newer": func(p *corev1.Pod) { p.Annotations[cachestate.AnnotationReport] = `{"v":2,"images":[]}` },
+		"newer": func(p *corev1.Pod) { p.Annotations[wire.AnnotationReport] = `{"v":2,"images":[]}` },
 	} {
 		t.Run(name, func(t *testing.T) {
 			objs := withReports(t, cluster())
@@ -330,7 +330,7 @@ func TestStatusDistrustsReports(t *testing.T) {
 				t.Fatal(err)
 			}
 			golden(t, filepath.Join("testdata", "status.golden"), []byte(out))
-			if got := podLists(client); len(got) != 2 || got[1] != "app.kubernetes.io/part-of=image-cache-daemon" {
+			if got := podLists(client); len(got) != 2 || got[1] != wire.LabelPartOf+"="+wire.PartOf {
 				t.Errorf("pod lists %q, want the daemons' then all", got)
 			}
 		})
@@ -411,7 +411,7 @@ func TestTrimKeepsWhatStatusReads(t *testing.T) {
 	})
 	variant("daemon-bad-report", func(p *corev1.Pod) {
 		*p = *pods["daemon-node-a"].DeepCopy()
-		p.Annotations[source.HealthAnnotation] = "{"
+		p.Annotations[wire.AnnotationHealth] = "{"
 	})
 
 	var whole, cut []*corev1.Pod
@@ -460,9 +460,9 @@ func TestFirstOf(t *testing.T) {
 			}
 		})
 	}
-	s := &snapshot{Nodes: nodes(1000), Warm: map[string]*source.Warmth{}}
+	s := &snapshot{Nodes: nodes(1000), Warm: map[string]*wire.Warmth{}}
 	for _, n := range s.Nodes {
-		s.Warm[n] = &source.Warmth{Reason: "Warming", Message: "2/3 images cached"}
+		s.Warm[n] = &wire.Warmth{Reason: "Warming", Message: "2/3 images cached"}
 	}
 	if got, want := warmLine(s), "warm: 0/1000 nodes; not warm: n0 Warming (2/3 images cached); n1 Warming (2/3 images cached); "+
 		"n2 Warming (2/3 images cached); n3 Warming (2/3 images cached); n4 Warming (2/3 images cached); ... (995 more)"; got != want {

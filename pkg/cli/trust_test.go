@@ -14,18 +14,18 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // forgedReport says every image of cluster() is cached on node-b; a daemon
 // pod that carried it would make status lie.
 func forgedReport(t *testing.T) string {
 	t.Helper()
-	var states []cachestate.ImageStatus
+	var states []wire.ImageStatus
 	for _, img := range []string{"docker.io/library/alpine:latest", "docker.io/library/nginx:1.27", "registry.example/missing:v1"} {
-		states = append(states, cachestate.ImageStatus{Image: img, State: cachestate.Cached, Pod: "forged"})
+		states = append(states, wire.ImageStatus{Image: img, State: wire.Cached, Pod: "forged"})
 	}
-	raw, ok := cachestate.EncodeReport(states)
+	raw, ok := wire.EncodeReport(states)
 	if !ok {
 		t.Fatal("the forged report does not encode")
 	}
@@ -43,8 +43,8 @@ func withForgedDaemons(t *testing.T, objs []runtime.Object) []runtime.Object {
 		p := daemonPodOn("node-b")
 		p.Name, p.OwnerReferences = name, refs
 		p.CreationTimestamp = metav1.NewTime(now)
-		p.Annotations = map[string]string{cachestate.AnnotationReport: forgedReport(t),
-			source.HealthAnnotation: `{"sources":[{"source":"static","synced":true}],"warm":{"warm":true,"reason":"Warm","took":"1s"}}`}
+		p.Annotations = map[string]string{wire.AnnotationReport: forgedReport(t),
+			wire.AnnotationHealth: `{"sources":[{"source":"static","synced":true}],"warm":{"warm":true,"reason":"Warm","took":"1s"}}`}
 		p.Status.Phase = corev1.PodRunning
 		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "daemon", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
 		return p
@@ -110,7 +110,7 @@ func TestStatusIgnoresForgedPrefetchPods(t *testing.T) {
 	objs := append(cluster(),
 		forge("icd-forged-stale", &stale, nil),
 		forge("icd-forged-command", dsOwner, func(p *corev1.Pod) { p.Spec.Containers[0].Command = []string{"/bin/true"} }),
-		forge("icd-forged-node", dsOwner, func(p *corev1.Pod) { p.Labels[cachestate.LabelNode] = "node-a" }))
+		forge("icd-forged-node", dsOwner, func(p *corev1.Pod) { p.Labels[wire.LabelNode] = "node-a" }))
 	want, err := runStatus(t, cluster(), "-o", "wide")
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func TestStatusIgnoresForgedPrefetchPods(t *testing.T) {
 func TestIgnoredLinesBounded(t *testing.T) {
 	var pods []ignoredPod
 	for i := range 1000 {
-		pods = append(pods, ignoredPod{Pod: "p" + strings.Repeat("x", i%7), Node: "n", Component: componentDaemon})
+		pods = append(pods, ignoredPod{Pod: "p" + strings.Repeat("x", i%7), Node: "n", Component: wire.ComponentDaemon})
 	}
 	lines := ignoredLines(pods)
 	if len(lines) != namedAtMost+1 || lines[namedAtMost] != "ignored: 995 more pods that claim nodes but are not the DaemonSet's" {
@@ -156,13 +156,13 @@ func withHostileText(objs []runtime.Object) []runtime.Object {
 		}
 		switch {
 		case p.Name == "daemon-node-b":
-			h := source.HealthReport{
-				Sources: []source.Health{{Source: "configmaps", Problem: hostile}},
-				Warm:    &source.Warmth{Reason: "Warming" + hostile, Message: hostile},
+			h := wire.HealthReport{
+				Sources: []wire.Health{{Source: "configmaps", Problem: hostile}},
+				Warm:    &wire.Warmth{Reason: "Warming" + hostile, Message: hostile},
 			}
 			raw, _ := json.Marshal(h)
-			p.Annotations[source.HealthAnnotation] = string(raw)
-		case p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch && cachestate.Node(p) == "node-a" && len(p.Spec.Containers) == 1:
+			p.Annotations[wire.AnnotationHealth] = string(raw)
+		case p.Labels[wire.LabelComponent] == wire.ComponentPrefetch && cachestate.Node(p) == "node-a" && len(p.Spec.Containers) == 1:
 			p.Status.ContainerStatuses[0].State.Waiting.Message = hostile
 		}
 	}

@@ -15,8 +15,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // UninstallOptions holds what the uninstall command needs.
@@ -95,7 +95,7 @@ func (o *UninstallOptions) workloadGone(ctx context.Context) (bool, error) {
 	if _, err := o.client.AppsV1().DaemonSets(o.namespace).Get(ctx, install.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		return false, nil
 	}
-	pods, err := o.client.CoreV1().Pods(o.namespace).List(ctx, metav1.ListOptions{LabelSelector: cachestate.LabelPartOf + "=" + install.Name})
+	pods, err := o.client.CoreV1().Pods(o.namespace).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelPartOf + "=" + install.Name})
 	return err == nil && len(pods.Items) == 0, nil
 }
 
@@ -121,7 +121,7 @@ func (o *UninstallOptions) Run(ctx context.Context) error {
 		gone, what = o.workloadGone, "image-cache-daemon's pods are still in namespace "+o.namespace
 	}
 	if err := wait.PollUntilContextTimeout(ctx, time.Second, o.Timeout, true, gone); err != nil {
-		return fmt.Errorf("%s after %s: see kubectl -n %s get pods -l %s=%s", what, o.Timeout, o.namespace, cachestate.LabelPartOf, install.Name)
+		return fmt.Errorf("%s after %s: see kubectl -n %s get pods -l %s=%s", what, o.Timeout, o.namespace, wire.LabelPartOf, install.Name)
 	}
 	fmt.Fprintf(o.Out, "image-cache-daemon uninstalled\n")
 	return nil

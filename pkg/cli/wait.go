@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // WaitOptions follow images until every node has them.
@@ -64,7 +64,7 @@ func (w *WaitOptions) run(ctx context.Context, client kubernetes.Interface, ns s
 	err := follow(ctx, client, ns, followOptions{every: w.Interval, refresh: setRefresh, warn: out}, func(s *snapshot) (bool, error) {
 		var failures []string
 		for _, st := range s.Images {
-			if want[st.Image] && st.State == cachestate.Failed {
+			if want[st.Image] && st.State == wire.Failed {
 				failures = append(failures, fmt.Sprintf("%s on node %s: %s: %s", imageref.Familiar(st.Image), st.Node, st.Reason, st.Message))
 			}
 		}

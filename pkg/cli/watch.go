@@ -22,6 +22,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // followOptions say how follow reads.
@@ -61,7 +62,7 @@ var reportGrace = 5 * time.Second
 // opts.every, until render says it is done or fails, or ctx ends.
 //
 // It reads the reports the daemons publish on their pods
-// (cachestate.AnnotationReport): one small pod per node, however many
+// (wire.AnnotationReport): one small pod per node, however many
 // images and prefetch pods there are. When a node's daemon has no usable
 // report (an older daemon, one not running or just started, a node whose
 // statuses do not fit in an annotation), or no daemon pod runs at all, it
@@ -176,9 +177,9 @@ func followPods(ctx context.Context, client kubernetes.Interface, ns string, opt
 		}
 	}
 	pods := client.CoreV1().Pods(ns)
-	selector := cachestate.LabelPartOf + "=" + cachestate.PartOf
+	selector := wire.LabelPartOf + "=" + wire.PartOf
 	if opts.daemonsOnly {
-		selector += "," + cachestate.LabelComponent + "=" + componentDaemon
+		selector += "," + wire.LabelComponent + "=" + wire.ComponentDaemon
 	}
 	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {

@@ -25,6 +25,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // patience bounds every wait for the code under test; a passing test
@@ -116,7 +117,7 @@ func daemonsOnly(a k8stesting.Action) bool {
 	default:
 		return false
 	}
-	return sel != nil && strings.Contains(sel.String(), cachestate.LabelComponent+"="+componentDaemon)
+	return sel != nil && strings.Contains(sel.String(), wire.LabelComponent+"="+wire.ComponentDaemon)
 }
 
 // podActions are the client's requests about pods, by verb, and the
@@ -141,7 +142,7 @@ func prefetchPodOf(t *testing.T, objs []runtime.Object, node, image string) *cor
 	t.Helper()
 	for _, o := range objs {
 		p := o.(*corev1.Pod)
-		if p.Spec.NodeName != node || p.Labels[cachestate.LabelComponent] != cachestate.ComponentPrefetch {
+		if p.Spec.NodeName != node || p.Labels[wire.LabelComponent] != wire.ComponentPrefetch {
 			continue
 		}
 		for _, c := range p.Spec.Containers {
@@ -347,12 +348,12 @@ func reportsCached(t *testing.T, objs []runtime.Object, _ *fake.Clientset, daemo
 	onB := withState(prefetchPodOf(t, objs, "node-b", nginx), "4", nginx, cachedNow)
 	var pods []*corev1.Pod
 	for _, obj := range objs {
-		if p := obj.(*corev1.Pod); cachestate.Node(p) == "node-b" && p.Labels[cachestate.LabelComponent] == cachestate.ComponentPrefetch && p.Name != onB.Name {
+		if p := obj.(*corev1.Pod); cachestate.Node(p) == "node-b" && p.Labels[wire.LabelComponent] == wire.ComponentPrefetch && p.Name != onB.Name {
 			pods = append(pods, p)
 		}
 	}
-	raw, _ := cachestate.EncodeReport(cachestate.Summarize(append(pods, onB)))
-	daemonB.Annotations[cachestate.AnnotationReport] = raw
+	raw, _ := wire.EncodeReport(cachestate.Summarize(append(pods, onB)))
+	daemonB.Annotations[wire.AnnotationReport] = raw
 	return daemonB
 }
 
@@ -364,7 +365,7 @@ func reportsCached(t *testing.T, objs []runtime.Object, _ *fake.Clientset, daemo
 func TestAddWaitOnReports(t *testing.T) {
 	const nginx = "docker.io/library/nginx:1.27"
 	podsResource := corev1.SchemeGroupVersion.WithResource("pods")
-	daemons := cachestate.LabelComponent + "=" + componentDaemon + "," + cachestate.LabelPartOf + "=" + cachestate.PartOf
+	daemons := wire.LabelComponent + "=" + wire.ComponentDaemon + "," + wire.LabelPartOf + "=" + wire.PartOf
 	for _, tc := range []struct {
 		name string
 		// change makes node-b's pull end, and returns node-b's daemon pod
@@ -386,7 +387,7 @@ func TestAddWaitOnReports(t *testing.T) {
 				t.Fatal(err)
 			}
 			return daemonB
-		}, []string{daemons, cachestate.LabelPartOf + "=" + cachestate.PartOf}, false},
+		}, []string{daemons, wire.LabelPartOf + "=" + wire.PartOf}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := withReports(t, cluster())
@@ -395,7 +396,7 @@ func TestAddWaitOnReports(t *testing.T) {
 				reportGrace = patience
 				for _, obj := range objs {
 					if p := obj.(*corev1.Pod); p.Name == "daemon-node-b" {
-						delete(p.Annotations, cachestate.AnnotationReport)
+						delete(p.Annotations, wire.AnnotationReport)
 					}
 				}
 			}

@@ -19,10 +19,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/listformat"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // FieldManager names the plugin's edits.
@@ -30,8 +30,8 @@ const FieldManager = "kubectl-imagecache"
 
 // Labels a new image list gets, so that the daemon's default selector finds it.
 var Labels = map[string]string{
-	cachestate.LabelPartOf:        cachestate.PartOf,
-	"app.kubernetes.io/component": "images",
+	wire.LabelPartOf:    wire.PartOf,
+	wire.LabelComponent: wire.ComponentImages,
 }
 
 // conflictBackoff outlasts many concurrent editors (client-go's default

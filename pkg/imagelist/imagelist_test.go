@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 func add(images ...string) Change {
@@ -30,7 +32,7 @@ func TestEditCreatesThenUpdates(t *testing.T) {
 		t.Fatalf("first edit: %+v %v", res, err)
 	}
 	cm, _ := client.CoreV1().ConfigMaps("ns").Get(ctx, "list", metav1.GetOptions{})
-	if cm.Labels["app.kubernetes.io/part-of"] != "image-cache-daemon" {
+	if cm.Labels[wire.LabelPartOf] != wire.PartOf {
 		t.Errorf("a new list lacks the label the daemon selects on: %v", cm.Labels)
 	}
 	if got := cm.Data["images"]; got != "- \"docker.io/library/a:latest\"\n- \"docker.io/library/b:latest\"\n" {
@@ -93,7 +95,7 @@ func TestEditRefusesABrokenList(t *testing.T) {
 		{name: "a megabyte of bad entries", key: "images", value: "[" + strings.Repeat("1,", 512<<10-1) + "1]",
 			says:     []string{"holds entries that are not image references", "  entry 1 is a number (1)", "  entry 20 is a number (1)", "  ... and 8173 more problems", fix},
 			problems: 21},
-		{name: "the annotated key", key: "mine", value: "- *alias\n", annotations: map[string]string{"image-cache-daemon/key": "mine"},
+		{name: "the annotated key", key: "mine", value: "- *alias\n", annotations: map[string]string{wire.AnnotationKey: "mine"},
 			says:     []string{`ConfigMap ns/list key "mine" cannot be read`, "unknown anchor 'alias'", fix},
 			problems: 1},
 	} {

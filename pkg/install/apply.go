@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // FieldManager names the installer's server-side applies.
@@ -167,11 +167,11 @@ func (a *Applier) resourceFor(gvk schema.GroupVersionKind, namespace string) (dy
 // default or kube-system) is used as it is, never labelled (that would put
 // the restricted Pod Security profile on it) and never deleted.
 func foreignNamespace(u *unstructured.Unstructured) bool {
-	return u.GetKind() == "Namespace" && u.GetLabels()[cachestate.LabelPartOf] != Name
+	return u.GetKind() == "Namespace" && u.GetLabels()[wire.LabelPartOf] != Name
 }
 
 func isImageList(u *unstructured.Unstructured) bool {
-	return u.GetKind() == "ConfigMap" && u.GetLabels()["app.kubernetes.io/component"] == "images"
+	return u.GetKind() == "ConfigMap" && u.GetLabels()[wire.LabelComponent] == wire.ComponentImages
 }
 
 func describe(u *unstructured.Unstructured) string {

@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // legacyName is the name of the ClusterRole and ClusterRoleBinding that
@@ -120,7 +120,7 @@ func (a *Applier) legacyRoleReferrers(ctx context.Context) ([]string, error) {
 }
 
 func madeByUs(u *unstructured.Unstructured) bool {
-	return u.GetLabels()[cachestate.LabelPartOf] == Name
+	return u.GetLabels()[wire.LabelPartOf] == Name
 }
 
 // isServiceAccountOf says whether subject (of an unstructured binding) is

@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 var (
@@ -188,7 +188,7 @@ func (a *Applier) checkSourceNamespaces(ctx context.Context, o Options) error {
 // RoleBinding of the installation in namespace granting it its sources,
 // sorted.
 func (a *Applier) installedSourceNamespaces(ctx context.Context, namespace string) ([]string, error) {
-	selector := k8slabels.SelectorFromSet(k8slabels.Set{cachestate.LabelPartOf: Name, InstanceLabel: namespace}).String()
+	selector := k8slabels.SelectorFromSet(k8slabels.Set{wire.LabelPartOf: Name, wire.LabelInstance: namespace}).String()
 	var out []string
 	for _, gvk := range []schema.GroupVersionKind{roleGVK, roleBindingGVK} {
 		ri, err := a.resourceFor(gvk, metav1.NamespaceAll)

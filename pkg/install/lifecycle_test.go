@@ -13,6 +13,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 func options(namespace string, sourceNamespaces ...string) install.Options {
@@ -79,7 +80,7 @@ func TestSecondInstallationLeavesTheFirstAlone(t *testing.T) {
 // What an earlier version installed: one ClusterRole and one
 // ClusterRoleBinding named image-cache-daemon for every installation.
 func legacyRBAC(subjects ...rbacv1.Subject) []runtime.Object {
-	labels := map[string]string{"app.kubernetes.io/name": install.Name, "app.kubernetes.io/part-of": install.Name, "app.kubernetes.io/component": "rbac"}
+	labels := map[string]string{wire.LabelName: install.Name, wire.LabelPartOf: install.Name, wire.LabelComponent: "rbac"}
 	return []runtime.Object{
 		&rbacv1.ClusterRole{TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
 			ObjectMeta: metav1.ObjectMeta{Name: install.Name, Labels: labels},
@@ -276,7 +277,7 @@ func TestInstallNotesASharedNamespace(t *testing.T) {
 		want     string
 	}{
 		{"existed before", []runtime.Object{namespace("default", map[string]string{"kubernetes.io/metadata.name": "default"})}, note},
-		{"made by an earlier install", []runtime.Object{namespace("default", map[string]string{"app.kubernetes.io/part-of": install.Name})}, ""},
+		{"made by an earlier install", []runtime.Object{namespace("default", map[string]string{wire.LabelPartOf: install.Name})}, ""},
 		{"new", nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

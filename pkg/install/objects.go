@@ -87,13 +87,6 @@ func DefaultOptions(v string) Options {
 	}
 }
 
-// InstanceLabel carries the install namespace on every object of an
-// installation (kubernetes.io's recommended label): the Roles an
-// installation keeps in its source namespaces are found by it, so uninstall
-// and a narrowed --source-namespace remove them without reading the
-// DaemonSet (which a half-finished uninstall may have deleted already).
-const InstanceLabel = "app.kubernetes.io/instance"
-
 // RBACName is the name of the RBAC objects an installation in namespace
 // keeps outside its namespace: its ClusterRole and ClusterRoleBinding, and
 // its Role and RoleBinding in each source namespace. Two installations

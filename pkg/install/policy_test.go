@@ -11,7 +11,7 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // policies returns the installation's ValidatingAdmissionPolicies by name,
@@ -168,7 +168,7 @@ func TestPodPolicy(t *testing.T) {
 
 // The names the planner's code uses are the installation's.
 func TestPlannerNames(t *testing.T) {
-	if Name != cachestate.DaemonSet {
-		t.Errorf("the DaemonSet is %q; the planner's sweep reads %q", Name, cachestate.DaemonSet)
+	if Name != wire.DaemonSet {
+		t.Errorf("the DaemonSet is %q; the planner's sweep reads %q", Name, wire.DaemonSet)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientmetrics "k8s.io/client-go/tools/metrics"
 
-	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 const namespace = "image_cache"
@@ -95,7 +95,7 @@ func (requestResult) Increment(_ context.Context, code, method, _ string) {
 
 // SetSourceHealth sets the gauges of the sources' health: healthy or not,
 // and the objects each skipped.
-func (m *Metrics) SetSourceHealth(sources []source.Health) {
+func (m *Metrics) SetSourceHealth(sources []wire.Health) {
 	for _, s := range sources {
 		ok := 0.0
 		if s.OK() {

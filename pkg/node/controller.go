@@ -33,6 +33,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/warm"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // FieldManager names this daemon's writes.
@@ -66,7 +67,7 @@ type Controller struct {
 
 	warmProgress warm.Progress
 	warmMu       sync.Mutex
-	warmth       *source.Warmth
+	warmth       *wire.Warmth
 }
 
 // ControllerConfig is what a Controller works with, besides its clients.
@@ -96,7 +97,7 @@ type ControllerConfig struct {
 	// pull budget; nil paces nothing.
 	Pacer *prefetch.Pacer
 	// Report, if set, is given the node's image statuses after each sync.
-	Report func([]cachestate.ImageStatus)
+	Report func([]wire.ImageStatus)
 }
 
 // nodeRefresh is how often the node's allocatable pods are read again.
@@ -116,7 +117,7 @@ const overSample = 3
 // overLimit is what the last sync left out.
 type overLimit struct {
 	n       int
-	sample  []source.Image // values cut short
+	sample  []wire.Image // values cut short
 	summary string
 	key     [sha256.Size]byte // identifies the set, to report changes only
 }
@@ -125,7 +126,7 @@ type overLimit struct {
 // with images, not with the cluster), indexed by namespace as the
 // controller's namespace lister expects.
 func newPodInformer(client kubernetes.Interface, namespace, node string) cache.SharedIndexInformer {
-	selector := labels.SelectorFromSet(cachestate.NodeLabels(node)).String()
+	selector := labels.SelectorFromSet(wire.NodeLabels(node)).String()
 	return coreinformers.NewFilteredPodInformer(client, namespace, 0,
 		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
 		func(lo *metav1.ListOptions) { lo.LabelSelector = selector })
@@ -136,7 +137,7 @@ func newPodInformer(client kubernetes.Interface, namespace, node string) cache.S
 type Wants interface {
 	HasSynced() bool
 	Wants() []source.Want
-	Health() []source.Health
+	Health() []wire.Health
 }
 
 // currentDigests is a Wants read from the planner's set: it gives the
@@ -149,7 +150,7 @@ type currentDigests interface {
 // plannedOver is a Wants read from the planner's set: the planner names
 // the first few images it left out.
 type plannedOver interface {
-	PlannedOver() []source.Image
+	PlannedOver() []wire.Image
 }
 
 // NewController wires a controller. podInformer must list only this node's
@@ -254,7 +255,7 @@ func (c *Controller) processNext(ctx context.Context) bool {
 }
 
 // Wanted returns every wanted image with what wants it, from all sources.
-func (c *Controller) Wanted() []source.Image {
+func (c *Controller) Wanted() []wire.Image {
 	return source.Images(c.sources.Wants())
 }
 
@@ -262,7 +263,7 @@ func (c *Controller) Wanted() []source.Image {
 // asks for. It returns when to look again for a resync or a retry.
 func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	logger := klog.FromContext(ctx)
-	listed, err := c.pods.List(labels.SelectorFromSet(cachestate.PrefetchLabels()))
+	listed, err := c.pods.List(labels.SelectorFromSet(wire.PrefetchLabels()))
 	if err != nil {
 		return 0, fmt.Errorf("listing prefetch pods: %w", err)
 	}
@@ -383,7 +384,7 @@ func sooner(a, b time.Duration) time.Duration {
 // syncWarm writes whether the node is warm (every image within its limits
 // cached) onto the Node and removes the startup taint when it is time. It
 // returns when to look again for the warm-up timeout.
-func (c *Controller) syncWarm(ctx context.Context, images []string, states []cachestate.ImageStatus) (time.Duration, error) {
+func (c *Controller) syncWarm(ctx context.Context, images []string, states []wire.ImageStatus) (time.Duration, error) {
 	started := c.node.created
 	if started.IsZero() {
 		started = c.started
@@ -396,7 +397,7 @@ func (c *Controller) syncWarm(ctx context.Context, images []string, states []cac
 		warming = 0
 	}
 	c.metrics.NodeWarming.Set(warming)
-	w := &source.Warmth{Warm: st.Warm, Reason: st.Reason, Message: st.Message}
+	w := &wire.Warmth{Warm: st.Warm, Reason: st.Reason, Message: st.Message}
 	if took, ok := c.warmProgress.Observe(st); ok {
 		c.metrics.WarmUpDuration.Observe(took.Seconds())
 		w.Took = took.Round(time.Second).String()
@@ -412,7 +413,7 @@ func (c *Controller) syncWarm(ctx context.Context, images []string, states []cac
 
 // Warmth returns the node's warm state as the last sync wrote it, nil
 // before the first or when the daemon writes none.
-func (c *Controller) Warmth() *source.Warmth {
+func (c *Controller) Warmth() *wire.Warmth {
 	c.warmMu.Lock()
 	defer c.warmMu.Unlock()
 	return c.warmth
@@ -479,7 +480,7 @@ func (c *Controller) allocatablePods(ctx context.Context) (int64, error) {
 
 // reportOverLimit sets the gauge and, when the set of images left out
 // changes, logs it and records a Warning Event on the daemon's pod.
-func (c *Controller) reportOverLimit(ctx context.Context, over []source.Image, limit, podCap int) {
+func (c *Controller) reportOverLimit(ctx context.Context, over []wire.Image, limit, podCap int) {
 	// What the planner left out, it names (a few) and counts (Health).
 	if p, ok := c.sources.(plannedOver); ok {
 		over = append(slices.Clone(over), p.PlannedOver()...)
@@ -512,7 +513,7 @@ func (c *Controller) reportOverLimit(ctx context.Context, over []source.Image, l
 			for i, origin := range o.Origins {
 				origins[i] = imageref.Shorten(origin)
 			}
-			c.over.sample = append(c.over.sample, source.Image{Image: imageref.Shorten(o.Image), Origins: origins})
+			c.over.sample = append(c.over.sample, wire.Image{Image: imageref.Shorten(o.Image), Origins: origins})
 		}
 		if c.over.n > 0 {
 			c.over.summary = c.overSummary(limit, podCap)
@@ -554,10 +555,10 @@ func (c *Controller) overSummary(limit, podCap int) string {
 // OverLimit returns how many wanted images the last sync left out because of
 // this node's limits, and the first few of them (by image) with the objects
 // that want them, values cut to 128 bytes.
-func (c *Controller) OverLimit() (n int, sample []source.Image) {
+func (c *Controller) OverLimit() (n int, sample []wire.Image) {
 	c.overMu.Lock()
 	defer c.overMu.Unlock()
-	return c.over.n, append([]source.Image(nil), c.over.sample...)
+	return c.over.n, append([]wire.Image(nil), c.over.sample...)
 }
 
 // OverLimitSummary is OverLimit as one line for people: how many images are
@@ -589,7 +590,7 @@ func (c *Controller) current(images []string) map[string]prefetch.Current {
 
 // staleCount counts the images whose status (cachestate.Summarize's: one
 // per image) shows them on the node under another digest than current's.
-func staleCount(states []cachestate.ImageStatus, current map[string]prefetch.Current) int {
+func staleCount(states []wire.ImageStatus, current map[string]prefetch.Current) int {
 	n := 0
 	for _, st := range states {
 		if cachestate.Stale(st, current[st.Image].Digest) {
@@ -602,14 +603,14 @@ func staleCount(states []cachestate.ImageStatus, current map[string]prefetch.Cur
 // record updates the metrics from the pods as listed: wanted is the number
 // of images the sources want, images those within this node's limits,
 // states the per-image states of pods (cachestate.Summarize, made once a sync).
-func (c *Controller) record(wanted int, images []string, pods []*corev1.Pod, states []cachestate.ImageStatus) {
+func (c *Controller) record(wanted int, images []string, pods []*corev1.Pod, states []wire.ImageStatus) {
 	c.metrics.WantedImages.Set(float64(wanted))
 	c.metrics.PrefetchPods.Set(float64(len(pods)))
 	isWanted := make(map[string]bool, len(images))
 	for _, w := range images {
 		isWanted[w] = true
 	}
-	counts := map[cachestate.State]int{}
+	counts := map[wire.State]int{}
 	held := 0
 	for _, st := range states {
 		if isWanted[st.Image] {
@@ -618,8 +619,8 @@ func (c *Controller) record(wanted int, images []string, pods []*corev1.Pod, sta
 		}
 	}
 	// Wanted images that no pod holds yet are pending too.
-	counts[cachestate.Pending] += len(images) - held
-	for _, s := range []cachestate.State{cachestate.Cached, cachestate.Pulling, cachestate.Failed, cachestate.Pending} {
+	counts[wire.Pending] += len(images) - held
+	for _, s := range []wire.State{wire.Cached, wire.Pulling, wire.Failed, wire.Pending} {
 		c.metrics.Images.WithLabelValues(string(s)).Set(float64(counts[s]))
 	}
 
@@ -629,7 +630,7 @@ func (c *Controller) record(wanted int, images []string, pods []*corev1.Pod, sta
 	for _, p := range pods {
 		live[p.UID] = true
 		for _, st := range cachestate.FromPod(p) {
-			if st.State != cachestate.Cached || st.Since.IsZero() || c.observed[p.UID][st.Image] {
+			if st.State != wire.Cached || st.Since.IsZero() || c.observed[p.UID][st.Image] {
 				continue
 			}
 			if c.observed[p.UID] == nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/warm"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // fixedSource is a Source whose wants the test sets: images wanted by
@@ -39,7 +40,7 @@ type fixedSource struct {
 
 func (f *fixedSource) Name() string                { return "fixed" }
 func (f *fixedSource) Run(context.Context, func()) {}
-func (f *fixedSource) Health() source.Health       { return source.Health{Source: "fixed", Synced: true} }
+func (f *fixedSource) Health() wire.Health         { return wire.Health{Source: "fixed", Synced: true} }
 func (f *fixedSource) HasSynced() bool             { return !f.unsynced }
 func (f *fixedSource) Wanted() []source.Want {
 	w := append([]source.Want(nil), f.wants...)
@@ -317,7 +318,7 @@ func TestSyncLimitsImagesFairlyAndReportsChanges(t *testing.T) {
 		t.Fatalf("sync made %v, want one pod for a1, a2 and b1", got)
 	}
 	n, sample := f.ctrl.OverLimit()
-	wantSample := []source.Image{
+	wantSample := []wire.Image{
 		{Image: img("a3"), Origins: []string{"ConfigMap tenant/huge"}},
 		{Image: img("a4"), Origins: []string{"ConfigMap tenant/huge"}},
 		{Image: img("a5"), Origins: []string{"ConfigMap tenant/huge"}},

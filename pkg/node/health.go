@@ -9,7 +9,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // healthInterval is how often the daemon looks at its sources' health and,
@@ -17,7 +17,7 @@ import (
 const healthInterval = 10 * time.Second
 
 // health publishes what the daemon knows about its sources where users
-// look: on its own pod (the annotation source.HealthAnnotation, which
+// look: on its own pod (the annotation wire.AnnotationHealth, which
 // `kubectl imagecache status` shows, a line per problem) and in readiness.
 //
 // The report is written again when the pod holds another one than the one
@@ -26,8 +26,8 @@ type health struct {
 	// own is the daemon's pod, watched by imageReport.run.
 	own       *ownPod
 	sources   Wants
-	overLimit func() (int, []source.Image)
-	warmth    func() *source.Warmth
+	overLimit func() (int, []wire.Image)
+	warmth    func() *wire.Warmth
 	metrics   *metrics.Metrics
 	last      string
 	reassert  reassertion
@@ -35,8 +35,8 @@ type health struct {
 }
 
 // report is the daemon's health as of now.
-func (h *health) report() source.HealthReport {
-	r := source.HealthReport{Sources: h.sources.Health()}
+func (h *health) report() wire.HealthReport {
+	r := wire.HealthReport{Sources: h.sources.Health()}
 	if h.overLimit != nil {
 		r.OverLimit, r.OverLimitSample = h.overLimit()
 	}
@@ -92,12 +92,12 @@ func (h *health) publish(ctx context.Context) (again time.Duration, err error) {
 		if h.now != nil {
 			now = h.now
 		}
-		write, wait := h.own.unchangedWrite(ctx, source.HealthAnnotation, &h.last, &h.reassert, now())
+		write, wait := h.own.unchangedWrite(ctx, wire.AnnotationHealth, &h.last, &h.reassert, now())
 		if !write {
 			return wait, nil
 		}
 	}
-	if err := h.own.patch(ctx, source.HealthAnnotation, &report); err != nil {
+	if err := h.own.patch(ctx, wire.AnnotationHealth, &report); err != nil {
 		return 0, err
 	}
 	h.last = report

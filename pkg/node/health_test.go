@@ -13,15 +13,16 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // healthSource is a Source whose health the test sets.
 type healthSource struct {
 	fixedSource
-	h source.Health
+	h wire.Health
 }
 
-func (s *healthSource) Health() source.Health { return s.h }
+func (s *healthSource) Health() wire.Health { return s.h }
 
 // The daemon writes its sources' health on its own pod only when it
 // changed, and fails readiness while a source cannot read.
@@ -29,9 +30,9 @@ func TestHealthIsPublishedOnChangeAndGatesReadiness(t *testing.T) {
 	ctx := context.Background()
 	self := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd"}}
 	client := fake.NewClientset(self)
-	src := &healthSource{h: source.Health{Source: "configmaps", Synced: true}}
+	src := &healthSource{h: wire.Health{Source: "configmaps", Synced: true}}
 	h := &health{own: newOwnPod(client, "icd", "daemon-x"), sources: source.NewSetOf(src),
-		overLimit: func() (int, []source.Image) { return 0, nil }, metrics: metrics.New()}
+		overLimit: func() (int, []wire.Image) { return 0, nil }, metrics: metrics.New()}
 
 	patches := func() int {
 		n := 0
@@ -71,9 +72,9 @@ func TestHealthIsPublishedOnChangeAndGatesReadiness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r source.HealthReport
-	if err := json.Unmarshal([]byte(pod.Annotations[source.HealthAnnotation]), &r); err != nil {
-		t.Fatalf("annotation %q: %v", pod.Annotations[source.HealthAnnotation], err)
+	var r wire.HealthReport
+	if err := json.Unmarshal([]byte(pod.Annotations[wire.AnnotationHealth]), &r); err != nil {
+		t.Fatalf("annotation %q: %v", pod.Annotations[wire.AnnotationHealth], err)
 	}
 	if len(r.Sources) != 1 || r.Sources[0].Problem != src.h.Problem {
 		t.Errorf("published %+v", r)

@@ -30,6 +30,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 	"github.com/dcherman/image-cache-daemon/pkg/warden"
 	"github.com/dcherman/image-cache-daemon/pkg/warm"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // ReporterLease is the Lease, in the daemon's namespace, held by the one
@@ -174,7 +175,7 @@ type plannedSet struct {
 	reader *wanted.Reader
 }
 
-func (p *plannedSet) PlannedOver() []source.Image { return p.reader.PlannedOver() }
+func (p *plannedSet) PlannedOver() []wire.Image { return p.reader.PlannedOver() }
 
 func (p *plannedSet) Current(img string) (string, time.Time) { return p.reader.Current(img) }
 

@@ -17,8 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // Whoever may write pods in the daemon's namespace may also write the
@@ -30,7 +29,7 @@ import (
 // at most, not a write storm.
 
 // ownKeys are the annotations the daemon writes on its own pod.
-var ownKeys = []string{cachestate.AnnotationReport, source.HealthAnnotation}
+var ownKeys = []string{wire.AnnotationReport, wire.AnnotationHealth}
 
 // Re-asserting writes are paced: the first goes at once, each next one
 // after twice the wait of the one before, from reassertMin up to

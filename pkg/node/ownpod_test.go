@@ -9,9 +9,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // forge writes value into the annotation key of the daemon's pod, as
@@ -63,15 +63,15 @@ type publisher struct {
 func publishers(client *fake.Clientset) []publisher {
 	ctx := context.Background()
 	r := newImageReport(client, "icd", "daemon-x")
-	r.set([]cachestate.ImageStatus{{Image: "docker.io/library/alpine:latest", State: cachestate.Cached, Pod: "p1"}})
+	r.set([]wire.ImageStatus{{Image: "docker.io/library/alpine:latest", State: wire.Cached, Pod: "p1"}})
 	rClock := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
 	r.now = func() time.Time { return rClock }
-	h := &health{own: newOwnPod(client, "icd", "daemon-x"), sources: source.NewSetOf(&healthSource{h: source.Health{Source: "static", Synced: true}}), metrics: metrics.New()}
+	h := &health{own: newOwnPod(client, "icd", "daemon-x"), sources: source.NewSetOf(&healthSource{h: wire.Health{Source: "static", Synced: true}}), metrics: metrics.New()}
 	hClock := rClock
 	h.now = func() time.Time { return hClock }
 	return []publisher{
-		{cachestate.AnnotationReport, func() (time.Duration, error) { again, _, err := r.publish(ctx); return again, err }, &rClock, r.own.observe},
-		{source.HealthAnnotation, func() (time.Duration, error) { return h.publish(ctx) }, &hClock, h.own.observe},
+		{wire.AnnotationReport, func() (time.Duration, error) { again, _, err := r.publish(ctx); return again, err }, &rClock, r.own.observe},
+		{wire.AnnotationHealth, func() (time.Duration, error) { return h.publish(ctx) }, &hClock, h.own.observe},
 	}
 }
 
@@ -136,22 +136,22 @@ func TestReportRunRewritesForgery(t *testing.T) {
 	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd"}})
 	r := newImageReport(client, "icd", "daemon-x")
 	r.every = 10 * time.Millisecond
-	r.set([]cachestate.ImageStatus{{Image: "docker.io/library/alpine:latest", State: cachestate.Cached, Pod: "p1"}})
-	want, _ := cachestate.EncodeReport([]cachestate.ImageStatus{{Image: "docker.io/library/alpine:latest", State: cachestate.Cached, Pod: "p1"}})
+	r.set([]wire.ImageStatus{{Image: "docker.io/library/alpine:latest", State: wire.Cached, Pod: "p1"}})
+	want, _ := wire.EncodeReport([]wire.ImageStatus{{Image: "docker.io/library/alpine:latest", State: wire.Cached, Pod: "p1"}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	waitFor := func(what string) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); onPod(t, client, cachestate.AnnotationReport) != want; time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(10 * time.Second); onPod(t, client, wire.AnnotationReport) != want; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: the pod holds %q", what, onPod(t, client, cachestate.AnnotationReport))
+				t.Fatalf("%s: the pod holds %q", what, onPod(t, client, wire.AnnotationReport))
 			}
 		}
 	}
 	waitFor("the first report")
-	forge(t, client, cachestate.AnnotationReport, `{"v":1,"images":[]}`)
+	forge(t, client, wire.AnnotationReport, `{"v":1,"images":[]}`)
 	waitFor("after a forgery")
 }
 
@@ -162,23 +162,23 @@ func TestOwnPodIgnoresOlderVersions(t *testing.T) {
 	o := newOwnPod(fake.NewClientset(), "icd", "daemon-x")
 	at := func(rv, value string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd", ResourceVersion: rv,
-			Annotations: map[string]string{cachestate.AnnotationReport: value}}}
+			Annotations: map[string]string{wire.AnnotationReport: value}}}
 	}
 	written := "mine"
-	if o.differs(cachestate.AnnotationReport, &written) {
+	if o.differs(wire.AnnotationReport, &written) {
 		t.Error("a pod not seen yet differs")
 	}
 	o.observe(at("12", "mine"))
 	o.observe(at("11", "older"))
-	if o.differs(cachestate.AnnotationReport, &written) {
+	if o.differs(wire.AnnotationReport, &written) {
 		t.Error("an older version undid the newer one")
 	}
 	o.observe(at("13", "forged"))
-	if !o.differs(cachestate.AnnotationReport, &written) {
+	if !o.differs(wire.AnnotationReport, &written) {
 		t.Error("a newer version with a forgery was not seen")
 	}
 	o.observe(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: "icd", ResourceVersion: "14"}})
-	if !o.differs(cachestate.AnnotationReport, &written) || !o.differs(cachestate.AnnotationReport, nil) {
+	if !o.differs(wire.AnnotationReport, &written) || !o.differs(wire.AnnotationReport, nil) {
 		t.Error("another pod was taken for the daemon's")
 	}
 }

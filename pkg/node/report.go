@@ -11,7 +11,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // reportEvery is the least time between two reports on the daemon's pod: a
@@ -31,7 +31,7 @@ func reportPause(every time.Duration, n int) time.Duration {
 }
 
 // imageReport publishes the node's image statuses on the daemon's own pod
-// (cachestate.AnnotationReport), where the plugin's status reads them: one
+// (wire.AnnotationReport), where the plugin's status reads them: one
 // small object per node instead of every prefetch pod. The last statuses
 // set are always published, at most once per every, encoded then; and
 // written again when the pod holds another report than the one written
@@ -48,7 +48,7 @@ type imageReport struct {
 
 	mu sync.Mutex
 	// states are the last set; nil until the first sync.
-	states []cachestate.ImageStatus
+	states []wire.ImageStatus
 	// dropped: the API server refused the report (too large with the
 	// pod's other annotations); none is published until the next set.
 	dropped bool
@@ -65,9 +65,9 @@ func newImageReport(client kubernetes.Interface, namespace, pod string) *imageRe
 }
 
 // set takes the node's statuses, as of the last sync.
-func (r *imageReport) set(states []cachestate.ImageStatus) {
+func (r *imageReport) set(states []wire.ImageStatus) {
 	if states == nil {
-		states = []cachestate.ImageStatus{} // no image: a report all the same
+		states = []wire.ImageStatus{} // no image: a report all the same
 	}
 	r.mu.Lock()
 	r.states, r.dropped = states, false
@@ -121,15 +121,15 @@ func (r *imageReport) publish(ctx context.Context) (again time.Duration, sent in
 	r.mu.Unlock()
 	var report *string // nil removes the annotation: status then reads the node's pods
 	if states != nil && !dropped {
-		if raw, ok := cachestate.EncodeReport(states); ok {
+		if raw, ok := wire.EncodeReport(states); ok {
 			report = &raw
 		} else if !done || published != nil {
 			klog.FromContext(ctx).Info("The node's image statuses do not fit in an annotation; status reads this node's prefetch pods instead",
-				"images", len(states), "limitBytes", cachestate.MaxReportBytes)
+				"images", len(states), "limitBytes", wire.MaxReportBytes)
 		}
 	}
 	if done && ptr.Equal(report, published) {
-		write, wait := r.own.unchangedWrite(ctx, cachestate.AnnotationReport, published, &r.reassert, r.now())
+		write, wait := r.own.unchangedWrite(ctx, wire.AnnotationReport, published, &r.reassert, r.now())
 		if !write {
 			return wait, 0, nil
 		}
@@ -137,7 +137,7 @@ func (r *imageReport) publish(ctx context.Context) (again time.Duration, sent in
 	if report != nil {
 		sent = len(*report)
 	}
-	err = r.own.patch(ctx, cachestate.AnnotationReport, report)
+	err = r.own.patch(ctx, wire.AnnotationReport, report)
 	if report != nil && (apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err)) {
 		// Too large with the pod's other annotations: remove the old
 		// report rather than leave it standing.

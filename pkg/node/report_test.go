@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // The daemon publishes its node's statuses on its own pod: first removing
@@ -27,7 +27,7 @@ import (
 func TestImageReport(t *testing.T) {
 	ctx := context.Background()
 	self := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd",
-		Annotations: map[string]string{cachestate.AnnotationReport: `{"v":1,"images":[["stale","cached"]]}`}}}
+		Annotations: map[string]string{wire.AnnotationReport: `{"v":1,"images":[["stale","cached"]]}`}}}
 	client := fake.NewClientset(self)
 	refuse := false
 	client.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -39,7 +39,7 @@ func TestImageReport(t *testing.T) {
 	})
 	r := newImageReport(client, "icd", "daemon-x")
 	patches := 0
-	publish := func(t *testing.T, want []cachestate.ImageStatus, wantPatch bool) {
+	publish := func(t *testing.T, want []wire.ImageStatus, wantPatch bool) {
 		t.Helper()
 		_, _, err := r.publish(ctx)
 		if refuse != (err != nil) {
@@ -59,20 +59,20 @@ func TestImageReport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		raw, ok := p.Annotations[cachestate.AnnotationReport]
+		raw, ok := p.Annotations[wire.AnnotationReport]
 		if ok != (want != nil) {
 			t.Fatalf("report on the pod: %v %q, want %v", ok, raw, want != nil)
 		}
-		if got, err := cachestate.DecodeReport("node-x", raw); ok && (err != nil || len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want))) {
+		if got, err := wire.DecodeReport("node-x", raw); ok && (err != nil || len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want))) {
 			t.Errorf("published %+v %v, want %+v", got, err, want)
 		}
 	}
 
-	one := []cachestate.ImageStatus{{Node: "node-x", Image: "docker.io/library/alpine:latest", State: cachestate.Pulling, Pod: "p1"}}
-	two := []cachestate.ImageStatus{{Node: "node-x", Image: "docker.io/library/alpine:latest", State: cachestate.Cached, Pod: "p1", Digest: "sha256:" + strings.Repeat("a", 64)}}
-	var huge []cachestate.ImageStatus
+	one := []wire.ImageStatus{{Node: "node-x", Image: "docker.io/library/alpine:latest", State: wire.Pulling, Pod: "p1"}}
+	two := []wire.ImageStatus{{Node: "node-x", Image: "docker.io/library/alpine:latest", State: wire.Cached, Pod: "p1", Digest: "sha256:" + strings.Repeat("a", 64)}}
+	var huge []wire.ImageStatus
 	for i := range 2000 {
-		huge = append(huge, cachestate.ImageStatus{Node: "node-x", Image: fmt.Sprintf("r.example/%s:%d", strings.Repeat("x", 100), i), State: cachestate.Pending})
+		huge = append(huge, wire.ImageStatus{Node: "node-x", Image: fmt.Sprintf("r.example/%s:%d", strings.Repeat("x", 100), i), State: wire.Pending})
 	}
 	t.Run("the last run's report is removed first", func(t *testing.T) { publish(t, nil, true) })
 	t.Run("the last statuses set", func(t *testing.T) {
@@ -89,13 +89,13 @@ func TestImageReport(t *testing.T) {
 		publish(t, nil, true)
 	})
 	t.Run("no image", func(t *testing.T) {
-		r.set([]cachestate.ImageStatus{})
-		publish(t, []cachestate.ImageStatus{}, true)
+		r.set([]wire.ImageStatus{})
+		publish(t, []wire.ImageStatus{}, true)
 	})
 	t.Run("refused by the API server", func(t *testing.T) {
 		r.set(one)
 		refuse = true
-		publish(t, []cachestate.ImageStatus{}, true) // tried, refused
+		publish(t, []wire.ImageStatus{}, true) // tried, refused
 		refuse = false
 		publish(t, nil, true) // not left standing
 		publish(t, nil, false)
@@ -108,7 +108,7 @@ func TestImageReport(t *testing.T) {
 		defer func() { cancel(); <-done }()
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 			p, err := client.CoreV1().Pods("icd").Get(ctx, "daemon-x", metav1.GetOptions{})
-			if err == nil && p.Annotations[cachestate.AnnotationReport] != "" {
+			if err == nil && p.Annotations[wire.AnnotationReport] != "" {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -121,10 +121,10 @@ func TestImageReport(t *testing.T) {
 // A node's report is paced by its size: a report of 1,000 failing images
 // (the audit's 177 KB) is sent at most every 11 s, a small one every second.
 func TestReportIsPacedBySize(t *testing.T) {
-	var failing []cachestate.ImageStatus
+	var failing []wire.ImageStatus
 	for i := range 1000 {
-		failing = append(failing, cachestate.ImageStatus{Node: "node-x", Image: fmt.Sprintf("registry.example/team/app-%04d:v1", i),
-			State: cachestate.Failed, Message: strings.Repeat("failed to pull: not found ", 5)})
+		failing = append(failing, wire.ImageStatus{Node: "node-x", Image: fmt.Sprintf("registry.example/team/app-%04d:v1", i),
+			State: wire.Failed, Message: strings.Repeat("failed to pull: not found ", 5)})
 	}
 	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd"}})
 	r := newImageReport(client, "icd", "daemon-x")

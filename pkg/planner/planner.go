@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/klog/v2"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/daemon"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/options"
@@ -27,6 +26,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/sweep"
 	"github.com/dcherman/image-cache-daemon/pkg/version"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // publishEvery is the least time between two writes of the wanted set: a
@@ -107,7 +107,7 @@ type planner struct {
 	sources interface {
 		HasSynced() bool
 		Wants() []source.Want
-		Health() []source.Health
+		Health() []wire.Health
 	}
 	maxImages int
 	leading   func() bool
@@ -127,7 +127,7 @@ type planner struct {
 }
 
 // record sets the planner's metrics (none in tests).
-func (p *planner) record(health []source.Health, set *wanted.Set, enc *wanted.Encoded, wrote bool) {
+func (p *planner) record(health []wire.Health, set *wanted.Set, enc *wanted.Encoded, wrote bool) {
 	if p.metrics == nil {
 		return
 	}
@@ -297,7 +297,7 @@ func (w *setWriter) put(ctx context.Context, name string, data []byte) (bool, er
 	switch {
 	case apierrors.IsNotFound(err):
 		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: w.namespace, Labels: map[string]string{
-			"app.kubernetes.io/name": "image-cache-daemon", "app.kubernetes.io/component": "wanted",
+			wire.LabelName: wire.PartOf, wire.LabelComponent: wire.ComponentWanted,
 		}, OwnerReferences: w.owner(ctx)}, BinaryData: map[string][]byte{wanted.Key: data}}
 		_, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: wanted.Planner})
 	case err != nil:
@@ -362,7 +362,7 @@ func (w *setWriter) ownLease(ctx context.Context) bool {
 // collector. None while the DaemonSet cannot be read; the next write tries
 // again.
 func (w *setWriter) owner(ctx context.Context) []metav1.OwnerReference {
-	ds, err := w.client.AppsV1().DaemonSets(w.namespace).Get(ctx, cachestate.DaemonSet, metav1.GetOptions{})
+	ds, err := w.client.AppsV1().DaemonSets(w.namespace).Get(ctx, wire.DaemonSet, metav1.GetOptions{})
 	if err != nil {
 		klog.FromContext(ctx).V(2).Info("The wanted set has no owner yet", "err", err)
 		return nil

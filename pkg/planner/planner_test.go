@@ -18,11 +18,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
 	"github.com/dcherman/image-cache-daemon/pkg/resolve"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // fakeSources are sources whose answers a test sets.
@@ -34,8 +34,8 @@ type fakeSources struct {
 
 func (f *fakeSources) HasSynced() bool      { f.mu.Lock(); defer f.mu.Unlock(); return f.synced }
 func (f *fakeSources) Wants() []source.Want { f.mu.Lock(); defer f.mu.Unlock(); return f.wants }
-func (f *fakeSources) Health() []source.Health {
-	return []source.Health{{Source: "configmaps", Synced: f.HasSynced()}}
+func (f *fakeSources) Health() []wire.Health {
+	return []wire.Health{{Source: "configmaps", Synced: f.HasSynced()}}
 }
 
 // The leading planner publishes the set once its sources synced (a partial
@@ -245,7 +245,7 @@ func TestWantedSetIsOwnedByTheDaemonSet(t *testing.T) {
 	if wrote, err := w.write(ctx, data); wrote || err != nil {
 		t.Fatalf("the same set without a DaemonSet to own it was written again: %v %v", wrote, err)
 	}
-	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: cachestate.DaemonSet, Namespace: "icd", UID: "ds-uid"}}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: wire.DaemonSet, Namespace: "icd", UID: "ds-uid"}}
 	if _, err := client.AppsV1().DaemonSets("icd").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // Input is what a plan is made from.
@@ -80,7 +81,7 @@ type Decision struct {
 	RequeueAfter time.Duration
 	// States is cachestate.Summarize of the owned pods as Plan read them,
 	// for the caller's metrics and warm condition.
-	States []cachestate.ImageStatus
+	States []wire.ImageStatus
 }
 
 // Back-off of a pod in phase Failed: RetryDelay.
@@ -233,7 +234,7 @@ func Plan(in Input, cfg Config) Decision {
 	d.States = cachestate.Summarize(pods)
 	present := map[string]bool{} // images a container ran from: on the node
 	for _, st := range d.States {
-		if st.State == cachestate.Cached {
+		if st.State == wire.Cached {
 			present[st.Image] = true
 		}
 	}
@@ -462,9 +463,9 @@ func newSettledPod(p *corev1.Pod) settledPod {
 	s := settledPod{pod: p, images: sortedUnique(Images(p)), cached: map[string]bool{}}
 	for _, st := range cachestate.FromPod(p) {
 		switch st.State {
-		case cachestate.Cached:
+		case wire.Cached:
 			s.cached[st.Image] = true
-		case cachestate.Failed:
+		case wire.Failed:
 			s.failed = append(s.failed, st.Image)
 		}
 	}
@@ -482,7 +483,7 @@ type duePod struct {
 func newDuePod(p *corev1.Pod, keep []string, stale map[string]bool) duePod {
 	u := duePod{pod: p, keep: keep, cached: map[string]bool{}, stale: stale}
 	for _, st := range cachestate.FromPod(p) {
-		if st.State == cachestate.Cached {
+		if st.State == wire.Cached {
 			u.cached[st.Image] = true
 		}
 	}
@@ -523,7 +524,7 @@ func (in Input) stale(p *corev1.Pod, keep []string) map[string]bool {
 				mark(st.Image)
 			}
 		case cur.Digest == "": // its check is to come
-		case st.State != cachestate.Cached || st.Digest == cur.Digest:
+		case st.State != wire.Cached || st.Digest == cur.Digest:
 		case p.Spec.Containers[i].ImagePullPolicy == corev1.PullAlways && !p.CreationTimestamp.Time.Before(cur.Since):
 			// Pulled afresh after the planner's check: what it holds is
 			// as new (the tag moved again since); the next check tells.
@@ -582,9 +583,9 @@ func (f freshHolders) add(p *corev1.Pod, isWanted map[string]bool) {
 			f[st.Image] = h
 		}
 		switch st.State {
-		case cachestate.Cached:
+		case wire.Cached:
 			h.cached = true
-		case cachestate.Pending, cachestate.Pulling:
+		case wire.Pending, wire.Pulling:
 			h.pulling = true
 		}
 	}
@@ -619,7 +620,7 @@ func (f freshHolders) standing(u duePod, newest map[string]*corev1.Pod) (stale [
 func owedPulls(p *corev1.Pod) map[string]bool {
 	var out map[string]bool
 	for i, st := range cachestate.FromPod(p) {
-		if p.Spec.Containers[i].ImagePullPolicy == corev1.PullAlways && st.State != cachestate.Cached {
+		if p.Spec.Containers[i].ImagePullPolicy == corev1.PullAlways && st.State != wire.Cached {
 			if out == nil {
 				out = map[string]bool{}
 			}

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // simNode is a node's prefetch pods as the API lists them, one plan a round:
@@ -93,17 +94,17 @@ func (n *simNode) check(when string) {
 	for img := range live {
 		n.held[img] = true
 	}
-	states := map[string]cachestate.State{}
+	states := map[string]wire.State{}
 	for _, st := range cachestate.Summarize(n.pods) {
 		states[st.Image] = st.State
 	}
 	for img := range n.cached {
-		if states[img] != cachestate.Cached {
+		if states[img] != wire.Cached {
 			n.t.Fatalf("%s: %s was cached and now reads %q", when, short(img), states[img])
 		}
 	}
 	for img, st := range states {
-		if st == cachestate.Cached {
+		if st == wire.Cached {
 			n.cached[img] = true
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 var (
@@ -616,7 +616,7 @@ func TestPod(t *testing.T) {
 			t.Errorf("label %s=%q: %v", k, v, errs)
 		}
 	}
-	if !reflect.DeepEqual(p.Labels, mergeLabels(cachestate.NodeLabels(long.NodeName), map[string]string{cachestate.LabelGeneration: "3"})) {
+	if !reflect.DeepEqual(p.Labels, mergeLabels(wire.NodeLabels(long.NodeName), map[string]string{wire.LabelGeneration: "3"})) {
 		t.Errorf("labels %v", p.Labels)
 	}
 	if p.Annotations[safeToEvict] != "true" {

@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // Config is what every prefetch pod of a node shares.
@@ -112,16 +113,16 @@ func (c Config) Pod(images []string, generation int, policy corev1.PullPolicy) *
 // depend on the policies.
 func (c Config) pod(images []string, generation int, policy func(image string) corev1.PullPolicy) *corev1.Pod {
 	images = sortedUnique(images)
-	labels := cachestate.NodeLabels(c.NodeName)
-	labels[cachestate.LabelGeneration] = strconv.Itoa(generation)
+	labels := wire.NodeLabels(c.NodeName)
+	labels[wire.LabelGeneration] = strconv.Itoa(generation)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      c.name(images, generation),
 			Namespace: c.Namespace,
 			Labels:    labels,
 			Annotations: map[string]string{
-				safeToEvict:                   "true",
-				cachestate.AnnotationNodeName: c.NodeName,
+				safeToEvict:             "true",
+				wire.AnnotationNodeName: c.NodeName,
 			},
 		},
 		Spec: corev1.PodSpec{
@@ -278,7 +279,7 @@ func Images(pod *corev1.Pod) []string {
 // Generation returns a prefetch pod's generation (0 if unlabelled or
 // malformed).
 func Generation(pod *corev1.Pod) int {
-	g, err := strconv.Atoi(pod.Labels[cachestate.LabelGeneration])
+	g, err := strconv.Atoi(pod.Labels[wire.LabelGeneration])
 	if err != nil || g < 0 || g > maxGeneration {
 		return 0
 	}

@@ -7,28 +7,26 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/listformat"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // The ConfigMap contract of the seed README, shared by the daemon (which
-// reads these ConfigMaps) and the plugin (which writes them).
+// reads these ConfigMaps) and the plugin (which writes them); the annotation
+// that names another key is wire.AnnotationKey.
 const (
 	// DefaultConfigMapSelector is the default --configmap-selector: the label
 	// that marks a ConfigMap as a list of wanted images.
-	DefaultConfigMapSelector = cachestate.LabelPartOf + "=" + cachestate.PartOf
+	DefaultConfigMapSelector = wire.LabelPartOf + "=" + wire.PartOf
 	// DefaultKey is the data key that holds a ConfigMap's image list.
 	DefaultKey = "images"
-	// KeyAnnotation, set on a ConfigMap, names the data key to read instead
-	// of DefaultKey, for ConfigMaps whose "images" key means something else.
-	KeyAnnotation = "image-cache-daemon/key"
 )
 
 // ConfigMapKey is the data key of cm that holds its image list: the one the
-// KeyAnnotation names, or DefaultKey when it is absent or empty.
+// wire.AnnotationKey names, or DefaultKey when it is absent or empty.
 func ConfigMapKey(cm *corev1.ConfigMap) string {
-	if k := cm.Annotations[KeyAnnotation]; k != "" {
+	if k := cm.Annotations[wire.AnnotationKey]; k != "" {
 		return k
 	}
 	return DefaultKey
@@ -94,8 +92,8 @@ func missingKey(name, key string, cm *corev1.ConfigMap) error {
 	if _, inBinary := cm.BinaryData[key]; inBinary {
 		return fmt.Errorf("ConfigMap %s: key %s is in binaryData; the image list is read from data only", name, imageref.Quote(key))
 	}
-	if _, annotated := cm.Annotations[KeyAnnotation]; annotated && key != DefaultKey {
-		return fmt.Errorf("ConfigMap %s has no key %s in data (the key named by annotation %s)", name, imageref.Quote(key), KeyAnnotation)
+	if _, annotated := cm.Annotations[wire.AnnotationKey]; annotated && key != DefaultKey {
+		return fmt.Errorf("ConfigMap %s has no key %s in data (the key named by annotation %s)", name, imageref.Quote(key), wire.AnnotationKey)
 	}
-	return fmt.Errorf("ConfigMap %s has no key %s in data (to read another key, name it in annotation %s)", name, imageref.Quote(key), KeyAnnotation)
+	return fmt.Errorf("ConfigMap %s has no key %s in data (to read another key, name it in annotation %s)", name, imageref.Quote(key), wire.AnnotationKey)
 }

@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 func imageConfigMap(data map[string]string, annotations map[string]string) *corev1.ConfigMap {
@@ -49,10 +51,10 @@ func TestImagesFromConfigMap(t *testing.T) {
 			want: []string{alpine}},
 		{name: "empty list", cm: imageConfigMap(images("[]\n"), nil)},
 		{name: "annotation names the key",
-			cm:   imageConfigMap(map[string]string{"mine": `["alpine"]`, DefaultKey: `["debian"]`}, map[string]string{KeyAnnotation: "mine"}),
+			cm:   imageConfigMap(map[string]string{"mine": `["alpine"]`, DefaultKey: `["debian"]`}, map[string]string{wire.AnnotationKey: "mine"}),
 			want: []string{alpine}},
 		{name: "empty annotation means the default key",
-			cm:   imageConfigMap(images(`["debian"]`), map[string]string{KeyAnnotation: ""}),
+			cm:   imageConfigMap(images(`["debian"]`), map[string]string{wire.AnnotationKey: ""}),
 			want: []string{debian}},
 		{name: "mixed valid and invalid entries",
 			cm:       imageConfigMap(images(`["alpine", "Alpine", "{{x}}", "nginx:1.27", ""]`), nil),
@@ -67,7 +69,7 @@ func TestImagesFromConfigMap(t *testing.T) {
 		// How an installation makes its image list (the chart's
 		// configmaps.yaml): whoever writes the list then owns its data.
 		{name: "no data at all is an empty list", cm: imageConfigMap(nil, nil)},
-		{name: "annotated key missing", cm: imageConfigMap(images(`["alpine"]`), map[string]string{KeyAnnotation: "mine"}),
+		{name: "annotated key missing", cm: imageConfigMap(images(`["alpine"]`), map[string]string{wire.AnnotationKey: "mine"}),
 			problems: []string{`has no key "mine" in data (the key named by annotation image-cache-daemon/key)`}},
 		{name: "key in binaryData only",
 			cm: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "list"},
@@ -175,8 +177,8 @@ func TestImagesFromConfigMapWithoutNamespace(t *testing.T) {
 
 func TestConfigMapDefaultsMatchTheSeed(t *testing.T) {
 	// The seed README is the contract: these strings are in users' clusters.
-	if DefaultConfigMapSelector != "app.kubernetes.io/part-of=image-cache-daemon" || DefaultKey != "images" || KeyAnnotation != "image-cache-daemon/key" {
-		t.Fatalf("ConfigMap contract changed: %q %q %q", DefaultConfigMapSelector, DefaultKey, KeyAnnotation)
+	if DefaultConfigMapSelector != "app.kubernetes.io/part-of=image-cache-daemon" || DefaultKey != "images" {
+		t.Fatalf("ConfigMap contract changed: %q %q", DefaultConfigMapSelector, DefaultKey)
 	}
 }
 
@@ -184,8 +186,8 @@ func TestConfigMapDefaultsMatchTheSeed(t *testing.T) {
 func TestImagesFromConfigMapQuotesTheKeyShort(t *testing.T) {
 	key := strings.Repeat("k", 1<<20)
 	for _, cm := range []*corev1.ConfigMap{
-		imageConfigMap(nil, map[string]string{KeyAnnotation: key}),
-		imageConfigMap(map[string]string{key: "[1]"}, map[string]string{KeyAnnotation: key}),
+		imageConfigMap(nil, map[string]string{wire.AnnotationKey: key}),
+		imageConfigMap(map[string]string{key: "[1]"}, map[string]string{wire.AnnotationKey: key}),
 	} {
 		_, problems := ImagesFromConfigMap(cm)
 		if len(problems) != 1 || len(problems[0].Error()) > 1<<10 || !strings.Contains(problems[0].Error(), `…" (+1048448 bytes)`) {

@@ -22,6 +22,8 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // recorder is a Reporter that keeps what it is told.
@@ -119,7 +121,7 @@ func subjects(t *testing.T, rep Reporter) map[string]func() subject {
 			t.Fatal(err)
 		}
 		s := subject{src: all[len(all)-1]} // the static source comes first
-		labels := map[string]string{"app.kubernetes.io/part-of": "image-cache-daemon"}
+		labels := map[string]string{wire.LabelPartOf: wire.PartOf}
 		if resource == "configmaps" {
 			cms := kube.CoreV1().ConfigMaps("ns")
 			s.put = func(t *testing.T, name, image string) {
@@ -316,7 +318,7 @@ func TestForbiddenSourceShowsInHealth(t *testing.T) {
 	set.Start(ctx, func() {})
 	defer set.Wait()
 	defer cancel()
-	var h Health
+	var h wire.Health
 	eventually(t, "the forbidden LIST shows in health", func() bool {
 		h = set.Health()[1]
 		return strings.Contains(h.Problem, "forbidden")

@@ -9,6 +9,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // gatedSource waits until the API server serves a resource (the CRD is
@@ -116,13 +118,13 @@ func (g *gatedSource) HasSynced() bool {
 	return g.checked
 }
 
-func (g *gatedSource) Health() Health {
+func (g *gatedSource) Health() wire.Health {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if g.inner != nil {
 		return g.inner.Health()
 	}
-	h := Health{Source: g.name, Synced: g.checked, Missing: g.missing}
+	h := wire.Health{Source: g.name, Synced: g.checked, Missing: g.missing}
 	if g.problem != nil {
 		h.Problem = g.problem.Error()
 	}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/dcherman/image-cache-daemon/pkg/problems"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // Reporter is told about problems a source finds: in an object (a malformed
@@ -466,10 +467,10 @@ func (s *objectSource) hasSynced() bool {
 	return true
 }
 
-func (s *objectSource) Health() Health {
+func (s *objectSource) Health() wire.Health {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	h := Health{Source: s.name, Synced: s.hasSynced(), Objects: len(s.entries)}
+	h := wire.Health{Source: s.name, Synced: s.hasSynced(), Objects: len(s.entries)}
 	for key, e := range s.entries {
 		h.Unread += e.unread
 		if e.troubled {

@@ -3,6 +3,8 @@ package source
 import (
 	"maps"
 	"slices"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // Select picks at most limit of the wanted images so that no tenant can
@@ -16,7 +18,7 @@ import (
 // image was taken already is spent, so each object is read at most as far
 // as there are rounds. The rest is over, grouped by image as Images groups
 // them. Time and memory are linear in the wants.
-func Select(wants []Want, limit int) (keep []string, over []Image) {
+func Select(wants []Want, limit int) (keep []string, over []wire.Image) {
 	taken := make(map[string]bool, min(len(wants), limit))
 	take := func(img string) {
 		if len(keep) < limit && !taken[img] {

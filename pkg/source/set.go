@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // Set owns every source of wanted images: it starts them, waits for them to
@@ -74,7 +76,7 @@ func (s *Set) WaitForSync(ctx context.Context) error {
 }
 
 // Wanted returns every wanted image with what wants it, from all sources.
-func (s *Set) Wanted() []Image { return Images(s.Wants()) }
+func (s *Set) Wanted() []wire.Image { return Images(s.Wants()) }
 
 // Wants returns what every source wants, each want with its tenant, as
 // Select takes them.
@@ -89,8 +91,8 @@ func (s *Set) Wants() []Want {
 // Health returns every source's health, in the order the sources were
 // built; a source that relays others (a node's reader of the planner's
 // wanted set) is followed by theirs.
-func (s *Set) Health() []Health {
-	out := make([]Health, 0, len(s.sources))
+func (s *Set) Health() []wire.Health {
+	out := make([]wire.Health, 0, len(s.sources))
 	for _, src := range s.sources {
 		out = append(out, src.Health())
 		if r, ok := src.(Relay); ok {
@@ -103,5 +105,5 @@ func (s *Set) Health() []Health {
 // Relay is a Source that stands for others, read elsewhere (the planner's).
 type Relay interface {
 	// Relayed is the health of the sources it stands for.
-	Relayed() []Health
+	Relayed() []wire.Health
 }

@@ -18,6 +18,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // imageNames returns n distinct image references of namespace ns.
@@ -32,7 +33,7 @@ func imageNames(ns string, from, n int) []string {
 func listConfigMap(ns, name string, images []string) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID(ns + "-" + name),
-			Labels: map[string]string{"app.kubernetes.io/part-of": "image-cache-daemon"}},
+			Labels: map[string]string{wire.LabelPartOf: wire.PartOf}},
 		Data: map[string]string{"images": "- " + strings.Join(images, "\n- ")},
 	}
 }

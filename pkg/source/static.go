@@ -1,6 +1,10 @@
 package source
 
-import "context"
+import (
+	"context"
+
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
+)
 
 // staticSource is the --image list: fixed for the daemon's lifetime.
 type staticSource struct{ wants []Want }
@@ -19,6 +23,6 @@ func (s *staticSource) Name() string                      { return "static" }
 func (s *staticSource) Run(ctx context.Context, _ func()) { <-ctx.Done() }
 func (s *staticSource) HasSynced() bool                   { return true }
 func (s *staticSource) Wanted() []Want                    { return append([]Want(nil), s.wants...) }
-func (s *staticSource) Health() Health {
-	return Health{Source: s.Name(), Synced: true, Objects: len(s.wants)}
+func (s *staticSource) Health() wire.Health {
+	return wire.Health{Source: s.Name(), Synced: true, Objects: len(s.wants)}
 }

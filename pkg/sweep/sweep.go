@@ -29,6 +29,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // ReasonPrefetchPodsRemoved is the reason of the Event, on the DaemonSet,
@@ -100,7 +101,7 @@ func NewForNode(client kubernetes.Interface, meta metadata.Interface, cfg prefet
 // DaemonSet of the installation in namespace leaves behind.
 func NewForPlanner(client kubernetes.Interface, meta metadata.Interface, namespace string, recorder record.EventRecorder, interval time.Duration) *Collector {
 	cfg := prefetch.Config{Namespace: namespace,
-		Owner: &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: cachestate.DaemonSet}}
+		Owner: &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: wire.DaemonSet}}
 	g := NewForNode(client, meta, cfg, recorder, interval)
 	g.follow = true
 	return g
@@ -302,7 +303,7 @@ func (g *Collector) leaveNode(ctx context.Context, podName string) (int, error) 
 		return 0, nil
 	}
 	var pods []podRef
-	err = g.eachPrefetchPod(ctx, cachestate.NodeLabels(node), func(_ string, p podRef) { pods = append(pods, p) })
+	err = g.eachPrefetchPod(ctx, wire.NodeLabels(node), func(_ string, p podRef) { pods = append(pods, p) })
 	if err != nil {
 		return 0, err
 	}
@@ -353,7 +354,7 @@ func (g *Collector) sweep(ctx context.Context) error {
 		return err
 	}
 	orphans := map[string][]podRef{}
-	err = g.eachPrefetchPod(ctx, cachestate.PrefetchLabels(), func(node string, p podRef) {
+	err = g.eachPrefetchPod(ctx, wire.PrefetchLabels(), func(node string, p podRef) {
 		// A pod whose node is unknown is never deleted.
 		if node != "" && !daemons[node] {
 			orphans[node] = append(orphans[node], p)

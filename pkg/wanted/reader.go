@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // SourceName is the name of the node's only source: the planner's set.
@@ -188,10 +189,10 @@ func (r *Reader) Wanted() []source.Want {
 
 // Health says whether a set was read, and counts as unread the images the
 // planner left out and does not name (PlannedOver names the others).
-func (r *Reader) Health() source.Health {
+func (r *Reader) Health() wire.Health {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	h := source.Health{Source: SourceName, Synced: r.set != nil && !r.set.Partial, Problem: r.problem}
+	h := wire.Health{Source: SourceName, Synced: r.set != nil && !r.set.Partial, Problem: r.problem}
 	if r.down != "" && r.set != nil {
 		h.Problem = strings.TrimPrefix(h.Problem+"; "+r.down, "; ")
 	}
@@ -237,7 +238,7 @@ func (r *Reader) Pending(img string) bool {
 }
 
 // Relayed is the health of the planner's sources, as it published them.
-func (r *Reader) Relayed() []source.Health {
+func (r *Reader) Relayed() []wire.Health {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.set == nil {
@@ -248,7 +249,7 @@ func (r *Reader) Relayed() []source.Health {
 
 // PlannedOver names the first few images the planner left out, with what
 // wants them.
-func (r *Reader) PlannedOver() []source.Image {
+func (r *Reader) PlannedOver() []wire.Image {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.set == nil {

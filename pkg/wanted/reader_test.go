@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // The fake clientset serves no streaming lists.
@@ -64,7 +65,7 @@ func TestReader(t *testing.T) {
 		{Image: "docker.io/library/alpine:latest", Origin: "ConfigMap a/x", Namespace: "a"},
 		{Image: "docker.io/library/nginx:latest", Origin: "ConfigMap a/x", Namespace: "a"},
 	}
-	health := []source.Health{{Source: "configmaps", Synced: true, Objects: 1}}
+	health := []wire.Health{{Source: "configmaps", Synced: true, Objects: 1}}
 
 	partial := Build(wants, 1, health)
 	partial.Partial = true

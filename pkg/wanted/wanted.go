@@ -23,6 +23,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 const (
@@ -65,10 +66,10 @@ type Set struct {
 	Images []Image `json:"images"`
 	// Over counts the wanted images left out by --max-images (and by
 	// MaxBytes); OverSample names the first few, with what wants them.
-	Over       int            `json:"over,omitempty"`
-	OverSample []source.Image `json:"overSample,omitempty"`
+	Over       int          `json:"over,omitempty"`
+	OverSample []wire.Image `json:"overSample,omitempty"`
 	// Sources is the health of the planner's sources.
-	Sources []source.Health `json:"sources"`
+	Sources []wire.Health `json:"sources"`
 	// Parts name the ConfigMaps that hold the images after these, in
 	// order (PartName(1)...), when the set does not fit one.
 	Parts []Part `json:"parts,omitempty"`
@@ -153,7 +154,7 @@ const NotChecked = "not checked yet"
 
 // Build ranks wants as source.Select does within limit and returns the set
 // to publish.
-func Build(wants []source.Want, limit int, health []source.Health) *Set {
+func Build(wants []source.Want, limit int, health []wire.Health) *Set {
 	keep, over := source.Select(wants, limit)
 	origins := make(map[string][]string, len(keep))
 	for _, img := range keep {
@@ -172,7 +173,7 @@ func Build(wants []source.Want, limit int, health []source.Health) *Set {
 	}
 	for _, o := range over[:min(len(over), overSample)] {
 		im := shortImage(o.Image, o.Origins)
-		s.OverSample = append(s.OverSample, source.Image{Image: im.Image, Origins: im.Origins})
+		s.OverSample = append(s.OverSample, wire.Image{Image: im.Image, Origins: im.Origins})
 	}
 	return s
 }

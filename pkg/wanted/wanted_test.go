@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 func want(ns, origin, image string) source.Want {
@@ -32,7 +33,7 @@ func TestBuild(t *testing.T) {
 	for i := range 5 {
 		wants = append(wants, want("c", fmt.Sprintf("ConfigMap c/o%d", i), "docker.io/library/shared:latest"))
 	}
-	health := []source.Health{{Source: "configmaps", Synced: true, Objects: 7}}
+	health := []wire.Health{{Source: "configmaps", Synced: true, Objects: 7}}
 	s := Build(wants, 4, health)
 	var images []string
 	for _, im := range s.Images {

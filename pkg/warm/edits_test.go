@@ -8,7 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // tenantEdits follows one node while a tenant edits its image list: what is
@@ -21,7 +21,7 @@ type tenantEdits struct {
 	now    time.Time
 	window int
 	wanted []string
-	states map[string]cachestate.State
+	states map[string]wire.State
 	added  int
 }
 
@@ -31,10 +31,10 @@ const warmUpTimeout = 10 * time.Minute
 // timeout is warmUpTimeout) with one image, base:1, whose pull ended in
 // base (Pulling: it never ends), and syncs once: the node's first
 // condition.
-func newTenantEdits(tb testing.TB, now time.Time, base cachestate.State, window int) *tenantEdits {
+func newTenantEdits(tb testing.TB, now time.Time, base wire.State, window int) *tenantEdits {
 	tb.Helper()
 	te := &tenantEdits{f: newFixture(tb, node(nil), ""), now: now, window: window,
-		wanted: []string{"base:1"}, states: map[string]cachestate.State{"base:1": base}}
+		wanted: []string{"base:1"}, states: map[string]wire.State{"base:1": base}}
 	checkActions(tb, te.sync(tb), get, patchStatus)
 	return te
 }
@@ -43,7 +43,7 @@ func newTenantEdits(tb testing.TB, now time.Time, base cachestate.State, window 
 // returns the Node API actions made.
 func (te *tenantEdits) sync(tb testing.TB) []k8stesting.Action {
 	tb.Helper()
-	states := make([]cachestate.ImageStatus, 0, len(te.states))
+	states := make([]wire.ImageStatus, 0, len(te.states))
 	for image, s := range te.states {
 		states = append(states, img(image, s, ""))
 	}
@@ -56,7 +56,7 @@ func (te *tenantEdits) sync(tb testing.TB) []k8stesting.Action {
 // window). The daemon syncs when it sees the edit, the new image not
 // cached yet, and again when its pull ends in end. It returns the Node API
 // actions of both syncs.
-func (te *tenantEdits) edit(tb testing.TB, end cachestate.State) []k8stesting.Action {
+func (te *tenantEdits) edit(tb testing.TB, end wire.State) []k8stesting.Action {
 	tb.Helper()
 	te.added++
 	image := fmt.Sprintf("tenant/app-%d:1", te.added)
@@ -91,16 +91,16 @@ func TestTenantEditsAreNoNodeWrites(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		now  time.Time
-		base cachestate.State // how base:1 ended: Pulling keeps the node warming
-		end  cachestate.State // how each added image's pull ends
+		base wire.State // how base:1 ended: Pulling keeps the node warming
+		end  wire.State // how each added image's pull ends
 		want corev1.ConditionStatus
 	}{
-		{"warm: each added image is cached", within, cachestate.Cached, cachestate.Cached, corev1.ConditionTrue},
-		{"warm on an old node: each added image is past the timeout until cached", late, cachestate.Cached, cachestate.Cached, corev1.ConditionTrue},
-		{"warm: each added image fails", within, cachestate.Cached, cachestate.Failed, corev1.ConditionTrue},
-		{"warming: each added image is cached while one still pulls", within, cachestate.Pulling, cachestate.Cached, corev1.ConditionFalse},
-		{"warming: each added image still pulls", within, cachestate.Pulling, cachestate.Pulling, corev1.ConditionFalse},
-		{"timed out: each added image is cached while one still pulls", late, cachestate.Pulling, cachestate.Cached, corev1.ConditionFalse},
+		{"warm: each added image is cached", within, wire.Cached, wire.Cached, corev1.ConditionTrue},
+		{"warm on an old node: each added image is past the timeout until cached", late, wire.Cached, wire.Cached, corev1.ConditionTrue},
+		{"warm: each added image fails", within, wire.Cached, wire.Failed, corev1.ConditionTrue},
+		{"warming: each added image is cached while one still pulls", within, wire.Pulling, wire.Cached, corev1.ConditionFalse},
+		{"warming: each added image still pulls", within, wire.Pulling, wire.Pulling, corev1.ConditionFalse},
+		{"timed out: each added image is cached while one still pulls", late, wire.Pulling, wire.Cached, corev1.ConditionFalse},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			te := newTenantEdits(t, tc.now, tc.base, 0)
@@ -122,19 +122,19 @@ func TestTenantEditsAreNoNodeWrites(t *testing.T) {
 // The condition changes, one write, when the node's warm state does: from
 // warming to warm, from warming to failed; once warm, it stays True.
 func TestWarmStateChangesWriteOnce(t *testing.T) {
-	te := newTenantEdits(t, t0.Add(time.Minute), cachestate.Pulling, 0)
+	te := newTenantEdits(t, t0.Add(time.Minute), wire.Pulling, 0)
 	steps := []struct {
 		name  string
-		base  cachestate.State
+		base  wire.State
 		write bool
 		want  string // the reason on the node after
 	}{
-		{"still warming", cachestate.Pulling, false, ReasonWarming},
-		{"base:1 fails", cachestate.Failed, true, ReasonImagesFailed},
-		{"base:1 is pulled again", cachestate.Pulling, true, ReasonWarming},
-		{"base:1 is cached: warm", cachestate.Cached, true, ReasonWarm},
-		{"base:1 fails once warm", cachestate.Failed, false, ReasonWarm},
-		{"base:1 is cached again", cachestate.Cached, false, ReasonWarm},
+		{"still warming", wire.Pulling, false, ReasonWarming},
+		{"base:1 fails", wire.Failed, true, ReasonImagesFailed},
+		{"base:1 is pulled again", wire.Pulling, true, ReasonWarming},
+		{"base:1 is cached: warm", wire.Cached, true, ReasonWarm},
+		{"base:1 fails once warm", wire.Failed, false, ReasonWarm},
+		{"base:1 is cached again", wire.Cached, false, ReasonWarm},
 	}
 	for _, s := range steps {
 		te.states["base:1"] = s.base
@@ -186,16 +186,16 @@ func TestRestartOnAWarmNode(t *testing.T) {
 func BenchmarkTenantEdit(b *testing.B) {
 	for _, bc := range []struct {
 		name string
-		base cachestate.State
+		base wire.State
 	}{
-		{"warm", cachestate.Cached},
-		{"warming", cachestate.Pulling},
+		{"warm", wire.Cached},
+		{"warming", wire.Pulling},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			te := newTenantEdits(b, t0.Add(time.Minute), bc.base, 100)
 			writes, requests, edits := 0, 0, 0
 			for b.Loop() {
-				actions := te.edit(b, cachestate.Cached)
+				actions := te.edit(b, wire.Cached)
 				writes += patches(actions)
 				requests += len(actions)
 				edits++

@@ -12,8 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // ConditionType is the Node condition the daemon keeps on its own node: True
@@ -129,7 +129,7 @@ type Input struct {
 	// States are the statuses of this node's images (cachestate.Summarize
 	// over its prefetch pods; where an image has several, the first
 	// counts). A wanted image without one is not cached yet.
-	States []cachestate.ImageStatus
+	States []wire.ImageStatus
 }
 
 // Evaluate decides the warm state of one node. Time and memory are linear in
@@ -140,7 +140,7 @@ func Evaluate(in Input) State {
 		st.Elapsed = max(in.Now.Sub(in.Started), 0)
 	}
 
-	byImage := make(map[string]cachestate.ImageStatus, len(in.States))
+	byImage := make(map[string]wire.ImageStatus, len(in.States))
 	for _, s := range in.States {
 		if _, seen := byImage[s.Image]; !seen {
 			byImage[s.Image] = s
@@ -152,9 +152,9 @@ func Evaluate(in Input) State {
 	var missing []string // not cached and not failed
 	for _, img := range images {
 		switch byImage[img].State {
-		case cachestate.Cached:
+		case wire.Cached:
 			st.Cached++
-		case cachestate.Failed:
+		case wire.Failed:
 			st.Failed = append(st.Failed, img)
 		default:
 			missing = append(missing, img)

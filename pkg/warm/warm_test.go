@@ -9,14 +9,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 // img returns a status of image on node-1.
-func img(image string, s cachestate.State, reason string) cachestate.ImageStatus {
-	return cachestate.ImageStatus{Node: "node-1", Image: image, State: s, Reason: reason}
+func img(image string, s wire.State, reason string) wire.ImageStatus {
+	return wire.ImageStatus{Node: "node-1", Image: image, State: s, Reason: reason}
 }
 
 func TestEvaluate(t *testing.T) {
@@ -29,42 +29,42 @@ func TestEvaluate(t *testing.T) {
 		timeout time.Duration
 		wanted  []string
 		partial bool
-		states  []cachestate.ImageStatus
+		states  []wire.ImageStatus
 		want    State
 	}{
 		{
 			name: "nothing wanted is warm", timeout: timeout,
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Pulling, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Pulling, "")},
 			want: State{Warm: true, Status: corev1.ConditionTrue, Reason: ReasonNothingWanted,
 				Message: "no image is wanted on this node", ReleaseTaint: true},
 		},
 		{
 			name: "every wanted image cached is warm", timeout: timeout, wanted: abc,
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, ""), img("b:1", cachestate.Cached, ""), img("c:1", cachestate.Cached, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, ""), img("b:1", wire.Cached, ""), img("c:1", wire.Cached, "")},
 			want: State{Warm: true, Status: corev1.ConditionTrue, Reason: ReasonWarm,
 				Message: "all 3 wanted images are cached", Cached: 3, Total: 3, ReleaseTaint: true},
 		},
 		{
 			name: "pulling, pending and unknown images are waited for", timeout: timeout, wanted: abc,
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, ""), img("b:1", cachestate.Pulling, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, ""), img("b:1", wire.Pulling, "")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonWarming,
 				Message: "warming: 1/3 wanted images cached; waiting for b:1, c:1", Cached: 1, Total: 3},
 		},
 		{
 			name: "a duplicate wanted image counts once", timeout: timeout, wanted: []string{"b:1", "a:1", "b:1"},
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, "")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonWarming,
 				Message: "warming: 1/2 wanted images cached; waiting for b:1", Cached: 1, Total: 2},
 		},
 		{
 			name: "cached images nobody wants do not count", timeout: timeout, wanted: []string{"a:1"},
-			states: []cachestate.ImageStatus{img("z:1", cachestate.Cached, ""), img("a:1", cachestate.Pending, "")},
+			states: []wire.ImageStatus{img("z:1", wire.Cached, ""), img("a:1", wire.Pending, "")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonWarming,
 				Message: "warming: 0/1 wanted images cached; waiting for a:1", Total: 1},
 		},
 		{
 			name: "the first status of an image speaks for it", timeout: timeout, wanted: []string{"a:1"},
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, ""), img("a:1", cachestate.Failed, "ErrImagePull")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, ""), img("a:1", wire.Failed, "ErrImagePull")},
 			want: State{Warm: true, Status: corev1.ConditionTrue, Reason: ReasonWarm,
 				Message: "all 1 wanted images are cached", Cached: 1, Total: 1, ReleaseTaint: true},
 		},
@@ -76,15 +76,15 @@ func TestEvaluate(t *testing.T) {
 		},
 		{
 			name: "failed images release the taint", timeout: timeout, wanted: abc,
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, ""), img("b:1", cachestate.Failed, "ErrImagePull"), img("c:1", cachestate.Pulling, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, ""), img("b:1", wire.Failed, "ErrImagePull"), img("c:1", wire.Pulling, "")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonImagesFailed,
 				Message: "1/3 wanted images cached; 1 failed: b:1 (ErrImagePull); 1 more not cached yet",
 				Cached:  1, Total: 3, Failed: []string{"b:1"}, ReleaseTaint: true},
 		},
 		{
 			name: "many failed images, without a reason", timeout: timeout, wanted: []string{"a:1", "b:1", "c:1", "d:1"},
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Failed, ""), img("b:1", cachestate.Failed, "InvalidImageName"),
-				img("c:1", cachestate.Failed, "ImagePullBackOff"), img("d:1", cachestate.Failed, "ErrImagePull")},
+			states: []wire.ImageStatus{img("a:1", wire.Failed, ""), img("b:1", wire.Failed, "InvalidImageName"),
+				img("c:1", wire.Failed, "ImagePullBackOff"), img("d:1", wire.Failed, "ErrImagePull")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonImagesFailed,
 				Message: "0/4 wanted images cached; 4 failed: a:1, b:1 (InvalidImageName), c:1 (ImagePullBackOff) and 1 more",
 				Total:   4, Failed: []string{"a:1", "b:1", "c:1", "d:1"}, ReleaseTaint: true},
@@ -92,7 +92,7 @@ func TestEvaluate(t *testing.T) {
 		{
 			name: "the timeout releases the taint and names what is missing", timeout: timeout, wanted: abc,
 			now:    t0.Add(timeout),
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, ""), img("b:1", cachestate.Pulling, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, ""), img("b:1", wire.Pulling, "")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonTimedOut,
 				Message: "1/3 wanted images cached when the 10m0s warm-up timeout passed; missing: b:1, c:1",
 				Cached:  1, Total: 3, TimedOut: true, ReleaseTaint: true},
@@ -100,7 +100,7 @@ func TestEvaluate(t *testing.T) {
 		{
 			name: "failed images take precedence over the timeout", timeout: timeout, wanted: abc,
 			now:    t0.Add(time.Hour),
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Failed, "ErrImagePull")},
+			states: []wire.ImageStatus{img("a:1", wire.Failed, "ErrImagePull")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonImagesFailed,
 				Message: "0/3 wanted images cached; 1 failed: a:1 (ErrImagePull); 2 more not cached yet",
 				Total:   3, Failed: []string{"a:1"}, TimedOut: true, ReleaseTaint: true},
@@ -108,7 +108,7 @@ func TestEvaluate(t *testing.T) {
 		{
 			name: "warm after the timeout is warm", timeout: timeout, wanted: []string{"a:1"},
 			now:    t0.Add(time.Hour),
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, "")},
 			want: State{Warm: true, Status: corev1.ConditionTrue, Reason: ReasonWarm,
 				Message: "all 1 wanted images are cached", Cached: 1, Total: 1, ReleaseTaint: true},
 		},
@@ -119,7 +119,7 @@ func TestEvaluate(t *testing.T) {
 		},
 		{
 			name: "a partial view is never warm", timeout: timeout, wanted: []string{"a:1"}, partial: true,
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, "")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonWarming,
 				Message: "warming: 1/1 wanted images cached; waiting for every source of wanted images to sync", Cached: 1, Total: 1},
 		},
@@ -130,20 +130,20 @@ func TestEvaluate(t *testing.T) {
 		},
 		{
 			name: "a partial view waits for images and sources", timeout: timeout, wanted: []string{"a:1", "b:1"}, partial: true,
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, "")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonWarming,
 				Message: "warming: 1/2 wanted images cached; waiting for b:1, and every source of wanted images to sync", Cached: 1, Total: 2},
 		},
 		{
 			name: "a partial view times out", timeout: timeout, wanted: []string{"a:1"}, partial: true, now: t0.Add(timeout),
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Cached, "")},
+			states: []wire.ImageStatus{img("a:1", wire.Cached, "")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonTimedOut,
 				Message: "1/1 wanted images cached when the 10m0s warm-up timeout passed; " + unsynced,
 				Cached:  1, Total: 1, TimedOut: true, ReleaseTaint: true},
 		},
 		{
 			name: "a partial view sees failures", timeout: timeout, wanted: []string{"a:1"}, partial: true,
-			states: []cachestate.ImageStatus{img("a:1", cachestate.Failed, "ErrImagePull")},
+			states: []wire.ImageStatus{img("a:1", wire.Failed, "ErrImagePull")},
 			want: State{Status: corev1.ConditionFalse, Reason: ReasonImagesFailed,
 				Message: "0/1 wanted images cached; 1 failed: a:1 (ErrImagePull); " + unsynced,
 				Total:   1, Failed: []string{"a:1"}, ReleaseTaint: true},
@@ -198,20 +198,20 @@ func TestEvaluateMessageStable(t *testing.T) {
 func TestEvaluateHostileSizes(t *testing.T) {
 	huge := func(c string) string { return strings.Repeat(c, 1<<20) }
 	var wanted []string
-	var states []cachestate.ImageStatus
+	var states []wire.ImageStatus
 	for i := range 50 {
 		image := fmt.Sprintf("%s:%d", huge(string(rune('a'+i%26))), i)
 		wanted = append(wanted, image)
 		switch i % 3 {
 		case 0: // the longest reason a message quotes: the worst case
-			states = append(states, img(image, cachestate.Failed, strings.Repeat("R", maxReason)))
+			states = append(states, img(image, wire.Failed, strings.Repeat("R", maxReason)))
 		case 1: // left out
-			states = append(states, img(image, cachestate.Failed, huge("R")))
+			states = append(states, img(image, wire.Failed, huge("R")))
 		}
 	}
 	for _, tc := range []struct {
 		name   string
-		states []cachestate.ImageStatus
+		states []wire.ImageStatus
 		now    time.Time
 		reason string
 	}{
@@ -262,14 +262,14 @@ func TestRecheckAfter(t *testing.T) {
 		now     time.Time
 		timeout time.Duration
 		wanted  []string
-		states  []cachestate.ImageStatus
+		states  []wire.ImageStatus
 		want    time.Duration
 	}{
 		{"warming: at the timeout", t0.Add(4 * time.Minute), timeout, []string{"a:1"}, nil, 6 * time.Minute},
 		{"warming without a timeout: never", t0.Add(4 * time.Minute), 0, []string{"a:1"}, nil, 0},
 		{"timed out: no more", t0.Add(timeout), timeout, []string{"a:1"}, nil, 0},
-		{"warm: no more", t0, timeout, []string{"a:1"}, []cachestate.ImageStatus{img("a:1", cachestate.Cached, "")}, 0},
-		{"failed: no more", t0, timeout, []string{"a:1"}, []cachestate.ImageStatus{img("a:1", cachestate.Failed, "")}, 0},
+		{"warm: no more", t0, timeout, []string{"a:1"}, []wire.ImageStatus{img("a:1", wire.Cached, "")}, 0},
+		{"failed: no more", t0, timeout, []string{"a:1"}, []wire.ImageStatus{img("a:1", wire.Failed, "")}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := Evaluate(Input{Now: tc.now, Started: t0, Timeout: tc.timeout, Wanted: tc.wanted, States: tc.states})

@@ -26,6 +26,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // daemonImage is the project image built from this commit (make image).
@@ -91,7 +92,7 @@ func waitRollout(t *testing.T, ns string) {
 }
 
 // daemonsAndPlanner selects the node daemons' and the planner's pods.
-const daemonsAndPlanner = "app.kubernetes.io/component in (daemon,planner)"
+const daemonsAndPlanner = wire.LabelComponent + " in (" + wire.ComponentDaemon + "," + wire.ComponentPlanner + ")"
 
 func daemonLogs(t *testing.T, ns string) string {
 	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: daemonsAndPlanner})
@@ -130,7 +131,7 @@ func saveArtifacts(t *testing.T, ns string) {
 	var b strings.Builder
 	for _, p := range pods.Items {
 		fmt.Fprintf(&b, "--- %s created %s\n%s", p.Name, p.CreationTimestamp.Format(time.RFC3339), describe(&p))
-		if p.Labels["app.kubernetes.io/component"] == "daemon" {
+		if p.Labels[wire.LabelComponent] == wire.ComponentDaemon {
 			raw, err := env.client.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{}).Do(ctx).Raw()
 			if err == nil {
 				_ = os.WriteFile(filepath.Join(dir, t.Name()+"-"+p.Name+".log"), raw, 0o644)
@@ -152,10 +153,10 @@ func prefetchPods(t *testing.T, ns string) []*corev1.Pod {
 
 // imageStatus waits until cond holds for image's state on the node and
 // returns that state.
-func imageStatus(t *testing.T, ns, image string, timeout time.Duration, what string, cond func(cachestate.ImageStatus) bool) cachestate.ImageStatus {
+func imageStatus(t *testing.T, ns, image string, timeout time.Duration, what string, cond func(wire.ImageStatus) bool) wire.ImageStatus {
 	t.Helper()
 	image = mustNormalize(t, image)
-	var last cachestate.ImageStatus
+	var last wire.ImageStatus
 	err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
 			if st.Image == image {
@@ -171,9 +172,9 @@ func imageStatus(t *testing.T, ns, image string, timeout time.Duration, what str
 	return last
 }
 
-func waitCached(t *testing.T, ns, image string) cachestate.ImageStatus {
+func waitCached(t *testing.T, ns, image string) wire.ImageStatus {
 	t.Helper()
-	st := imageStatus(t, ns, image, 3*time.Minute, "cached", func(s cachestate.ImageStatus) bool { return s.State == cachestate.Cached })
+	st := imageStatus(t, ns, image, 3*time.Minute, "cached", func(s wire.ImageStatus) bool { return s.State == wire.Cached })
 	nodeHasImage(t, st.Node, image, st.Digest)
 	return st
 }
@@ -219,7 +220,7 @@ func mustNormalize(t *testing.T, image string) string {
 func imageList(t *testing.T, ns, name, data string) {
 	t.Helper()
 	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/part-of": "image-cache-daemon"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{wire.LabelPartOf: wire.PartOf}},
 		Data:       map[string]string{source.DefaultKey: data},
 	}
 	cms := env.client.CoreV1().ConfigMaps(ns)
@@ -280,7 +281,7 @@ func TestDaemon(t *testing.T) {
 		imageList(t, users, "half-broken", "[\"Alpine:3\", \""+static+"\"]")
 		waitEvent(t, users, "half-broken", "InvalidImages")
 		for _, img := range []string{static, fromList} {
-			if st := imageStatus(t, ns, img, 10*time.Second, "cached", func(s cachestate.ImageStatus) bool { return s.State == cachestate.Cached }); st.State != cachestate.Cached {
+			if st := imageStatus(t, ns, img, 10*time.Second, "cached", func(s wire.ImageStatus) bool { return s.State == wire.Cached }); st.State != wire.Cached {
 				t.Errorf("%s is %s", img, st.State)
 			}
 		}
@@ -290,7 +291,7 @@ func TestDaemon(t *testing.T) {
 	t.Run("registry refuses", func(t *testing.T) {
 		missing := env.registry + "/e2e/missing:" + rand.String(6)
 		imageList(t, users, "missing", "[\""+missing+"\"]")
-		st := imageStatus(t, ns, missing, 2*time.Minute, "failed", func(s cachestate.ImageStatus) bool { return s.State == cachestate.Failed })
+		st := imageStatus(t, ns, missing, 2*time.Minute, "failed", func(s wire.ImageStatus) bool { return s.State == wire.Failed })
 		if !strings.Contains(st.Message, "not found") {
 			t.Errorf("failure message %q does not say why", st.Message)
 		}
@@ -327,12 +328,12 @@ func TestDaemon(t *testing.T) {
 	t.Run("daemon deleted mid-work adopts its pods", func(t *testing.T) {
 		var before []string // images cached on node 1 before its daemon restarted
 		for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
-			if st.State == cachestate.Cached && st.Node == "icd-node" {
+			if st.State == wire.Cached && st.Node == "icd-node" {
 				before = append(before, st.Image)
 			}
 		}
 		// Node 1's daemon; the other nodes' go on.
-		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon",
+		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + wire.ComponentDaemon,
 			FieldSelector: "spec.nodeName=icd-node"})
 		if err != nil || len(daemons.Items) != 1 {
 			t.Fatalf("want one daemon pod on icd-node: %v %d", err, len(daemons.Items))
@@ -379,8 +380,8 @@ func TestDaemon(t *testing.T) {
 		imageList(t, users, "moving", "[\""+first+"\"]")
 		old := waitCached(t, ns, first)
 		randomImage(t, tag, 2) // new content under the same tag
-		st := imageStatus(t, ns, first, 3*time.Minute, "re-pulled", func(s cachestate.ImageStatus) bool {
-			return s.State == cachestate.Cached && s.Digest != old.Digest
+		st := imageStatus(t, ns, first, 3*time.Minute, "re-pulled", func(s wire.ImageStatus) bool {
+			return s.State == wire.Cached && s.Digest != old.Digest
 		})
 		nodeHasImage(t, st.Node, first, st.Digest)
 	})
@@ -502,7 +503,7 @@ func assertDaemonNotRestarted(t *testing.T, ns string) {
 func waitDaemonReplaced(t *testing.T, ns string, old *corev1.Pod) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+		pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + wire.ComponentDaemon})
 		if err != nil {
 			return false, nil
 		}

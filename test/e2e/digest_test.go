@@ -23,8 +23,8 @@ import (
 	"github.com/dcherman/image-cache-daemon/internal/ociimage"
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // TestTagDigests: the planner, in its pod, checks each tag at the registry
@@ -106,8 +106,8 @@ func TestTagDigests(t *testing.T) {
 		})
 		waitStatus(t, bin, ns, moving, "every node stale", func(row statusImage) bool { return row.Stale >= 1 && row.Stale == row.Cached })
 		restore()
-		st := imageStatus(t, ns, moving, 4*time.Minute, "pulled at the new digest", func(s cachestate.ImageStatus) bool {
-			return s.State == cachestate.Cached && s.Digest == newDigest
+		st := imageStatus(t, ns, moving, 4*time.Minute, "pulled at the new digest", func(s wire.ImageStatus) bool {
+			return s.State == wire.Cached && s.Digest == newDigest
 		})
 		nodeHasImage(t, st.Node, moving, newDigest)
 		waitStatus(t, bin, ns, moving, "current everywhere", func(row statusImage) bool { return row.Stale == 0 && row.Cached >= 1 })
@@ -171,7 +171,7 @@ func TestTagDigests(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
-			pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=planner"})
+			pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + wire.ComponentPlanner})
 			return err == nil && len(pods.Items) == 0, nil
 		})
 		if err != nil {
@@ -181,13 +181,13 @@ func TestTagDigests(t *testing.T) {
 		// it keeps caching the last set.
 		var last string
 		err = wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-			pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+			pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + wire.ComponentDaemon})
 			if err != nil || len(pods.Items) == 0 {
 				return false, nil
 			}
 			for _, p := range pods.Items {
-				last = p.Name + ": " + p.Annotations[source.HealthAnnotation]
-				if podReady(p.Status.Conditions) || !strings.Contains(p.Annotations[source.HealthAnnotation], "the planner is down") {
+				last = p.Name + ": " + p.Annotations[wire.AnnotationHealth]
+				if podReady(p.Status.Conditions) || !strings.Contains(p.Annotations[wire.AnnotationHealth], "the planner is down") {
 					return false, nil
 				}
 			}

@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // A prefetch pod still pending on an image the registry refuses does not
@@ -28,7 +28,7 @@ func TestDrainEvictsPendingPrefetchPods(t *testing.T) {
 	ns, users := installWithUsers(t, "icd-drain-")
 	missing := env.registry + "/e2e/drain-missing:" + rand.String(6)
 	imageList(t, users, "drain", `["`+missing+`"]`)
-	st := imageStatus(t, ns, missing, 2*time.Minute, "failed", func(s cachestate.ImageStatus) bool { return s.State == cachestate.Failed })
+	st := imageStatus(t, ns, missing, 2*time.Minute, "failed", func(s wire.ImageStatus) bool { return s.State == wire.Failed })
 
 	pod, err := env.client.CoreV1().Pods(ns).Get(context.Background(), st.Pod, metav1.GetOptions{})
 	if err != nil {
@@ -47,7 +47,7 @@ func TestDrainEvictsPendingPrefetchPods(t *testing.T) {
 	}
 
 	out, err := exec.Command(kubectl, "--kubeconfig", os.Getenv("KUBECONFIG"), "drain", st.Node, "--ignore-daemonsets",
-		"--dry-run=server", "--pod-selector=app.kubernetes.io/component=prefetch", "--timeout=60s").CombinedOutput()
+		"--dry-run=server", "--pod-selector="+wire.LabelComponent+"="+wire.ComponentPrefetch, "--timeout=60s").CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl drain refused: %v\n%s", err, out)
 	}

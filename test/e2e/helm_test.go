@@ -31,9 +31,9 @@ import (
 	"github.com/dcherman/image-cache-daemon/charts"
 	"github.com/dcherman/image-cache-daemon/internal/chartrelease"
 	"github.com/dcherman/image-cache-daemon/internal/testcluster"
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // helmConfig is Helm's action configuration for namespace, on the local
@@ -115,7 +115,7 @@ func helmWrites(obj *unstructured.Unstructured) string {
 
 func prefetchPodUIDs(t *testing.T, ns string) []string {
 	t.Helper()
-	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: labels.SelectorFromSet(cachestate.PrefetchLabels()).String()})
+	pods, err := env.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: labels.SelectorFromSet(wire.PrefetchLabels()).String()})
 	if err != nil {
 		t.Fatal(err)
 	}

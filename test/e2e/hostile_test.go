@@ -22,6 +22,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/internal/testcluster"
 	"github.com/dcherman/image-cache-daemon/pkg/argo/argotest"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // argoResource is the dynamic client of an Argo kind, so that a test can
@@ -142,7 +143,7 @@ func logDaemonPeakMemory(t *testing.T, ns string) map[string]float64 {
 					_, _ = fmt.Sscan(string(b), &peak)
 					mib := float64(peak) / (1 << 20)
 					t.Logf("container %s/%s peak memory (cgroup): %.1f MiB", p.Name, cs.Name, mib)
-					component := p.Labels["app.kubernetes.io/component"]
+					component := p.Labels[wire.LabelComponent]
 					peaks[component] = max(peaks[component], mib)
 				}
 			}

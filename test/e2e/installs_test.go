@@ -23,6 +23,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // TestTwoInstallations installs a second image-cache-daemon beside a first
@@ -164,7 +165,7 @@ func TestTwoInstallations(t *testing.T) {
 		img := randomImage(t, "e2e/two-installs-after:"+rand.String(6), uint64(rand.Int()))
 		imageList(t, users, "two-installs-after", "- "+img+"\n")
 		waitCached(t, first.Namespace, img)
-		pods, err := env.client.CoreV1().Pods(first.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component in (daemon,planner)"})
+		pods, err := env.client.CoreV1().Pods(first.Namespace).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + " in (" + wire.ComponentDaemon + "," + wire.ComponentPlanner + ")"})
 		if err != nil || len(pods.Items) == 0 {
 			t.Fatalf("daemon pods of %s: %v (%d)", first.Namespace, err, len(pods.Items))
 		}
@@ -200,7 +201,7 @@ func allowed(t *testing.T, ns, sa string, attr authorizationv1.ResourceAttribute
 func restartDaemons(t *testing.T, ns, component string) {
 	t.Helper()
 	ctx := context.Background()
-	selector := metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=" + component}
+	selector := metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + component}
 	pods, err := env.client.CoreV1().Pods(ns).List(ctx, selector)
 	if err != nil || len(pods.Items) == 0 {
 		t.Fatalf("daemon pods of %s: %v (%d)", ns, err, len(pods.Items))

@@ -20,11 +20,12 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/install/installtest"
 	"github.com/dcherman/image-cache-daemon/pkg/prefetch"
 	nodesweep "github.com/dcherman/image-cache-daemon/pkg/sweep"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // daemonPodCount counts the daemon pods in ns, those being deleted included.
 func daemonPodCount(ctx context.Context, ns string) (int, error) {
-	pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+	pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + wire.ComponentDaemon})
 	if err != nil {
 		return 0, err
 	}
@@ -70,7 +71,7 @@ func TestNodeLeftByDaemonSet(t *testing.T) {
 	// The daemon pod's termination grace period (10s) bounds its cleanup;
 	// the rest is the DaemonSet controller's and the kubelet's.
 	err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
-		pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+		pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + wire.ComponentDaemon})
 		return err == nil && !slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return p.Spec.NodeName == node2 }), nil
 	})
 	if err != nil {

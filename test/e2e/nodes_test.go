@@ -25,6 +25,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/warm"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // The tests of this file run on more than one real node: node 1 (icd-node),
@@ -75,13 +76,13 @@ func nodeNames(t *testing.T) []string {
 }
 
 // waitCachedOn waits until image is cached on node.
-func waitCachedOn(t *testing.T, ns, image, node string) cachestate.ImageStatus {
+func waitCachedOn(t *testing.T, ns, image, node string) wire.ImageStatus {
 	t.Helper()
 	image = mustNormalize(t, image)
-	var found cachestate.ImageStatus
+	var found wire.ImageStatus
 	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 3*time.Minute, true, func(context.Context) (bool, error) {
 		for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
-			if st.Node == node && st.Image == image && st.State == cachestate.Cached {
+			if st.Node == node && st.Image == image && st.State == wire.Cached {
 				found = st
 				return true, nil
 			}
@@ -279,7 +280,7 @@ func TestDrainSecondNode(t *testing.T) {
 	var stuck *corev1.Pod
 	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(context.Context) (bool, error) {
 		for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
-			if st.Node == node2 && st.State == cachestate.Failed {
+			if st.Node == node2 && st.State == wire.Failed {
 				p, err := env.client.CoreV1().Pods(ns).Get(ctx, st.Pod, metav1.GetOptions{})
 				if err == nil && p.Status.Phase == corev1.PodPending {
 					stuck = p

@@ -16,6 +16,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/internal/testcluster"
 	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // smallImages pushes n fresh images of 64 KiB and returns them.
@@ -85,7 +86,7 @@ func TestPacedPulls(t *testing.T) {
 	// (on two nodes, 100 pulls at once under two limits of 5 a second).
 	perNode := map[string]int{}
 	for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
-		if st.State == cachestate.Cached {
+		if st.State == wire.Cached {
 			perNode[st.Node]++
 		}
 	}
@@ -125,7 +126,7 @@ func TestPacedPulls(t *testing.T) {
 			t.Error("the kubelet refused no pull: 40 pulls at 50 a second must trip a limit of 5 a second, or the recovery is not tested")
 		}
 		for _, st := range cachestate.Summarize(prefetchPods(t, ns)) {
-			if st.State == cachestate.Failed {
+			if st.State == wire.Failed {
 				t.Errorf("%s reads failed: %s %s", st.Image, st.Reason, st.Message)
 			}
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/wanted"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // TestWantedSetInParts: a wanted set too large for one ConfigMap is
@@ -74,7 +75,7 @@ func TestWantedSetInParts(t *testing.T) {
 	for _, node := range nodes {
 		waitCachedOn(t, ns, good, node)
 	}
-	daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+	daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + wire.ComponentDaemon})
 	if err != nil || len(daemons.Items) != len(nodes) {
 		t.Fatalf("%d daemon pods (%v); want one per node, %d", len(daemons.Items), err, len(nodes))
 	}

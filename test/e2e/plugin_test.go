@@ -17,9 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 
-	"github.com/dcherman/image-cache-daemon/pkg/cachestate"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/source"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // plugin runs the built kubectl-imagecache binary and returns its output
@@ -105,14 +105,14 @@ func TestPlugin(t *testing.T) {
 			t.Errorf("status table:\n%s", table)
 		}
 		// What status read: the report the daemon publishes on its pod.
-		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon",
+		daemons, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + wire.ComponentDaemon,
 			FieldSelector: "spec.nodeName=icd-node"})
 		if err != nil || len(daemons.Items) != 1 {
 			t.Fatalf("daemon pods: %v %v", daemons, err)
 		}
 		d := daemons.Items[0]
-		report, err := cachestate.DecodeReport(d.Spec.NodeName, d.Annotations[cachestate.AnnotationReport])
-		if err != nil || !slices.ContainsFunc(report, func(s cachestate.ImageStatus) bool { return s.Image == cached && s.State == cachestate.Cached }) {
+		report, err := wire.DecodeReport(d.Spec.NodeName, d.Annotations[wire.AnnotationReport])
+		if err != nil || !slices.ContainsFunc(report, func(s wire.ImageStatus) bool { return s.Image == cached && s.State == wire.Cached }) {
 			t.Errorf("the daemon's report does not have %s cached: %+v %v", cached, report, err)
 		}
 	})
@@ -202,7 +202,7 @@ func TestPlugin(t *testing.T) {
 		if _, err := env.client.RbacV1().ClusterRoleBindings().Get(ctx, install.RBACName(ns), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("clusterrolebinding: %v", err)
 		}
-		pods, err := env.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=image-cache-daemon"})
+		pods, err := env.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: wire.LabelPartOf + "=" + wire.PartOf})
 		if err != nil || len(pods.Items) != 0 {
 			t.Errorf("pods left: %v %d", err, len(pods.Items))
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/internal/testcluster"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/warm"
+	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
 // setTaint adds or removes the taint key on node.
@@ -76,7 +77,7 @@ func TestDaemonMayWriteOnlyItsOwnNode(t *testing.T) {
 	// node 2, a real node with a daemon of its own.
 	other := secondNode(t)
 	waitRollout(t, ns)
-	pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=daemon"})
+	pods, err := env.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.LabelComponent + "=" + wire.ComponentDaemon})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cachestate
+package wire
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package cachestate
+package wire
 
 import (
 	"encoding/json"
@@ -13,12 +13,6 @@ import (
 
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 )
-
-// AnnotationReport is the annotation on each daemon pod that holds its
-// node's image statuses, as Summarize reads them from the node's prefetch
-// pods (see EncodeReport). The plugin's status reads these reports, one
-// small object per node, instead of every prefetch pod of the cluster.
-const AnnotationReport = "image-cache-daemon/images"
 
 // MaxReportBytes bounds an encoded report: three quarters of the 256 KiB
 // that all the annotations of an object may hold, the rest left to the
@@ -302,7 +296,7 @@ func knownState(s State) bool {
 }
 
 // hasDigest reports whether a status in state s may carry a digest: the
-// image is on the node (FromPod reads it from a run container).
+// image is on the node (cachestate.FromPod reads it from a run container).
 func hasDigest(s State) bool { return s == Cached || s == Pulling }
 
 // validPod reports whether name is empty (no pod) or may name a pod.
