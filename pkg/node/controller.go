@@ -96,8 +96,9 @@ type ControllerConfig struct {
 	// Pacer keeps the pulls the prefetch pods cause within the kubelet's
 	// pull budget; nil paces nothing.
 	Pacer *prefetch.Pacer
-	// Report, if set, is given the node's image statuses after each sync.
-	Report func([]wire.ImageStatus)
+	// Report, if set, is given what each sync saw: the node's image
+	// statuses, its warm state and what the limits left out, together.
+	Report func(Snapshot)
 }
 
 // nodeRefresh is how often the node's allocatable pods are read again.
@@ -350,9 +351,6 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	}
 	c.record(len(wanted), images, pods, plan.States)
 	c.metrics.StaleImages.Set(float64(staleCount(plan.States, current)))
-	if c.cfg.Report != nil {
-		c.cfg.Report(plan.States)
-	}
 	requeue := plan.RequeueAfter
 	if plan.Paced > 0 {
 		// The pods' updates call for a plan when their pulls are seen;
@@ -369,6 +367,10 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 			errs = append(errs, err)
 		}
 		requeue = sooner(requeue, recheck) // the warm-up timeout comes with no pod event
+	}
+	if c.cfg.Report != nil {
+		n, sample := c.OverLimit()
+		c.cfg.Report(Snapshot{States: plan.States, Warm: c.Warmth(), OverLimit: n, OverLimitSample: sample})
 	}
 	return requeue, errors.Join(errs...)
 }

@@ -448,9 +448,16 @@ func TestSyncWarmsTheNode(t *testing.T) {
 		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, FinishedAt: metav1.NewTime(t0)}}}}
 	f := newFixture(t, func(c *ControllerConfig) { c.WarmTimeout = time.Hour }, n, pod)
 	f.ctrl.cfg.Warm = warm.NewNode(f.client, warm.NodeConfig{Name: "node-1", TaintKey: "example.com/warming", Recorder: record.NewFakeRecorder(10), FieldManager: FieldManager})
+	var snaps []Snapshot
+	f.ctrl.cfg.Report = func(s Snapshot) { snaps = append(snaps, s) }
 	f.src.images = []string{img("a")}
 	f.waitCache(t, 1)
 	f.sync(t)
+	// The report and the warm line are of the same sync (the daemon's pod
+	// gets both in one patch).
+	if len(snaps) != 1 || len(snaps[0].States) != 1 || snaps[0].States[0].State != wire.Cached || snaps[0].Warm == nil || !snaps[0].Warm.Warm {
+		t.Errorf("one sync reported %+v; want one snapshot of a cached image on a warm node", snaps)
+	}
 	got, err := f.client.CoreV1().Nodes().Get(f.ctx, "node-1", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

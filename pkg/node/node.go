@@ -90,18 +90,16 @@ func Run(ctx context.Context, o *options.Options) error {
 	}
 
 	podInformer := newPodInformer(kube, o.PodNamespace, o.NodeName)
-	statuses := newImageReport(kube, o.PodNamespace, o.PodName)
+	pub := newPublisher(kube, o.PodNamespace, o.PodName, sources, m)
 	ctrl, err := NewController(kube, podInformer, sources, ControllerConfig{
 		Prefetch: pcfg, Resync: o.ResyncPeriod, MaxImages: o.MaxImages, MaxPods: o.MaxPrefetchPods,
 		Self: self, Recorder: recorder, Metrics: m, WarmTimeout: o.WarmTimeout,
-		Pacer: prefetch.NewPacer(o.RegistryPullQPS, o.RegistryBurst), Report: statuses.set,
+		Pacer: prefetch.NewPacer(o.RegistryPullQPS, o.RegistryBurst), Report: pub.set,
 		Warm: warm.NewNode(kube, warm.NodeConfig{Name: o.NodeName, TaintKey: o.StartupTaint, Recorder: recorder, FieldManager: FieldManager}),
 	})
 	if err != nil {
 		return err
 	}
-
-	h := &health{own: statuses.own, sources: sources, overLimit: ctrl.OverLimit, warmth: ctrl.Warmth, metrics: m}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { podInformer.RunWithContext(ctx); return nil })
@@ -131,10 +129,9 @@ func Run(ctx context.Context, o *options.Options) error {
 	if gc != nil && election != nil {
 		g.Go(func() error { gc.Run(ctx, election.Leading); return nil })
 	}
-	g.Go(func() error { h.run(ctx); return nil })
-	g.Go(func() error { statuses.run(ctx); return nil })
+	g.Go(func() error { pub.run(ctx); return nil })
 	daemon.ServeEndpoints(ctx, g, o, m, func() error {
-		if err := h.ready(); err != nil {
+		if err := sourcesReady(sources); err != nil {
 			return err
 		}
 		if !ctrl.Ready() {

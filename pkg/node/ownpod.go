@@ -135,10 +135,10 @@ func (o *ownPod) run(ctx context.Context) {
 	inf.RunWithContext(ctx)
 }
 
-// patch sets the annotation key of the pod to value, or removes it where
-// value is nil, and records what the API server answered.
-func (o *ownPod) patch(ctx context.Context, key string, value *string) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]*string{key: value}}})
+// patch sets the pod's annotations in values, removing those whose value
+// is nil, in one request, and records what the API server answered.
+func (o *ownPod) patch(ctx context.Context, values map[string]*string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": values}})
 	if err != nil {
 		return err
 	}
@@ -169,18 +169,4 @@ func (b *reassertion) due(now time.Time) time.Duration {
 	b.next = now.Add(b.wait)
 	b.wait = min(2*b.wait, reassertMax)
 	return 0
-}
-
-// unchangedWrite decides about a value the daemon wrote last and has not
-// changed since: write it again when the pod holds something else (a
-// forgery, or an edit), paced by b. wait > 0 says when to look again.
-func (o *ownPod) unchangedWrite(ctx context.Context, key string, written *string, b *reassertion, now time.Time) (write bool, wait time.Duration) {
-	if !o.differs(key, written) {
-		return false, 0
-	}
-	if wait := b.due(now); wait > 0 {
-		return false, wait
-	}
-	klog.FromContext(ctx).Info("The daemon's pod holds an annotation the daemon did not write; writing it again", "annotation", key)
-	return true, 0
 }

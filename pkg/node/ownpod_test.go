@@ -10,7 +10,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/dcherman/image-cache-daemon/pkg/metrics"
-	"github.com/dcherman/image-cache-daemon/pkg/source"
 	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
@@ -33,11 +32,19 @@ func forge(t *testing.T, client *fake.Clientset, key, value string) *corev1.Pod 
 
 func onPod(t *testing.T, client *fake.Clientset, key string) string {
 	t.Helper()
+	v, _ := onPodOK(t, client, key)
+	return v
+}
+
+// onPodOK is the annotation key of the daemon's pod, and whether it is there.
+func onPodOK(t *testing.T, client *fake.Clientset, key string) (string, bool) {
+	t.Helper()
 	p, err := client.CoreV1().Pods("icd").Get(context.Background(), "daemon-x", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.Annotations[key]
+	v, ok := p.Annotations[key]
+	return v, ok
 }
 
 func patchCount(client *fake.Clientset) int {
@@ -50,69 +57,60 @@ func patchCount(client *fake.Clientset) int {
 	return n
 }
 
-// publisher is one of the daemon's annotations on its pod, with a clock
+// testPublisher is the daemon's publisher with one snapshot set and a clock
 // the test moves.
-type publisher struct {
-	key     string
-	publish func() (time.Duration, error)
-	clock   *time.Time
-	// observe tells the publisher's ownPod what the watch would show.
-	observe func(*corev1.Pod)
-}
-
-func publishers(client *fake.Clientset) []publisher {
-	ctx := context.Background()
-	r := newImageReport(client, "icd", "daemon-x")
-	r.set([]wire.ImageStatus{{Image: "docker.io/library/alpine:latest", State: wire.Cached, Pod: "p1"}})
-	rClock := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
-	r.now = func() time.Time { return rClock }
-	h := &health{own: newOwnPod(client, "icd", "daemon-x"), sources: source.NewSetOf(&healthSource{h: wire.Health{Source: "static", Synced: true}}), metrics: metrics.New()}
-	hClock := rClock
-	h.now = func() time.Time { return hClock }
-	return []publisher{
-		{wire.AnnotationReport, func() (time.Duration, error) { again, _, err := r.publish(ctx); return again, err }, &rClock, r.own.observe},
-		{wire.AnnotationHealth, func() (time.Duration, error) { return h.publish(ctx) }, &hClock, h.own.observe},
-	}
+func testPublisher(client *fake.Clientset) (*publisher, *time.Time) {
+	p := newPublisher(client, "icd", "daemon-x", wellSources(), metrics.New())
+	p.set(Snapshot{States: []wire.ImageStatus{{Image: "docker.io/library/alpine:latest", State: wire.Cached, Pod: "p1"}}})
+	clock := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	p.now = func() time.Time { return clock }
+	return p, &clock
 }
 
 // A forged annotation does not stand: the daemon writes its own value
 // again as soon as it sees the pod, and a forger who keeps at it meets
 // writes paced from a second up to a minute apart, not a write storm.
 func TestForgedAnnotationsAreRewritten(t *testing.T) {
-	for i := range 2 {
-		client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd", ResourceVersion: "1"}})
-		p := publishers(client)[i]
-		t.Run(p.key, func(t *testing.T) {
-			if _, err := p.publish(); err != nil {
-				t.Fatal(err)
+	ctx := context.Background()
+	for _, key := range []string{wire.AnnotationReport, wire.AnnotationHealth} {
+		t.Run(key, func(t *testing.T) {
+			client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd", ResourceVersion: "1"}})
+			p, clock := testPublisher(client)
+			publish := func() time.Duration {
+				t.Helper()
+				again, _, err := p.publish(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return again
 			}
-			written := onPod(t, client, p.key)
+			publish()
+			written := onPod(t, client, key)
 			if written == "" {
 				t.Fatal("nothing written")
 			}
-			observe := p.observe
-			observe(forge(t, client, p.key, `{"v":1,"images":[]}`))
+			p.own.observe(forge(t, client, key, `{"v":1,"images":[]}`))
 			before := patchCount(client)
-			if again, err := p.publish(); err != nil || again != 0 {
-				t.Fatalf("publish: %v, again in %v", err, again)
+			if again := publish(); again != 0 {
+				t.Fatalf("publish: again in %v", again)
 			}
-			if got := onPod(t, client, p.key); got != written || patchCount(client) != before+1 {
+			if got := onPod(t, client, key); got != written || patchCount(client) != before+1 {
 				t.Fatalf("after a forgery the pod holds %q (%d patches), want %q", got, patchCount(client)-before, written)
 			}
-			if _, _ = p.publish(); patchCount(client) != before+1 {
+			if all := patches(t, client); len(all[len(all)-1]) != 1 {
+				t.Errorf("the forged annotation was put right with %v; want it alone", all[len(all)-1])
+			}
+			if publish(); patchCount(client) != before+1 {
 				t.Error("an annotation the pod holds was written again")
 			}
 
 			// A forger at it ten times a second for an hour: the pod as
 			// the watch shows it after each forgery.
 			before = patchCount(client)
-			forged := forge(t, client, p.key, "forged")
-			start := *p.clock
-			for *p.clock = start; p.clock.Sub(start) < time.Hour; *p.clock = p.clock.Add(100 * time.Millisecond) {
-				observe(forged)
-				if _, err := p.publish(); err != nil {
-					t.Fatal(err)
-				}
+			forged := forge(t, client, key, "forged")
+			for start := *clock; clock.Sub(start) < time.Hour; *clock = clock.Add(100 * time.Millisecond) {
+				p.own.observe(forged)
+				publish()
 			}
 			writes := patchCount(client) - before
 			t.Logf("a forger writing 36,000 times in an hour met %d writes", writes)
@@ -120,10 +118,10 @@ func TestForgedAnnotationsAreRewritten(t *testing.T) {
 				t.Errorf("%d writes in an hour of a fight, want about one a minute", writes)
 			}
 			// Once the fight has stopped for long, a forgery is undone at once.
-			*p.clock = p.clock.Add(2 * reassertMax)
-			observe(forge(t, client, p.key, "forged"))
+			*clock = clock.Add(2 * reassertMax)
+			p.own.observe(forge(t, client, key, "forged"))
 			before = patchCount(client)
-			if _, _ = p.publish(); patchCount(client) != before+1 || onPod(t, client, p.key) != written {
+			if publish(); patchCount(client) != before+1 || onPod(t, client, key) != written {
 				t.Error("a forgery after a quiet spell was not undone at once")
 			}
 		})
@@ -134,13 +132,13 @@ func TestForgedAnnotationsAreRewritten(t *testing.T) {
 // written again, with no call from the test.
 func TestReportRunRewritesForgery(t *testing.T) {
 	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon-x", Namespace: "icd"}})
-	r := newImageReport(client, "icd", "daemon-x")
-	r.every = 10 * time.Millisecond
-	r.set([]wire.ImageStatus{{Image: "docker.io/library/alpine:latest", State: wire.Cached, Pod: "p1"}})
+	p, _ := testPublisher(client)
+	p.now = time.Now
+	p.every = 10 * time.Millisecond
 	want, _ := wire.EncodeReport([]wire.ImageStatus{{Image: "docker.io/library/alpine:latest", State: wire.Cached, Pod: "p1"}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { r.run(ctx); close(done) }()
+	go func() { p.run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	waitFor := func(what string) {
 		t.Helper()

@@ -24,9 +24,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// eventually waits for cond. The deadline is generous: a set of thousands of
+// incompressible images takes seconds to decode under the race detector on
+// a loaded 2-core machine (5 s was once too short).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 5*time.Second, true,
+	if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 30*time.Second, true,
 		func(context.Context) (bool, error) { return cond(), nil }); err != nil {
 		t.Fatalf("never: %s", what)
 	}
