@@ -26,6 +26,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -42,6 +43,7 @@ import (
 	"github.com/dcherman/image-cache-daemon/pkg/imageref"
 	"github.com/dcherman/image-cache-daemon/pkg/install"
 	"github.com/dcherman/image-cache-daemon/pkg/resolve"
+	"github.com/dcherman/image-cache-daemon/pkg/wanted"
 	"github.com/dcherman/image-cache-daemon/pkg/wire"
 )
 
@@ -115,6 +117,8 @@ type fleet struct {
 
 	pods     cache.SharedIndexInformer
 	stopPods chan struct{}
+	// trace follows the latency trial under way.
+	trace trace
 	// since and always count, for the pods added from since on, their
 	// containers with imagePullPolicy Always.
 	mu     sync.Mutex
@@ -148,6 +152,7 @@ type fleetRun struct {
 	startCPU                            []float64 // CPU seconds per daemon until ready
 	restCPU                             []float64 // per cent of one core, per daemon, at rest
 	latency                             []time.Duration
+	steps                               []traceSteps // of each latency trial
 }
 
 func (b *bench) fleetBench(ctx context.Context, cfg fleetConfig) error {
@@ -554,6 +559,7 @@ func (f *fleet) watchPods() error {
 		if !ok {
 			return
 		}
+		f.trace.seePod(pod)
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if f.since.IsZero() || pod.CreationTimestamp.Time.Before(f.since) {
@@ -564,11 +570,28 @@ func (f *fleet) watchPods() error {
 				f.always++
 			}
 		}
+	}, UpdateFunc: func(_, obj any) {
+		if pod, ok := obj.(*corev1.Pod); ok {
+			f.trace.seePod(pod)
+		}
 	}})
 	if err != nil {
 		return err
 	}
+	// The published set, for the trace of each trial (after: the planner's).
+	sets := cache.NewSharedIndexInformer(cache.NewFilteredListWatchFromClient(f.b.kube.CoreV1().RESTClient(), "configmaps", fleetNamespace, func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", wanted.ConfigMap).String()
+	}), &corev1.ConfigMap{}, 0, cache.Indexers{})
+	seeSet := func(obj any) {
+		if cm, ok := obj.(*corev1.ConfigMap); ok {
+			f.trace.seeSet(cm)
+		}
+	}
+	if _, err := sets.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: seeSet, UpdateFunc: func(_, obj any) { seeSet(obj) }}); err != nil {
+		return err
+	}
 	f.stopPods = make(chan struct{})
+	go sets.Run(f.stopPods)
 	go f.pods.Run(f.stopPods)
 	if !cache.WaitForCacheSync(f.stopPods, f.pods.HasSynced) {
 		return errors.New("the prefetch pod informer did not sync")
@@ -828,6 +851,7 @@ func (f *fleet) measure(ctx context.Context, n int, fromPlanner bool) (*fleetRun
 	for t := range f.cfg.trials {
 		img := f.trial[0]
 		f.trial = f.trial[1:]
+		f.trace.begin(img)
 		start, w0 := time.Now(), f.daemonWrites(ctx)
 		if _, err := imagelist.Edit(ctx, f.b.kube, fleetNamespace, install.DefaultConfigMap, func(cur []string) []string { return append(cur, img) }); err != nil {
 			return nil, err
@@ -836,6 +860,8 @@ func (f *fleet) measure(ctx context.Context, n int, fromPlanner bool) (*fleetRun
 			return nil, fmt.Errorf("trial %d: %w", t+1, err)
 		}
 		r.latency = append(r.latency, time.Since(start))
+		r.steps = append(r.steps, f.trace.steps())
+		f.trace.begin("")
 		// Its writes: the pod, and the report once it is cached (which may
 		// wait for the report's pace).
 		time.Sleep(2 * time.Second)
@@ -858,6 +884,7 @@ func (f *fleet) measure(ctx context.Context, n int, fromPlanner bool) (*fleetRun
 	fmt.Printf("  %s, %d nodes: start %s, %.0f KiB per daemon (argo %.0f, configmaps %.0f, pods %.0f); edit %.1f KiB per daemon; RSS %.1f MiB; new image on every node %s (%s-%s)\n",
 		mode, n, r.startTook.Round(time.Millisecond), total(r.start)/1024, r.start["argo"]/1024, r.start["configmaps"]/1024, r.start["pods"]/1024,
 		median(r.edit)/1024, median(r.rss), med.Round(time.Millisecond), lo.Round(time.Millisecond), hi.Round(time.Millisecond))
+	fmt.Printf("    where the new image's time went (medians of %d trials, from the edit): %s\n", len(r.steps), stepsLine(r.steps))
 	return r, nil
 }
 
